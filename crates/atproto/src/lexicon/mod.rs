@@ -1,0 +1,1 @@
+//! Lexicon schemas and record validation (placeholder while the module is written).
