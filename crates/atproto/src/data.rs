@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD_NO_PAD};
 use ipld_core::ipld::Ipld;
 
 /// Why a value was rejected.
@@ -251,11 +252,17 @@ fn json_to_ipld(json: &serde_json::Value, depth: usize) -> Result<Ipld, DataErro
     })
 }
 
+/// `$bytes` is standard base64 without padding; be lenient about padding and unused trailing
+/// bits, as the reference implementation is.
+const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
+
 fn decode_base64(s: &str) -> Result<Vec<u8>, DataError> {
-    STANDARD_NO_PAD
-        .decode(s.trim_end_matches('='))
-        .or_else(|_| STANDARD.decode(s))
-        .map_err(|_| invalid("$bytes is not valid base64"))
+    LENIENT_BASE64.decode(s).map_err(|_| invalid("$bytes is not valid base64"))
 }
 
 /// Converts a data-model value to its JSON form.
