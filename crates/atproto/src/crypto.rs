@@ -101,6 +101,14 @@ impl PublicKey {
         }
     }
 
+    /// The uncompressed SEC1 point (65 bytes), as JWKs need it.
+    pub fn to_sec1_uncompressed(&self) -> Vec<u8> {
+        match self {
+            Self::K256(k) => k.to_sec1_point(false).as_bytes().to_vec(),
+            Self::P256(k) => k.to_sec1_point(false).as_bytes().to_vec(),
+        }
+    }
+
     /// The multibase multikey, as used in DID documents' `publicKeyMultibase`.
     pub fn to_multikey(&self) -> String {
         let prefix = match self {

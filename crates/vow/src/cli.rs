@@ -1,0 +1,140 @@
+//! The `vow` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "vow", version, about = "A Bring-Your-Own-Key Personal Data Server for the AT Protocol")]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the PDS.
+    Run,
+    /// Create an invite code.
+    CreateInviteCode {
+        #[arg(long, default_value_t = 1)]
+        uses: i64,
+        /// Account the code belongs to.
+        #[arg(long = "for")]
+        for_account: Option<String>,
+    },
+    /// Set a new random password for an account and print it.
+    ResetPassword {
+        #[arg(long)]
+        did: String,
+    },
+    /// Write a new secp256k1 rotation key.
+    CreateRotationKey {
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Write a new P-256 private JWK.
+    CreatePrivateJwk {
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+}
+
+pub fn main() -> ExitCode {
+    // `.env` first, so real environment variables and flags override it.
+    let _ = dotenvy::dotenv();
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{},tower_http=info", cli.config.log_level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Run => serve(cli.config).await,
+        Command::CreateRotationKey { out } => {
+            crate::keys::create_rotation_key(&out).map_err(|e| e.to_string())?;
+            println!("{}", out.display());
+            Ok(())
+        }
+        Command::CreatePrivateJwk { out } => {
+            crate::keys::create_private_jwk(&out).map_err(|e| e.to_string())?;
+            println!("{}", out.display());
+            Ok(())
+        }
+        Command::CreateInviteCode { uses, for_account } => {
+            if uses < 1 {
+                return Err("--uses must be at least 1".into());
+            }
+            let db = crate::db::open(&cli.config.db_name).await.map_err(|e| format!("database: {e}"))?;
+            let code = crate::xrpc::new_invite_code();
+            sqlx::query("INSERT INTO invite_codes (code, for_account, created_by, available, created_at) VALUES (?, ?, 'admin', ?, ?)")
+                .bind(&code)
+                .bind(for_account.as_deref().unwrap_or("admin"))
+                .bind(uses)
+                .bind(crate::db::now())
+                .execute(&db)
+                .await
+                .map_err(|e| format!("database: {e}"))?;
+            println!("New invite code created with {uses} uses: {code}");
+            Ok(())
+        }
+        Command::ResetPassword { did } => {
+            let db = crate::db::open(&cli.config.db_name).await.map_err(|e| format!("database: {e}"))?;
+            let password: String = format!("{}-{}", crate::xrpc::random_code(12), crate::xrpc::random_code(12));
+            let hash = crate::auth::password::hash_async(password.clone()).await;
+            let updated = sqlx::query("UPDATE accounts SET password_hash = ? WHERE did = ?")
+                .bind(hash)
+                .bind(&did)
+                .execute(&db)
+                .await
+                .map_err(|e| format!("database: {e}"))?;
+            if updated.rows_affected() == 0 {
+                return Err(format!("no account with DID {did}"));
+            }
+            // Existing sessions end with the old password.
+            sqlx::query("DELETE FROM sessions WHERE did = ?")
+                .bind(&did)
+                .execute(&db)
+                .await
+                .map_err(|e| format!("database: {e}"))?;
+            println!("New password for {did}: {password}");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let config = config.server().map_err(|e| e.to_string())?;
+    let rotation_key =
+        crate::keys::load_or_create_rotation_key(&config.rotation_key_path).map_err(|e| e.to_string())?;
+    let jwk = crate::keys::load_or_create_jwk(&config.jwk_path).map_err(|e| e.to_string())?;
+    let db =
+        crate::db::open(&config.db_path).await.map_err(|e| format!("database {}: {e}", config.db_path.display()))?;
+    let addr = config.addr;
+    let state = crate::server::AppState::new(config, db, rotation_key, jwk);
+    let app = crate::server::router(state);
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%local, "vow listening");
+    println!("vow listening on http://{local}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| e.to_string())
+}

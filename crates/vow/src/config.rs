@@ -1,0 +1,116 @@
+//! Configuration: command-line flags, the original's `VOW_*` environment variables and a
+//! `.env` file in the working directory (loaded before parsing; real env vars win).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// Settings shared by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Listen address; `:8080` means every interface, as in the original.
+    #[arg(long, env = "VOW_ADDR", default_value = ":8080", global = true)]
+    pub addr: String,
+    /// SQLite database file.
+    #[arg(long, env = "VOW_DB_NAME", default_value = "vow.db", global = true)]
+    pub db_name: PathBuf,
+    /// DID of this PDS (normally `did:web:<hostname>`).
+    #[arg(long, env = "VOW_DID", global = true)]
+    pub did: Option<String>,
+    /// Public hostname, no scheme. Also the handle domain suffix.
+    #[arg(long, env = "VOW_HOSTNAME", global = true)]
+    pub hostname: Option<String>,
+    /// Public base URL when it is not `https://<hostname>` (e.g. `http://localhost:2583` locally).
+    #[arg(long, env = "VOW_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+    /// secp256k1 rotation key (raw 32 bytes); generated if the file does not exist.
+    #[arg(long, env = "VOW_ROTATION_KEY_PATH", global = true)]
+    pub rotation_key_path: Option<PathBuf>,
+    /// P-256 private JWK for session tokens; generated if the file does not exist.
+    #[arg(long, env = "VOW_JWK_PATH", global = true)]
+    pub jwk_path: Option<PathBuf>,
+    #[arg(long, env = "VOW_CONTACT_EMAIL", global = true)]
+    pub contact_email: Option<String>,
+    /// Password for admin endpoints (HTTP basic auth, user `admin`).
+    #[arg(long, env = "VOW_ADMIN_PASSWORD", global = true)]
+    pub admin_password: Option<String>,
+    /// Secret for signing web session cookies.
+    #[arg(long, env = "VOW_SESSION_SECRET", global = true)]
+    pub session_secret: Option<String>,
+    #[arg(long, env = "VOW_REQUIRE_INVITE", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub require_invite: bool,
+    /// Relays to ask for crawls (comma or whitespace separated).
+    #[arg(long, env = "VOW_RELAYS", default_value = "", global = true)]
+    pub relays: String,
+    /// PLC directory.
+    #[arg(long, env = "VOW_PLC_URL", default_value = "https://plc.directory", global = true)]
+    pub plc_url: String,
+    #[arg(long, env = "VOW_LOG_LEVEL", default_value = "info", global = true)]
+    pub log_level: String,
+    /// Largest accepted request body for JSON endpoints, in bytes.
+    #[arg(long, env = "VOW_MAX_JSON_BODY", default_value_t = 1024 * 1024, global = true)]
+    pub max_json_body: usize,
+}
+
+/// Settings `run` needs, all present and checked.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub addr: SocketAddr,
+    pub db_path: PathBuf,
+    pub service_did: String,
+    pub hostname: String,
+    pub public_url: String,
+    pub rotation_key_path: PathBuf,
+    pub jwk_path: PathBuf,
+    pub contact_email: String,
+    pub admin_password: String,
+    pub session_secret: String,
+    pub require_invite: bool,
+    pub relays: Vec<String>,
+    pub plc_url: String,
+    pub max_json_body: usize,
+}
+
+/// A setting that `run` cannot start without.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("missing required setting {env} (flag --{flag})")]
+    Missing { env: &'static str, flag: &'static str },
+    #[error("invalid setting {env}: {reason}")]
+    Invalid { env: &'static str, reason: String },
+}
+
+fn required<T: Clone>(value: &Option<T>, env: &'static str, flag: &'static str) -> Result<T, ConfigError> {
+    value.clone().ok_or(ConfigError::Missing { env, flag })
+}
+
+impl Config {
+    /// Checks that everything `run` needs is set.
+    pub fn server(&self) -> Result<ServerConfig, ConfigError> {
+        let hostname = required(&self.hostname, "VOW_HOSTNAME", "hostname")?;
+        let addr = parse_addr(&self.addr).map_err(|reason| ConfigError::Invalid { env: "VOW_ADDR", reason })?;
+        let public_url = self.public_url.clone().unwrap_or_else(|| format!("https://{hostname}"));
+        Ok(ServerConfig {
+            addr,
+            db_path: self.db_name.clone(),
+            service_did: required(&self.did, "VOW_DID", "did")?,
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            rotation_key_path: required(&self.rotation_key_path, "VOW_ROTATION_KEY_PATH", "rotation-key-path")?,
+            jwk_path: required(&self.jwk_path, "VOW_JWK_PATH", "jwk-path")?,
+            contact_email: required(&self.contact_email, "VOW_CONTACT_EMAIL", "contact-email")?,
+            admin_password: required(&self.admin_password, "VOW_ADMIN_PASSWORD", "admin-password")?,
+            session_secret: required(&self.session_secret, "VOW_SESSION_SECRET", "session-secret")?,
+            require_invite: self.require_invite,
+            relays: self.relays.split([',', ' ']).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+            plc_url: self.plc_url.trim_end_matches('/').to_owned(),
+            max_json_body: self.max_json_body,
+            hostname,
+        })
+    }
+}
+
+fn parse_addr(addr: &str) -> Result<SocketAddr, String> {
+    let full = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.to_owned() };
+    full.parse().map_err(|e| format!("'{addr}': {e}"))
+}

@@ -1,0 +1,47 @@
+//! Account rows.
+
+use sqlx::SqlitePool;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Account {
+    pub did: String,
+    pub handle: String,
+    pub email: Option<String>,
+    pub email_confirmed_at: Option<String>,
+    pub password_hash: String,
+    pub signing_key: Option<String>,
+    pub repo_root: Option<String>,
+    pub repo_rev: Option<String>,
+    pub deactivated_at: Option<String>,
+    pub created_at: String,
+}
+
+impl Account {
+    pub fn active(&self) -> bool {
+        self.deactivated_at.is_none()
+    }
+}
+
+pub async fn by_did(db: &SqlitePool, did: &str) -> Result<Option<Account>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM accounts WHERE did = ?").bind(did).fetch_optional(db).await
+}
+
+pub async fn by_handle(db: &SqlitePool, handle: &str) -> Result<Option<Account>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM accounts WHERE handle = ?").bind(handle.to_ascii_lowercase()).fetch_optional(db).await
+}
+
+pub async fn by_email(db: &SqlitePool, email: &str) -> Result<Option<Account>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM accounts WHERE email = ?").bind(email.to_ascii_lowercase()).fetch_optional(db).await
+}
+
+/// Finds an account by DID, handle or email, as createSession's `identifier` allows.
+pub async fn by_identifier(db: &SqlitePool, identifier: &str) -> Result<Option<Account>, sqlx::Error> {
+    let id = identifier.trim();
+    if id.starts_with("did:") {
+        by_did(db, id).await
+    } else if id.contains('@') {
+        by_email(db, id).await
+    } else {
+        by_handle(db, id).await
+    }
+}

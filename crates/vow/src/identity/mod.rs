@@ -1,0 +1,4 @@
+//! Identity: the PLC directory client and handle resolution.
+
+pub mod handle;
+pub mod plc;

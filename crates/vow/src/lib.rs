@@ -1,0 +1,16 @@
+//! Vow, a Bring-Your-Own-Key Personal Data Server for the AT Protocol.
+//!
+//! Layers, data flowing one way: [`xrpc`] handlers parse input and call services; [`auth`],
+//! [`identity`] and [`repo`] hold the logic; [`db`] is the SQLite storage.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod identity;
+pub mod keys;
+pub mod repo;
+pub mod server;
+pub mod wellknown;
+pub mod xrpc;

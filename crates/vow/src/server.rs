@@ -1,0 +1,72 @@
+//! Application state and the HTTP router.
+
+use std::sync::Arc;
+
+use atproto::crypto::Keypair;
+use atproto::syntax::TidGenerator;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Method};
+use sqlx::SqlitePool;
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::config::ServerConfig;
+use crate::identity::plc::PlcClient;
+
+/// Everything handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<ServerConfig>,
+    pub db: SqlitePool,
+    pub rotation_key: Arc<Keypair>,
+    pub jwk: Arc<Keypair>,
+    pub plc: PlcClient,
+    pub http: reqwest::Client,
+    pub tids: Arc<TidGenerator>,
+}
+
+impl AppState {
+    pub fn new(config: ServerConfig, db: SqlitePool, rotation_key: Keypair, jwk: Keypair) -> Self {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("vow/", env!("CARGO_PKG_VERSION")))
+            .timeout(std::time::Duration::from_secs(15))
+            .build()
+            .expect("HTTP client builds");
+        let plc = PlcClient::new(&config.plc_url, http.clone());
+        Self {
+            config: Arc::new(config),
+            db,
+            rotation_key: Arc::new(rotation_key),
+            jwk: Arc::new(jwk),
+            plc,
+            http,
+            tids: Arc::new(TidGenerator::with_random_clock_id()),
+        }
+    }
+}
+
+/// The full router.
+pub fn router(state: AppState) -> Router {
+    // ATProto clients run in browsers on other origins and send these headers.
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::CONTENT_TYPE,
+            HeaderName::from_static("atproto-proxy"),
+            HeaderName::from_static("atproto-accept-labelers"),
+            HeaderName::from_static("dpop"),
+        ])
+        .expose_headers([HeaderName::from_static("dpop-nonce")])
+        .max_age(std::time::Duration::from_secs(86_400));
+    let limit = state.config.max_json_body;
+    crate::xrpc::routes()
+        .merge(crate::wellknown::routes())
+        .fallback(crate::xrpc::not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(cors)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

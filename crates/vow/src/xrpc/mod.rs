@@ -1,0 +1,86 @@
+//! XRPC endpoints: thin handlers that parse typed input, call the services, map errors.
+//! One module per namespace.
+
+mod identity;
+mod repo;
+mod server;
+
+pub use server::{new_invite_code, random_code};
+
+use axum::Router;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
+
+use crate::error::XrpcError;
+use crate::server::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/xrpc/_health", get(server::health))
+        .route("/xrpc/com.atproto.server.describeServer", get(server::describe_server))
+        .route("/xrpc/com.atproto.server.createAccount", post(server::create_account))
+        .route("/xrpc/com.atproto.server.createSession", post(server::create_session))
+        .route("/xrpc/com.atproto.server.getSession", get(server::get_session))
+        .route("/xrpc/com.atproto.server.refreshSession", post(server::refresh_session))
+        .route("/xrpc/com.atproto.server.deleteSession", post(server::delete_session))
+        .route("/xrpc/com.atproto.server.createInviteCode", post(server::create_invite_code))
+        .route("/xrpc/com.atproto.server.createInviteCodes", post(server::create_invite_codes))
+        .route("/xrpc/com.atproto.server.getAccountInviteCodes", get(server::get_account_invite_codes))
+        .route("/xrpc/com.atproto.server.createAppPassword", post(server::create_app_password))
+        .route("/xrpc/com.atproto.server.listAppPasswords", get(server::list_app_passwords))
+        .route("/xrpc/com.atproto.server.revokeAppPassword", post(server::revoke_app_password))
+        .route("/xrpc/com.atproto.identity.resolveHandle", get(identity::resolve_handle))
+        .route("/xrpc/com.atproto.repo.describeRepo", get(repo::describe_repo))
+        .route("/xrpc/com.atproto.repo.getRecord", get(repo::get_record))
+        .route("/xrpc/com.atproto.repo.listRecords", get(repo::list_records))
+}
+
+/// Unknown paths: XRPC methods get `MethodNotImplemented`, anything else a plain 404 body.
+pub async fn not_found(uri: axum::http::Uri) -> XrpcError {
+    if uri.path().starts_with("/xrpc/") {
+        XrpcError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "MethodNotImplemented",
+            format!("{} is not implemented", uri.path()),
+        )
+    } else {
+        XrpcError::not_found("NotFound", "Not found")
+    }
+}
+
+/// A JSON body whose rejections become XRPC errors (`InvalidRequest`, `PayloadTooLarge`).
+pub struct XrpcJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for XrpcJson<T> {
+    type Rejection = XrpcError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, XrpcError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(rejection) => {
+                let status = rejection.status();
+                if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    Err(XrpcError::new(status, "PayloadTooLarge", "Request body is too large"))
+                } else {
+                    Err(XrpcError::invalid_request(format!("Invalid request body: {}", rejection.body_text())))
+                }
+            }
+        }
+    }
+}
+
+/// Query parameters whose rejections become `InvalidRequest`.
+pub struct XrpcQuery<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> axum::extract::FromRequestParts<S> for XrpcQuery<T> {
+    type Rejection = XrpcError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, XrpcError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Self(q.0))
+            .map_err(|e| XrpcError::invalid_request(format!("Invalid query parameters: {}", e.body_text())))
+    }
+}

@@ -1,0 +1,513 @@
+//! `com.atproto.server.*`: describeServer, accounts, sessions, invite codes, app passwords.
+
+use atproto::syntax::{Did, Handle};
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{XrpcJson, XrpcQuery};
+use crate::auth::{self, AccessAuth, AdminAuth, RefreshAuth, jwt, password};
+use crate::db::{self, accounts};
+use crate::error::{XrpcError, XrpcResult};
+use crate::identity::plc::Operation;
+use crate::server::AppState;
+
+pub async fn health() -> Json<Value> {
+    Json(json!({ "version": env!("CARGO_PKG_VERSION") }))
+}
+
+pub async fn describe_server(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "did": state.config.service_did,
+        "availableUserDomains": [format!(".{}", state.config.hostname)],
+        "inviteCodeRequired": state.config.require_invite,
+        "phoneVerificationRequired": false,
+        "links": {},
+        "contact": { "email": state.config.contact_email },
+    }))
+}
+
+/// Random code from the base32 alphabet the original uses.
+pub fn random_code(len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    (0..len).map(|_| ALPHABET[(rand::random::<u8>() % 32) as usize] as char).collect()
+}
+
+/// An invite code: `XXXXXXXX-XXXXXXXX`.
+pub fn new_invite_code() -> String {
+    format!("{}-{}", random_code(8), random_code(8))
+}
+
+/// Issues a session (row + tokens) for an account.
+pub(crate) async fn issue_session(
+    executor: impl sqlx::SqliteExecutor<'_>,
+    state: &AppState,
+    did: &str,
+    app_password: Option<(&str, bool)>,
+) -> XrpcResult<(String, String)> {
+    let now = db::unix_now();
+    let session_id = random_code(26);
+    let refresh_jti = random_code(26);
+    sqlx::query("INSERT INTO sessions (id, did, app_password_name, refresh_jti, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(&session_id)
+        .bind(did)
+        .bind(app_password.map(|(name, _)| name))
+        .bind(&refresh_jti)
+        .bind(db::now())
+        .bind(now + auth::REFRESH_TTL_SECS)
+        .execute(executor)
+        .await?;
+    Ok(tokens(state, did, &session_id, &refresh_jti, app_password.map(|(_, privileged)| privileged)))
+}
+
+fn tokens(
+    state: &AppState,
+    did: &str,
+    session_id: &str,
+    refresh_jti: &str,
+    app_password: Option<bool>,
+) -> (String, String) {
+    let now = db::unix_now();
+    let scope = match app_password {
+        None => jwt::ACCESS_SCOPE,
+        Some(true) => jwt::APP_PASS_PRIVILEGED_SCOPE,
+        Some(false) => jwt::APP_PASS_SCOPE,
+    };
+    let access = jwt::Claims {
+        scope: scope.into(),
+        sub: did.into(),
+        aud: state.config.service_did.clone(),
+        iat: now,
+        exp: now + auth::ACCESS_TTL_SECS,
+        jti: random_code(26),
+        sid: session_id.into(),
+    };
+    let refresh = jwt::Claims {
+        scope: jwt::REFRESH_SCOPE.into(),
+        exp: now + auth::REFRESH_TTL_SECS,
+        jti: refresh_jti.into(),
+        ..access.clone()
+    };
+    (jwt::sign(&state.jwk, "at+jwt", &access), jwt::sign(&state.jwk, "refresh+jwt", &refresh))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateAccountInput {
+    email: Option<String>,
+    handle: String,
+    did: Option<String>,
+    invite_code: Option<String>,
+    password: Option<String>,
+}
+
+fn check_email(email: &str) -> XrpcResult<String> {
+    let email = email.trim().to_ascii_lowercase();
+    let valid = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+        })
+        && !email.contains(char::is_whitespace);
+    if valid { Ok(email) } else { Err(XrpcError::named("InvalidEmail", "That email address is not valid")) }
+}
+
+/// Checks that a handle is free to take on this server (syntax, domain, not taken).
+async fn check_new_handle(state: &AppState, raw: &str) -> XrpcResult<Handle> {
+    let handle =
+        Handle::new(raw.trim().to_ascii_lowercase()).map_err(|e| XrpcError::named("InvalidHandle", e.to_string()))?;
+    let suffix = format!(".{}", state.config.hostname);
+    let Some(name) = handle.as_str().strip_suffix(&suffix) else {
+        return Err(XrpcError::named("UnsupportedDomain", format!("Handles on this server must end with {suffix}")));
+    };
+    if name.contains('.') || name.len() < 3 || name.len() > 18 {
+        return Err(XrpcError::named(
+            "InvalidHandle",
+            format!("Choose a single name of 3 to 18 characters before {suffix}"),
+        ));
+    }
+    if accounts::by_handle(&state.db, handle.as_str()).await?.is_some() {
+        return Err(XrpcError::named("HandleNotAvailable", format!("The handle {handle} is already taken")));
+    }
+    Ok(handle)
+}
+
+pub async fn create_account(
+    State(state): State<AppState>,
+    XrpcJson(input): XrpcJson<CreateAccountInput>,
+) -> XrpcResult<Json<Value>> {
+    if input.did.is_some() {
+        return Err(XrpcError::invalid_request("Migrating an existing DID to this server is not supported yet"));
+    }
+    let handle = check_new_handle(&state, &input.handle).await?;
+    let email = check_email(input.email.as_deref().unwrap_or(""))?;
+    let password = input
+        .password
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| XrpcError::named("InvalidPassword", "A password is required"))?;
+    if password.len() > 256 {
+        return Err(XrpcError::named("InvalidPassword", "Password is too long"));
+    }
+    if accounts::by_email(&state.db, &email).await?.is_some() {
+        return Err(XrpcError::named("EmailNotAvailable", "That email address is already in use"));
+    }
+    let invite = match (&input.invite_code, state.config.require_invite) {
+        (None, true) => return Err(XrpcError::named("InvalidInviteCode", "An invite code is required")),
+        (code, _) => code.clone(),
+    };
+    if let Some(code) = &invite {
+        let row: Option<(i64, i64)> = sqlx::query_as("SELECT available, disabled FROM invite_codes WHERE code = ?")
+            .bind(code)
+            .fetch_optional(&state.db)
+            .await?;
+        if !matches!(row, Some((available, 0)) if available > 0) {
+            return Err(XrpcError::named("InvalidInviteCode", "That invite code is not valid or has been used up"));
+        }
+    }
+
+    // The DID: a genesis operation signed by this server's rotation key, which stays the
+    // account's key until the user registers a passkey and takes over.
+    let rotation = state.rotation_key.public_key().to_did_key();
+    let op = Operation::genesis(vec![rotation.clone()], rotation, handle.as_str(), &state.config.public_url)
+        .sign(&state.rotation_key);
+    let did = op.did();
+    state
+        .plc
+        .submit(&did, &op)
+        .await
+        .map_err(|e| XrpcError::upstream("Could not register the DID with the PLC directory", e))?;
+    let did_typed = Did::new(did.as_str()).map_err(|e| XrpcError::internal("PLC produced an invalid DID", e))?;
+
+    let password_hash = password::hash_async(password).await;
+    let commit = crate::repo::genesis_commit(&did_typed, &state.rotation_key, &state.tids);
+
+    let mut tx = state.db.begin().await?;
+    if let Some(code) = &invite {
+        let taken = sqlx::query(
+            "UPDATE invite_codes SET available = available - 1 WHERE code = ? AND available > 0 AND disabled = 0",
+        )
+        .bind(code)
+        .execute(&mut *tx)
+        .await?;
+        if taken.rows_affected() != 1 {
+            return Err(XrpcError::named("InvalidInviteCode", "That invite code is not valid or has been used up"));
+        }
+        sqlx::query("INSERT INTO invite_code_uses (code, used_by, used_at) VALUES (?, ?, ?)")
+            .bind(code)
+            .bind(&did)
+            .bind(db::now())
+            .execute(&mut *tx)
+            .await?;
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO accounts (did, handle, email, password_hash, repo_root, repo_rev, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&did)
+    .bind(handle.as_str())
+    .bind(&email)
+    .bind(&password_hash)
+    .bind(commit.cid.to_string())
+    .bind(&commit.rev)
+    .bind(db::now())
+    .execute(&mut *tx)
+    .await;
+    if let Err(sqlx::Error::Database(e)) = &inserted
+        && e.is_unique_violation()
+    {
+        // Lost a race with another sign-up for the same handle or email.
+        return Err(if e.message().contains("email") {
+            XrpcError::named("EmailNotAvailable", "That email address is already in use")
+        } else {
+            XrpcError::named("HandleNotAvailable", format!("The handle {handle} is already taken"))
+        });
+    }
+    inserted?;
+    crate::repo::put_blocks(&mut tx, &commit.blocks).await?;
+    for (kind, payload) in [
+        ("identity", json!({ "did": did, "handle": handle.as_str() })),
+        ("account", json!({ "did": did, "active": true })),
+    ] {
+        sqlx::query("INSERT INTO repo_events (did, kind, payload, created_at) VALUES (?, ?, ?, ?)")
+            .bind(&did)
+            .bind(kind)
+            .bind(payload.to_string())
+            .bind(db::now())
+            .execute(&mut *tx)
+            .await?;
+    }
+    let (access, refresh) = issue_session(&mut *tx, &state, &did, None).await?;
+    tx.commit().await?;
+    tracing::info!(%did, %handle, "account created");
+    Ok(Json(json!({ "accessJwt": access, "refreshJwt": refresh, "handle": handle.as_str(), "did": did })))
+}
+
+#[derive(Deserialize)]
+pub struct CreateSessionInput {
+    identifier: String,
+    password: String,
+}
+
+fn session_view(account: &accounts::Account) -> Value {
+    let mut view = json!({
+        "did": account.did,
+        "handle": account.handle,
+        "email": account.email,
+        "emailConfirmed": account.email_confirmed_at.is_some(),
+        "active": account.active(),
+    });
+    if !account.active() {
+        view["status"] = json!("deactivated");
+    }
+    view
+}
+
+pub async fn create_session(
+    State(state): State<AppState>,
+    XrpcJson(input): XrpcJson<CreateSessionInput>,
+) -> XrpcResult<Json<Value>> {
+    let denied = || XrpcError::auth_required("Invalid identifier or password");
+    let account = accounts::by_identifier(&state.db, &input.identifier).await?.ok_or_else(denied)?;
+    let app_password = if password::verify_async(input.password.clone(), account.password_hash.clone()).await {
+        None
+    } else {
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT name, password_hash, privileged FROM app_passwords WHERE did = ?")
+                .bind(&account.did)
+                .fetch_all(&state.db)
+                .await?;
+        let mut found = None;
+        for (name, hash, privileged) in rows {
+            if password::verify_async(input.password.clone(), hash).await {
+                found = Some((name, privileged != 0));
+                break;
+            }
+        }
+        Some(found.ok_or_else(denied)?)
+    };
+    let (access, refresh) =
+        issue_session(&state.db, &state, &account.did, app_password.as_ref().map(|(n, p)| (n.as_str(), *p))).await?;
+    let mut view = session_view(&account);
+    view["accessJwt"] = json!(access);
+    view["refreshJwt"] = json!(refresh);
+    Ok(Json(view))
+}
+
+pub async fn get_session(State(state): State<AppState>, auth: AccessAuth) -> XrpcResult<Json<Value>> {
+    let account = accounts::by_did(&state.db, &auth.did)
+        .await?
+        .ok_or_else(|| XrpcError::invalid_token("Account no longer exists"))?;
+    Ok(Json(session_view(&account)))
+}
+
+pub async fn refresh_session(State(state): State<AppState>, auth: RefreshAuth) -> XrpcResult<Json<Value>> {
+    let claims = auth.claims;
+    let next_jti = random_code(26);
+    let rotated = sqlx::query("UPDATE sessions SET refresh_jti = ? WHERE id = ? AND refresh_jti = ?")
+        .bind(&next_jti)
+        .bind(&claims.sid)
+        .bind(&claims.jti)
+        .execute(&state.db)
+        .await?;
+    if rotated.rows_affected() != 1 {
+        // A refresh token used twice means it leaked: end the whole session.
+        sqlx::query("DELETE FROM sessions WHERE id = ?").bind(&claims.sid).execute(&state.db).await?;
+        tracing::warn!(did = %claims.sub, "refresh token replayed; session revoked");
+        return Err(XrpcError::expired_token(
+            "This refresh token was already used; the session has been ended. Log in again.",
+        ));
+    }
+    let account = accounts::by_did(&state.db, &claims.sub)
+        .await?
+        .ok_or_else(|| XrpcError::invalid_token("Account no longer exists"))?;
+    let app_password: Option<(Option<String>, i64)> = sqlx::query_as(
+        "SELECT s.app_password_name, COALESCE(a.privileged, 0) FROM sessions s LEFT JOIN app_passwords a ON a.did = s.did AND a.name = s.app_password_name WHERE s.id = ?",
+    )
+    .bind(&claims.sid)
+    .fetch_optional(&state.db)
+    .await?;
+    let app = app_password.and_then(|(name, privileged)| name.map(|_| privileged != 0));
+    let (access, refresh) = tokens(&state, &claims.sub, &claims.sid, &next_jti, app);
+    let mut view = session_view(&account);
+    view["accessJwt"] = json!(access);
+    view["refreshJwt"] = json!(refresh);
+    Ok(Json(view))
+}
+
+pub async fn delete_session(State(state): State<AppState>, auth: RefreshAuth) -> XrpcResult<Json<Value>> {
+    sqlx::query("DELETE FROM sessions WHERE id = ?").bind(&auth.claims.sid).execute(&state.db).await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateInviteCodeInput {
+    use_count: i64,
+    for_account: Option<String>,
+}
+
+async fn insert_invite(state: &AppState, uses: i64, for_account: &str) -> XrpcResult<String> {
+    if !(1..=1_000_000).contains(&uses) {
+        return Err(XrpcError::invalid_request("useCount must be between 1 and 1000000"));
+    }
+    let code = new_invite_code();
+    sqlx::query(
+        "INSERT INTO invite_codes (code, for_account, created_by, available, created_at) VALUES (?, ?, 'admin', ?, ?)",
+    )
+    .bind(&code)
+    .bind(for_account)
+    .bind(uses)
+    .bind(db::now())
+    .execute(&state.db)
+    .await?;
+    Ok(code)
+}
+
+pub async fn create_invite_code(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+    XrpcJson(input): XrpcJson<CreateInviteCodeInput>,
+) -> XrpcResult<Json<Value>> {
+    let code = insert_invite(&state, input.use_count, input.for_account.as_deref().unwrap_or("admin")).await?;
+    Ok(Json(json!({ "code": code })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateInviteCodesInput {
+    code_count: Option<i64>,
+    use_count: i64,
+    for_accounts: Option<Vec<String>>,
+}
+
+pub async fn create_invite_codes(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+    XrpcJson(input): XrpcJson<CreateInviteCodesInput>,
+) -> XrpcResult<Json<Value>> {
+    let count = input.code_count.unwrap_or(1);
+    if !(1..=1000).contains(&count) {
+        return Err(XrpcError::invalid_request("codeCount must be between 1 and 1000"));
+    }
+    let mut out = Vec::new();
+    for account in input.for_accounts.unwrap_or_else(|| vec!["admin".into()]) {
+        let mut codes = Vec::new();
+        for _ in 0..count {
+            codes.push(insert_invite(&state, input.use_count, &account).await?);
+        }
+        out.push(json!({ "account": account, "codes": codes }));
+    }
+    Ok(Json(json!({ "codes": out })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GetInviteCodesParams {
+    include_used: Option<bool>,
+}
+
+pub async fn get_account_invite_codes(
+    State(state): State<AppState>,
+    auth: AccessAuth,
+    XrpcQuery(params): XrpcQuery<GetInviteCodesParams>,
+) -> XrpcResult<Json<Value>> {
+    let rows: Vec<(String, i64, i64, String, String, String)> =
+        sqlx::query_as("SELECT code, available, disabled, for_account, created_by, created_at FROM invite_codes WHERE for_account = ? ORDER BY created_at")
+            .bind(&auth.did)
+            .fetch_all(&state.db)
+            .await?;
+    let mut codes = Vec::new();
+    for (code, available, disabled, for_account, created_by, created_at) in rows {
+        if !params.include_used.unwrap_or(true) && available <= 0 {
+            continue;
+        }
+        let uses: Vec<(String, String)> =
+            sqlx::query_as("SELECT used_by, used_at FROM invite_code_uses WHERE code = ?")
+                .bind(&code)
+                .fetch_all(&state.db)
+                .await?;
+        codes.push(json!({
+            "code": code, "available": available, "disabled": disabled != 0, "forAccount": for_account,
+            "createdBy": created_by, "createdAt": created_at,
+            "uses": uses.into_iter().map(|(by, at)| json!({ "usedBy": by, "usedAt": at })).collect::<Vec<_>>(),
+        }));
+    }
+    Ok(Json(json!({ "codes": codes })))
+}
+
+#[derive(Deserialize)]
+pub struct CreateAppPasswordInput {
+    name: String,
+    privileged: Option<bool>,
+}
+
+pub async fn create_app_password(
+    State(state): State<AppState>,
+    auth: AccessAuth,
+    XrpcJson(input): XrpcJson<CreateAppPasswordInput>,
+) -> XrpcResult<Json<Value>> {
+    auth.require_full_access()?;
+    let name = input.name.trim().to_owned();
+    if name.is_empty() || name.len() > 64 {
+        return Err(XrpcError::invalid_request("App password names must be 1 to 64 characters"));
+    }
+    let secret = random_code(16).to_ascii_lowercase();
+    let secret = format!("{}-{}-{}-{}", &secret[0..4], &secret[4..8], &secret[8..12], &secret[12..16]);
+    let hash = password::hash_async(secret.clone()).await;
+    let created_at = db::now();
+    let privileged = input.privileged.unwrap_or(false);
+    let inserted = sqlx::query(
+        "INSERT INTO app_passwords (did, name, password_hash, privileged, created_at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(&auth.did)
+    .bind(&name)
+    .bind(&hash)
+    .bind(privileged)
+    .bind(&created_at)
+    .execute(&state.db)
+    .await;
+    if let Err(sqlx::Error::Database(e)) = &inserted
+        && e.is_unique_violation()
+    {
+        return Err(XrpcError::named("DuplicateName", format!("An app password named '{name}' already exists")));
+    }
+    inserted?;
+    Ok(Json(json!({ "name": name, "password": secret, "createdAt": created_at, "privileged": privileged })))
+}
+
+pub async fn list_app_passwords(State(state): State<AppState>, auth: AccessAuth) -> XrpcResult<Json<Value>> {
+    let rows: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT name, created_at, privileged FROM app_passwords WHERE did = ? ORDER BY created_at")
+            .bind(&auth.did)
+            .fetch_all(&state.db)
+            .await?;
+    let passwords: Vec<Value> =
+        rows.into_iter().map(|(name, at, p)| json!({ "name": name, "createdAt": at, "privileged": p != 0 })).collect();
+    Ok(Json(json!({ "passwords": passwords })))
+}
+
+#[derive(Deserialize)]
+pub struct RevokeAppPasswordInput {
+    name: String,
+}
+
+pub async fn revoke_app_password(
+    State(state): State<AppState>,
+    auth: AccessAuth,
+    XrpcJson(input): XrpcJson<RevokeAppPasswordInput>,
+) -> XrpcResult<Json<Value>> {
+    auth.require_full_access()?;
+    let mut tx = state.db.begin().await?;
+    sqlx::query("DELETE FROM app_passwords WHERE did = ? AND name = ?")
+        .bind(&auth.did)
+        .bind(&input.name)
+        .execute(&mut *tx)
+        .await?;
+    // Sessions opened with it end too.
+    sqlx::query("DELETE FROM sessions WHERE did = ? AND app_password_name = ?")
+        .bind(&auth.did)
+        .bind(&input.name)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Json(json!({})))
+}
