@@ -7,6 +7,8 @@
 //! (see `atrium_incremental_add_is_order_dependent` below), so its incremental root is not a
 //! trustworthy oracle, while its sorted build is.
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use atproto::Cid;
@@ -14,19 +16,7 @@ use atproto::blocks::BlockMap;
 use atproto::mst::Mst;
 use atrium_repo::blockstore::MemoryBlockStore;
 use atrium_repo::mst::Tree;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use common::Rng;
 
 fn value(n: u64) -> Cid {
     atproto::cid::cbor_cid(&n.to_be_bytes())

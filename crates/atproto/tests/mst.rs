@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use atproto::Cid;
 use atproto::blocks::{BlockMap, Overlay};
 use atproto::mst::{self, Mst};
+use common::Rng;
 
 fn cid(s: &str) -> Cid {
     Cid::try_from(s).unwrap()
@@ -101,20 +102,6 @@ fn commit_proof_fixtures() {
         let expected: BTreeSet<Cid> =
             f["blocksInProof"].as_array().unwrap().iter().map(|v| cid(v.as_str().unwrap())).collect();
         assert_eq!(proof, expected, "{name}: proof blocks");
-    }
-}
-
-/// A small deterministic generator, so failures reproduce.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 

@@ -227,6 +227,9 @@ pub(crate) fn read_root(store: &impl BlockSource, cid: Cid) -> Result<Node, MstE
                     current = child;
                 }
             }
+        } else if depth == 0 {
+            // The usual case: the root has entries, so it is already decoded.
+            return Node::decode(current, &bytes, None);
         } else {
             break Node::decode(current, &bytes, None)?.layer + depth;
         }

@@ -18,3 +18,17 @@ pub fn lines(path: &str) -> Vec<String> {
     let text = std::fs::read_to_string(interop(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
     text.split('\n').filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect()
 }
+
+/// A small deterministic generator (xorshift), so failures reproduce.
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
