@@ -109,6 +109,23 @@ impl PublicKey {
         }
     }
 
+    /// A DID document verification method: `Multikey`, or the legacy
+    /// `EcdsaSecp256k1VerificationKey2019` / `EcdsaSecp256r1VerificationKey2019` forms whose
+    /// `publicKeyMultibase` is the bare SEC1 point (older PLC directories still serve these).
+    pub fn from_verification_method(kind: &str, multibase: &str) -> Result<Self, CryptoError> {
+        let legacy = match kind {
+            "Multikey" => return Self::from_multikey(multibase),
+            "EcdsaSecp256k1VerificationKey2019" => Algorithm::K256,
+            "EcdsaSecp256r1VerificationKey2019" => Algorithm::P256,
+            other => return Err(CryptoError::InvalidKey(format!("unsupported verification method type {other:?}"))),
+        };
+        let (base, bytes) = multibase::decode(multibase).map_err(|e| CryptoError::InvalidKey(e.to_string()))?;
+        if base != multibase::Base::Base58Btc {
+            return Err(CryptoError::InvalidKey("legacy key must be base58btc ('z')".into()));
+        }
+        Self::from_sec1(legacy, &bytes)
+    }
+
     /// The multibase multikey, as used in DID documents' `publicKeyMultibase`.
     pub fn to_multikey(&self) -> String {
         let prefix = match self {

@@ -43,6 +43,24 @@ enum Command {
         #[arg(long, short)]
         out: PathBuf,
     },
+    /// Sign an account's commits from a key file (created if missing): for bots and tests.
+    Signer {
+        /// The PDS URL, e.g. https://pds.example.
+        #[arg(long)]
+        pds: String,
+        /// Handle, email or DID of the account.
+        #[arg(long)]
+        identifier: String,
+        /// The account password (needed to register the key the first time).
+        #[arg(long, env = "VOW_SIGNER_PASSWORD")]
+        password: String,
+        /// File holding the raw 32-byte secp256k1 private key.
+        #[arg(long)]
+        key_file: PathBuf,
+        /// Optional did:key to add as a second rotation key when registering.
+        #[arg(long)]
+        recovery_key: Option<String>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -65,6 +83,16 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Run => serve(cli.config).await,
+        Command::Signer { pds, identifier, password, key_file, recovery_key } => {
+            crate::signer::client::run(crate::signer::client::Options {
+                pds: &pds,
+                identifier: &identifier,
+                password: &password,
+                key_file: &key_file,
+                recovery_key: recovery_key.as_deref(),
+            })
+            .await
+        }
         Command::CreateRotationKey { out } => {
             crate::keys::create_rotation_key(&out).map_err(|e| e.to_string())?;
             println!("{}", out.display());

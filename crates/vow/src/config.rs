@@ -51,6 +51,9 @@ pub struct Config {
     /// Largest accepted request body for JSON endpoints, in bytes.
     #[arg(long, env = "VOW_MAX_JSON_BODY", default_value_t = 1024 * 1024, global = true)]
     pub max_json_body: usize,
+    /// Seconds a write waits for the user's signer before failing with SigningTimeout.
+    #[arg(long, env = "VOW_SIGNER_TIMEOUT", default_value_t = 30, global = true)]
+    pub signer_timeout: u64,
 }
 
 /// Settings `run` needs, all present and checked.
@@ -70,6 +73,7 @@ pub struct ServerConfig {
     pub relays: Vec<String>,
     pub plc_url: String,
     pub max_json_body: usize,
+    pub signer_timeout: std::time::Duration,
 }
 
 /// A setting that `run` cannot start without.
@@ -105,6 +109,7 @@ impl Config {
             relays: self.relays.split([',', ' ']).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
             plc_url: self.plc_url.trim_end_matches('/').to_owned(),
             max_json_body: self.max_json_body,
+            signer_timeout: std::time::Duration::from_secs(self.signer_timeout.clamp(1, 600)),
             hostname,
         })
     }

@@ -1,7 +1,8 @@
 //! Vow, a Bring-Your-Own-Key Personal Data Server for the AT Protocol.
 //!
 //! Layers, data flowing one way: [`xrpc`] handlers parse input and call services; [`auth`],
-//! [`identity`] and [`repo`] hold the logic; [`db`] is the SQLite storage.
+//! [`identity`], [`repo`] and [`signer`] hold the logic; [`db`] is the SQLite metadata and
+//! [`storage`] the block store.
 
 pub mod auth;
 pub mod cli;
@@ -12,5 +13,8 @@ pub mod identity;
 pub mod keys;
 pub mod repo;
 pub mod server;
+pub mod signer;
+pub mod storage;
+pub mod webauthn;
 pub mod wellknown;
 pub mod xrpc;

@@ -13,6 +13,9 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::ServerConfig;
 use crate::identity::plc::PlcClient;
+use crate::repo::writer::RepoLocks;
+use crate::signer::SignerHub;
+use crate::storage::EmbeddedStore;
 
 /// Everything handlers share.
 #[derive(Clone)]
@@ -24,6 +27,10 @@ pub struct AppState {
     pub plc: PlcClient,
     pub http: reqwest::Client,
     pub tids: Arc<TidGenerator>,
+    pub blocks: EmbeddedStore,
+    pub signers: Arc<SignerHub>,
+    pub repo_locks: Arc<RepoLocks>,
+    pub lexicons: &'static atproto::lexicon::Catalog,
 }
 
 impl AppState {
@@ -36,12 +43,26 @@ impl AppState {
         let plc = PlcClient::new(&config.plc_url, http.clone());
         Self {
             config: Arc::new(config),
+            blocks: EmbeddedStore::new(db.clone()),
             db,
             rotation_key: Arc::new(rotation_key),
             jwk: Arc::new(jwk),
             plc,
             http,
             tids: Arc::new(TidGenerator::with_random_clock_id()),
+            signers: Arc::new(SignerHub::default()),
+            repo_locks: Arc::new(RepoLocks::default()),
+            lexicons: atproto::lexicon::Catalog::bundled(),
+        }
+    }
+}
+
+impl AppState {
+    /// The WebAuthn relying party: the hostname as RP ID, the public URL as origin.
+    pub fn relying_party(&self) -> crate::webauthn::RelyingParty {
+        crate::webauthn::RelyingParty {
+            id: self.config.hostname.clone(),
+            origin: self.config.public_url.trim_end_matches('/').to_owned(),
         }
     }
 }

@@ -85,6 +85,20 @@ impl FromRequestParts<AppState> for AccessAuth {
     }
 }
 
+/// Checks an access token given some other way than the header (WebSocket query string);
+/// returns the account and when the token expires (unix seconds).
+pub async fn access_from_token(state: &AppState, token: &str) -> Result<(AccessAuth, i64), XrpcError> {
+    let claims =
+        check_token(state, token, &[jwt::ACCESS_SCOPE, jwt::APP_PASS_SCOPE, jwt::APP_PASS_PRIVILEGED_SCOPE]).await?;
+    let exp = claims.exp;
+    Ok((AccessAuth { did: claims.sub, session_id: claims.sid, scope: claims.scope }, exp))
+}
+
+/// The bearer token of a request, if it has one.
+pub fn bearer_token(parts: &Parts) -> Option<&str> {
+    bearer(parts).ok()
+}
+
 /// A request authenticated with a refresh token.
 #[derive(Debug, Clone)]
 pub struct RefreshAuth {

@@ -14,6 +14,8 @@ pub struct Account {
     pub repo_rev: Option<String>,
     pub deactivated_at: Option<String>,
     pub created_at: String,
+    pub passkey_credential_id: Option<String>,
+    pub passkey_public_key: Option<Vec<u8>>,
 }
 
 impl Account {

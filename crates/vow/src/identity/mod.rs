@@ -1,4 +1,5 @@
 //! Identity: the PLC directory client and handle resolution.
 
 pub mod handle;
+pub mod handover;
 pub mod plc;

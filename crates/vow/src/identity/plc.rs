@@ -70,6 +70,11 @@ impl Operation {
         self
     }
 
+    /// The CID of a signed operation, which the next operation names as `prev`.
+    pub fn cid(&self) -> atproto::Cid {
+        atproto::cid::cbor_cid(&atproto::data::encode_as(self).expect("operations encode"))
+    }
+
     /// The DID a signed genesis operation creates: `did:plc:` + the first 24 characters of the
     /// base32 SHA-256 of the signed operation.
     pub fn did(&self) -> String {
@@ -129,6 +134,21 @@ impl PlcClient {
             .and_then(|v| v["message"].as_str().map(str::to_owned))
             .unwrap_or(body);
         Err(PlcError::Rejected { status: status.as_u16(), message })
+    }
+
+    /// The newest operation in the DID's log.
+    pub async fn last_operation(&self, did: &str) -> Result<Operation, PlcError> {
+        let response = self
+            .http
+            .get(format!("{}/{did}/log/last", self.base))
+            .send()
+            .await
+            .map_err(|e| PlcError::Unreachable(e.to_string()))?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            return Err(PlcError::Rejected { status, message: response.text().await.unwrap_or_default() });
+        }
+        response.json().await.map_err(|e| PlcError::Unreachable(format!("unexpected last operation: {e}")))
     }
 
     /// The current DID document.

@@ -3,7 +3,9 @@
 
 mod identity;
 mod repo;
+mod repo_write;
 mod server;
+mod signer;
 
 pub use server::{new_invite_code, random_code};
 
@@ -35,6 +37,14 @@ pub fn routes() -> Router<AppState> {
         .route("/xrpc/com.atproto.repo.describeRepo", get(repo::describe_repo))
         .route("/xrpc/com.atproto.repo.getRecord", get(repo::get_record))
         .route("/xrpc/com.atproto.repo.listRecords", get(repo::list_records))
+        .route("/xrpc/com.atproto.repo.createRecord", post(repo_write::create_record))
+        .route("/xrpc/com.atproto.repo.putRecord", post(repo_write::put_record))
+        .route("/xrpc/com.atproto.repo.deleteRecord", post(repo_write::delete_record))
+        .route("/xrpc/com.atproto.repo.applyWrites", post(repo_write::apply_writes))
+        .route("/xrpc/com.atproto.server.signerConnect", get(signer::signer_connect))
+        .route("/xrpc/app.vow.signer.getKeyChallenge", get(signer::get_key_challenge))
+        .route("/xrpc/app.vow.signer.registerKey", post(signer::register_key))
+        .route("/xrpc/app.vow.signer.getStatus", get(signer::get_status))
 }
 
 /// Unknown paths: XRPC methods get `MethodNotImplemented`, anything else a plain 404 body.

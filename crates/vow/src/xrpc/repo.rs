@@ -10,6 +10,7 @@ use super::XrpcQuery;
 use crate::db::accounts::{self, Account};
 use crate::error::{XrpcError, XrpcResult};
 use crate::server::AppState;
+use crate::storage::BlockStore;
 
 /// Finds a hosted repo by DID or handle.
 async fn find_repo(state: &AppState, repo: &str) -> XrpcResult<Account> {
@@ -27,9 +28,7 @@ fn parse_nsid(collection: &str) -> XrpcResult<Nsid> {
 
 async fn record_value(state: &AppState, cid: &str) -> XrpcResult<Value> {
     let cid: atproto::Cid = cid.parse().map_err(|e| XrpcError::internal("bad CID in the records index", e))?;
-    let bytes = crate::repo::get_block(&state.db, &cid)
-        .await?
-        .ok_or_else(|| XrpcError::internal("record block missing", cid))?;
+    let bytes = state.blocks.get(&cid).await?.ok_or_else(|| XrpcError::internal("record block missing", cid))?;
     let value = atproto::data::decode(&bytes).map_err(|e| XrpcError::internal("stored record does not decode", e))?;
     Ok(atproto::data::to_json(&value))
 }

@@ -12,6 +12,7 @@ use crate::db::{self, accounts};
 use crate::error::{XrpcError, XrpcResult};
 use crate::identity::plc::Operation;
 use crate::server::AppState;
+use crate::storage::BlockStore;
 
 pub async fn health() -> Json<Value> {
     Json(json!({ "version": env!("CARGO_PKG_VERSION") }))
@@ -181,6 +182,8 @@ pub async fn create_account(
     let password_hash = password::hash_async(password).await;
     let commit = crate::repo::genesis_commit(&did_typed, &state.rotation_key, &state.tids);
 
+    // Blocks first: if the transaction below fails they are merely unreferenced.
+    state.blocks.put_many(&commit.blocks).await?;
     let mut tx = state.db.begin().await?;
     if let Some(code) = &invite {
         let taken = sqlx::query(
@@ -222,7 +225,6 @@ pub async fn create_account(
         });
     }
     inserted?;
-    crate::repo::put_blocks(&mut tx, &commit.blocks).await?;
     for (kind, payload) in [
         ("identity", json!({ "did": did, "handle": handle.as_str() })),
         ("account", json!({ "did": did, "active": true })),

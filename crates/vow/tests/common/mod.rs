@@ -44,6 +44,10 @@ pub struct Stack {
 }
 
 pub fn stack(require_invite: bool) -> Stack {
+    stack_with(require_invite, &[])
+}
+
+pub fn stack_with(require_invite: bool, env: &[(&str, &str)]) -> Stack {
     assert!(
         e2e_dir().join("node_modules/@did-plc/server").exists(),
         "run `npm ci` in e2e/ first (scripts/test.sh does)"
@@ -69,6 +73,9 @@ pub fn stack(require_invite: bool) -> Stack {
         .env("VOW_PLC_URL", &plc_url)
         .env("VOW_MAX_JSON_BODY", "65536")
         .env("VOW_LOG_LEVEL", "warn");
+    for (k, v) in env {
+        vow.env(k, v);
+    }
     let (vow_proc, url) = start(vow, "vow listening");
     Stack { plc_proc, vow: vow_proc, plc: plc_url, url, http: reqwest::Client::new(), dir }
 }
@@ -107,4 +114,65 @@ pub fn assert_error(res: &(u16, Value), status: u16, name: &str) {
     assert_eq!(res.0, status, "{res:?}");
     assert_eq!(res.1["error"], name, "{res:?}");
     assert!(res.1["message"].as_str().is_some_and(|m| !m.is_empty()), "{res:?}");
+}
+
+/// An account made through createAccount.
+pub struct Account {
+    pub did: String,
+    pub handle: String,
+    pub password: String,
+    pub access: String,
+}
+
+impl Stack {
+    pub async fn account(&self, name: &str) -> Account {
+        let handle = format!("{name}.pds.test");
+        let password = format!("pw-{name}-secret");
+        let (status, body) = self
+            .call(
+                "POST",
+                "com.atproto.server.createAccount",
+                None,
+                Some(json!({ "handle": handle, "email": format!("{name}@x.test"), "password": password })),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        Account {
+            did: body["did"].as_str().unwrap().to_owned(),
+            handle,
+            password,
+            access: body["accessJwt"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Starts `vow signer` for the account; returns once it prints that it is connected.
+    pub fn signer(&self, account: &Account, key_file: &std::path::Path) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vow"));
+        cmd.arg("signer")
+            .arg("--pds")
+            .arg(&self.url)
+            .arg("--identifier")
+            .arg(&account.handle)
+            .arg("--password")
+            .arg(&account.password)
+            .arg("--key-file")
+            .arg(key_file)
+            .env("VOW_LOG_LEVEL", "warn");
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn signer");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let proc = Proc(child);
+        loop {
+            let line = lines.next().expect("signer exited before connecting").unwrap();
+            if line.contains("signer connected") {
+                std::thread::spawn(move || for _ in lines.by_ref() {});
+                return proc;
+            }
+        }
+    }
+
+    /// The SQLite database of the running server (read-only checks).
+    pub async fn db(&self) -> sqlx::SqlitePool {
+        let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(self.dir.path().join("vow.db")).read_only(true);
+        sqlx::SqlitePool::connect_with(opts).await.unwrap()
+    }
 }

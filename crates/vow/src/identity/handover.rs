@@ -1,0 +1,146 @@
+//! Key registration and the handover: one PLC operation, signed by the PDS rotation key, that
+//! makes the user's key the account's `#atproto` key and its only rotation key (optionally
+//! followed by a recovery key the user supplies). After it the PDS can sign nothing for the
+//! account.
+
+use atproto::crypto::{Algorithm, PublicKey};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::Rng;
+use serde_json::json;
+
+use crate::db::{self, accounts};
+use crate::error::{XrpcError, XrpcResult};
+use crate::server::AppState;
+use crate::webauthn::NewCredential;
+
+/// How long a registration challenge stays valid.
+const CHALLENGE_TTL_SECS: i64 = 5 * 60;
+
+/// Issues a single-use challenge for `did`; returns it base64url-encoded.
+pub async fn issue_challenge(state: &AppState, did: &str, purpose: &str) -> XrpcResult<String> {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let challenge = URL_SAFE_NO_PAD.encode(bytes);
+    let now = db::unix_now();
+    sqlx::query("DELETE FROM key_challenges WHERE expires_at < ?").bind(now).execute(&state.db).await?;
+    sqlx::query("INSERT INTO key_challenges (challenge, did, purpose, expires_at) VALUES (?, ?, ?, ?)")
+        .bind(&challenge)
+        .bind(did)
+        .bind(purpose)
+        .bind(now + CHALLENGE_TTL_SECS)
+        .execute(&state.db)
+        .await?;
+    Ok(challenge)
+}
+
+/// Uses up a challenge; returns its bytes if it was issued to `did` for `purpose` and is live.
+pub async fn consume_challenge(state: &AppState, did: &str, purpose: &str, challenge: &str) -> XrpcResult<Vec<u8>> {
+    let used =
+        sqlx::query("DELETE FROM key_challenges WHERE challenge = ? AND did = ? AND purpose = ? AND expires_at >= ?")
+            .bind(challenge)
+            .bind(did)
+            .bind(purpose)
+            .bind(db::unix_now())
+            .execute(&state.db)
+            .await?;
+    if used.rows_affected() != 1 {
+        return Err(XrpcError::named(
+            "InvalidChallenge",
+            "The registration challenge is unknown, used or expired; request a new one",
+        ));
+    }
+    URL_SAFE_NO_PAD.decode(challenge).map_err(|_| XrpcError::invalid_request("challenge is not base64url"))
+}
+
+/// Parses the user's key: a did:key for secp256k1 (the curve the signer derives).
+pub fn parse_user_key(did_key: &str) -> XrpcResult<PublicKey> {
+    let key = PublicKey::from_did_key(did_key)
+        .map_err(|e| XrpcError::invalid_request(format!("Invalid signing key {did_key:?}: {e}")))?;
+    if key.algorithm() != Algorithm::K256 {
+        return Err(XrpcError::invalid_request("The signing key must be a secp256k1 did:key"));
+    }
+    Ok(key)
+}
+
+/// Checks the proof of possession: a signature by `key` over the challenge bytes.
+pub fn check_possession(key: &PublicKey, challenge: &[u8], signature_b64: &str) -> XrpcResult<()> {
+    let sig = URL_SAFE_NO_PAD
+        .decode(signature_b64.trim_end_matches('='))
+        .map_err(|_| XrpcError::invalid_request("signature is not base64url"))?;
+    key.verify(challenge, &sig).map_err(|_| {
+        XrpcError::named("InvalidSignature", "The signature over the challenge does not verify with the supplied key")
+    })
+}
+
+/// Registers `user_key` for an account that has none and hands the DID over to it.
+pub async fn register_and_hand_over(
+    state: &AppState,
+    did: &str,
+    user_key: &PublicKey,
+    passkey: Option<&NewCredential>,
+    recovery_key: Option<&str>,
+) -> XrpcResult<()> {
+    // Writes need the key; holding the repo lock keeps any in-flight write ordered around us.
+    let lock = state.repo_locks.get(did);
+    let _guard = lock.lock().await;
+    let account = accounts::by_did(&state.db, did)
+        .await?
+        .ok_or_else(|| XrpcError::named("AccountNotFound", "No such account"))?;
+    if account.signing_key.is_some() {
+        return Err(XrpcError::named(
+            "KeyAlreadyRegistered",
+            "This account already has a signing key; the PDS can no longer change its identity",
+        ));
+    }
+    if let Some(recovery) = recovery_key {
+        PublicKey::from_did_key(recovery)
+            .map_err(|e| XrpcError::invalid_request(format!("Invalid recovery key: {e}")))?;
+    }
+    let user_did_key = user_key.to_did_key();
+    if did.starts_with("did:plc:") {
+        let last = state
+            .plc
+            .last_operation(did)
+            .await
+            .map_err(|e| XrpcError::upstream("Could not read the DID's PLC log", e))?;
+        let ours = state.rotation_key.public_key().to_did_key();
+        if !last.rotation_keys.contains(&ours) {
+            return Err(XrpcError::named(
+                "KeyAlreadyRegistered",
+                "The PDS rotation key no longer controls this DID on the PLC directory",
+            ));
+        }
+        let mut op = last.clone();
+        op.sig = None;
+        op.prev = Some(last.cid().to_string());
+        op.rotation_keys = std::iter::once(user_did_key.clone()).chain(recovery_key.map(str::to_owned)).collect();
+        op.verification_methods.insert("atproto".into(), user_did_key.clone());
+        let op = op.sign(&state.rotation_key);
+        state
+            .plc
+            .submit(did, &op)
+            .await
+            .map_err(|e| XrpcError::upstream("The PLC directory refused the key handover", e))?;
+    }
+    let mut tx = state.db.begin().await?;
+    sqlx::query(
+        "UPDATE accounts SET signing_key = ?, passkey_credential_id = ?, passkey_public_key = ? \
+         WHERE did = ? AND signing_key IS NULL",
+    )
+    .bind(&user_did_key)
+    .bind(passkey.map(|p| URL_SAFE_NO_PAD.encode(&p.id)))
+    .bind(passkey.map(|p| p.public_key.clone()))
+    .bind(did)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO repo_events (did, kind, payload, created_at) VALUES (?, 'identity', ?, ?)")
+        .bind(did)
+        .bind(json!({ "did": did, "handle": account.handle }).to_string())
+        .bind(db::now())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    tracing::info!(%did, key = %user_did_key, "signing key registered; DID handed over");
+    Ok(())
+}

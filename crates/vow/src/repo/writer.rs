@@ -1,0 +1,381 @@
+//! The write pipeline: apply record writes to an account's repo and commit them with a
+//! signature from the user's signer. One write per account at a time, from reading the root to
+//! storing the new one; nothing becomes visible until the signature has been verified and the
+//! blocks are stored.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use atproto::Cid;
+use atproto::blocks::BlockMap;
+use atproto::commit::{SignedCommit, UnsignedCommit};
+use atproto::crypto::PublicKey;
+use atproto::lexicon::ValidationError;
+use atproto::mst::Mst;
+use atproto::syntax::{Did, Nsid, RecordKey};
+use serde_json::{Value, json};
+
+use crate::db::{self, accounts};
+use crate::error::{XrpcError, XrpcResult};
+use crate::server::AppState;
+use crate::signer::OpSummary;
+use crate::storage::{BlockStore, SyncReader};
+
+/// Largest record accepted, in DAG-CBOR bytes.
+pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// Most writes in one `applyWrites` batch.
+pub const MAX_WRITES: usize = 200;
+
+/// One write. `swap` is the `swapRecord` check: `None` means no check, `Some(None)` that the
+/// record must not exist, `Some(Some(cid))` that it must currently have that CID.
+#[derive(Debug, Clone)]
+pub enum Write {
+    Create {
+        collection: Nsid,
+        rkey: Option<RecordKey>,
+        value: Value,
+    },
+    /// Creates or replaces (putRecord).
+    Put {
+        collection: Nsid,
+        rkey: RecordKey,
+        value: Value,
+        swap: Option<Option<Cid>>,
+    },
+    /// Replaces an existing record (applyWrites#update).
+    Update {
+        collection: Nsid,
+        rkey: RecordKey,
+        value: Value,
+    },
+    Delete {
+        collection: Nsid,
+        rkey: RecordKey,
+        swap: Option<Option<Cid>>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Delete => "delete",
+        }
+    }
+}
+
+/// What one write did.
+#[derive(Debug, Clone)]
+pub struct WriteResult {
+    pub action: Action,
+    pub uri: String,
+    pub cid: Option<Cid>,
+    pub validation_status: Option<&'static str>,
+}
+
+/// The commit a batch ended at (the current one if nothing changed).
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub cid: Cid,
+    pub rev: String,
+    pub results: Vec<WriteResult>,
+}
+
+impl Committed {
+    pub fn commit_json(&self) -> Value {
+        json!({ "cid": self.cid.to_string(), "rev": self.rev })
+    }
+}
+
+/// Per-account write locks.
+#[derive(Default)]
+pub struct RepoLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl RepoLocks {
+    pub fn get(&self, did: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.0.lock().expect("locks").entry(did.to_owned()).or_default().clone()
+    }
+}
+
+/// A change to the record index and the event.
+struct Change {
+    action: Action,
+    collection: String,
+    rkey: String,
+    cid: Option<Cid>,
+    prev: Option<Cid>,
+}
+
+fn invalid(msg: impl Into<String>) -> XrpcError {
+    XrpcError::invalid_request(msg)
+}
+
+/// Encodes and validates a record; returns its CID and block.
+fn prepare_record(
+    state: &AppState,
+    collection: &Nsid,
+    value: &Value,
+    validate: Option<bool>,
+) -> XrpcResult<(Cid, Vec<u8>, Option<&'static str>)> {
+    match value.get("$type").and_then(Value::as_str) {
+        Some(t) if t == collection.as_str() => {}
+        Some(t) => return Err(invalid(format!("Invalid $type: expected {collection}, got {t}"))),
+        None => return Err(invalid("Record must have a $type naming its collection")),
+    }
+    let ipld = atproto::data::record_from_json(value).map_err(|e| invalid(format!("Invalid record: {e}")))?;
+    let status = match validate {
+        Some(false) => None,
+        _ => match state.lexicons.validate_record(collection.as_str(), &ipld) {
+            Ok(()) => Some("valid"),
+            Err(ValidationError::UnknownSchema(_)) if validate.is_none() => Some("unknown"),
+            Err(ValidationError::UnknownSchema(_)) => {
+                return Err(invalid(format!("Lexicon not found for {collection}; cannot validate")));
+            }
+            Err(e) => return Err(invalid(format!("Invalid {collection} record: {e}"))),
+        },
+    };
+    let bytes = atproto::data::encode(&ipld).map_err(|e| invalid(format!("Invalid record: {e}")))?;
+    if bytes.len() > MAX_RECORD_BYTES {
+        return Err(XrpcError::named(
+            "RecordTooLarge",
+            format!("Record is {} bytes; the limit is {MAX_RECORD_BYTES}", bytes.len()),
+        ));
+    }
+    Ok((atproto::cid::cbor_cid(&bytes), bytes, status))
+}
+
+fn check_swap(path: &str, swap: &Option<Option<Cid>>, current: Option<Cid>) -> XrpcResult<()> {
+    match swap {
+        Some(expected) if *expected != current => Err(XrpcError::named(
+            "InvalidSwap",
+            format!(
+                "Record {path} is at {}, not {}",
+                current.map_or("nothing".into(), |c| c.to_string()),
+                expected.map_or("nothing".into(), |c| c.to_string())
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn mst_error(e: atproto::mst::MstError) -> XrpcError {
+    XrpcError::internal("repo tree could not be read", e)
+}
+
+/// Applies `writes` to the repo of `did` and commits them with the user's signature.
+pub async fn apply(
+    state: &AppState,
+    did: &Did,
+    writes: Vec<Write>,
+    swap_commit: Option<Cid>,
+    validate: Option<bool>,
+) -> XrpcResult<Committed> {
+    if writes.is_empty() {
+        return Err(invalid("No writes given"));
+    }
+    if writes.len() > MAX_WRITES {
+        return Err(invalid(format!("Too many writes: {} (at most {MAX_WRITES})", writes.len())));
+    }
+    let lock = state.repo_locks.get(did.as_str());
+    let _guard = lock.lock().await;
+
+    let account = accounts::by_did(&state.db, did.as_str())
+        .await?
+        .ok_or_else(|| XrpcError::named("RepoNotFound", format!("Could not find repo: {did}")))?;
+    if !account.active() {
+        return Err(XrpcError::named("RepoDeactivated", "This account is deactivated"));
+    }
+    let key_did = account.signing_key.as_deref().ok_or_else(|| {
+        XrpcError::named(
+            "SigningKeyRequired",
+            "This account has no signing key yet. Register a passkey on your account page (or run `vow signer`) \
+             before writing.",
+        )
+    })?;
+    let key = PublicKey::from_did_key(key_did).map_err(|e| XrpcError::internal("stored signing key is invalid", e))?;
+    let head: Cid = account
+        .repo_root
+        .as_deref()
+        .ok_or_else(|| XrpcError::named("RepoNotFound", "This account has no repo"))?
+        .parse()
+        .map_err(|e| XrpcError::internal("stored repo root is invalid", e))?;
+    if let Some(swap) = swap_commit
+        && swap != head
+    {
+        return Err(XrpcError::named("InvalidSwap", format!("The repo is at commit {head}, not {swap}")));
+    }
+    let head_block = state.blocks.get(&head).await?.ok_or_else(|| XrpcError::internal("head commit missing", head))?;
+    let head_commit =
+        SignedCommit::from_block(&head_block).map_err(|e| XrpcError::internal("head commit does not decode", e))?;
+    let prev_data = head_commit.unsigned.data;
+    let prev_rev = head_commit.unsigned.rev.clone();
+
+    let reader = SyncReader::new(&state.blocks);
+    let mut tree = Mst::load(&reader, prev_data).map_err(mst_error)?;
+    let mut blocks = BlockMap::new();
+    let mut changes = Vec::new();
+    let mut results = Vec::new();
+    let mut summaries = Vec::new();
+    for write in writes {
+        let (collection, rkey) = match &write {
+            Write::Create { collection, rkey, .. } => (
+                collection.clone(),
+                rkey.clone().unwrap_or_else(|| {
+                    RecordKey::new(state.tids.next().into_string()).expect("a TID is a valid record key")
+                }),
+            ),
+            Write::Put { collection, rkey, .. }
+            | Write::Update { collection, rkey, .. }
+            | Write::Delete { collection, rkey, .. } => (collection.clone(), rkey.clone()),
+        };
+        let path = format!("{collection}/{rkey}");
+        let uri = format!("at://{did}/{path}");
+        let current = tree.get(&reader, &path).map_err(mst_error)?;
+        let (action, value, swap) = match write {
+            Write::Create { value, .. } => {
+                if current.is_some() {
+                    return Err(invalid(format!("Record already exists: {uri}")));
+                }
+                (Action::Create, Some(value), None)
+            }
+            Write::Put { value, swap, .. } => {
+                (if current.is_some() { Action::Update } else { Action::Create }, Some(value), swap)
+            }
+            Write::Update { value, .. } => {
+                if current.is_none() {
+                    return Err(invalid(format!("Record does not exist: {uri}")));
+                }
+                (Action::Update, Some(value), None)
+            }
+            Write::Delete { swap, .. } => (Action::Delete, None, swap),
+        };
+        check_swap(&path, &swap, current)?;
+        match value {
+            Some(value) => {
+                let (cid, bytes, status) = prepare_record(state, &collection, &value, validate)?;
+                results.push(WriteResult { action, uri, cid: Some(cid), validation_status: status });
+                if current == Some(cid) {
+                    continue; // identical record: nothing to commit
+                }
+                tree.insert(&reader, &path, cid).map_err(mst_error)?;
+                blocks.insert(cid, bytes);
+                changes.push(Change {
+                    action,
+                    collection: collection.to_string(),
+                    rkey: rkey.to_string(),
+                    cid: Some(cid),
+                    prev: current,
+                });
+            }
+            None => {
+                results.push(WriteResult { action, uri, cid: None, validation_status: None });
+                if current.is_none() {
+                    continue; // deleting what is not there changes nothing
+                }
+                tree.remove(&reader, &path).map_err(mst_error)?;
+                changes.push(Change {
+                    action,
+                    collection: collection.to_string(),
+                    rkey: rkey.to_string(),
+                    cid: None,
+                    prev: current,
+                });
+            }
+        }
+        summaries.push(OpSummary {
+            kind: format!("com.atproto.repo.applyWrites#{}", action.name()),
+            collection: collection.to_string(),
+            rkey: Some(rkey.to_string()),
+        });
+    }
+    if changes.is_empty() {
+        return Ok(Committed { cid: head, rev: prev_rev.to_string(), results });
+    }
+
+    let data = tree.commit();
+    blocks.extend(data.blocks);
+    let rev = state.tids.next_after(Some(&prev_rev));
+    let unsigned = UnsignedCommit::new(did.clone(), data.root, rev.clone());
+    // The hub hands back only signatures it has verified against `key` over these bytes.
+    let sig = state
+        .signers
+        .request_with_deadline(did.as_str(), key, unsigned.bytes_to_sign(), summaries, state.config.signer_timeout)
+        .await?;
+    let (commit_cid, commit_bytes) = unsigned.with_signature(sig).to_block_with_cid();
+    blocks.insert(commit_cid, commit_bytes);
+    state.blocks.put_many(&blocks).await?;
+
+    let now = db::now();
+    let mut tx = state.db.begin().await?;
+    let moved = sqlx::query("UPDATE accounts SET repo_root = ?, repo_rev = ? WHERE did = ? AND repo_root = ?")
+        .bind(commit_cid.to_string())
+        .bind(rev.as_str())
+        .bind(did.as_str())
+        .bind(head.to_string())
+        .execute(&mut *tx)
+        .await?;
+    if moved.rows_affected() != 1 {
+        return Err(XrpcError::internal("repo root moved during a locked write", did));
+    }
+    for c in &changes {
+        match c.cid {
+            Some(cid) => {
+                sqlx::query(
+                    "INSERT INTO records (did, collection, rkey, cid, indexed_at) VALUES (?, ?, ?, ?, ?) \
+                     ON CONFLICT (did, collection, rkey) DO UPDATE SET cid = excluded.cid, indexed_at = excluded.indexed_at",
+                )
+                .bind(did.as_str())
+                .bind(&c.collection)
+                .bind(&c.rkey)
+                .bind(cid.to_string())
+                .bind(&now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM records WHERE did = ? AND collection = ? AND rkey = ?")
+                    .bind(did.as_str())
+                    .bind(&c.collection)
+                    .bind(&c.rkey)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+    }
+    let ops: Vec<Value> = changes
+        .iter()
+        .map(|c| {
+            json!({
+                "action": c.action.name(),
+                "path": format!("{}/{}", c.collection, c.rkey),
+                "cid": c.cid.map(|x| x.to_string()),
+                "prev": c.prev.map(|x| x.to_string()),
+            })
+        })
+        .collect();
+    let event = json!({
+        "commit": commit_cid.to_string(),
+        "rev": rev.as_str(),
+        "since": prev_rev.as_str(),
+        "prevData": prev_data.to_string(),
+        "data": data.root.to_string(),
+        "ops": ops,
+        "blocks": blocks.iter().map(|(cid, _)| cid.to_string()).collect::<Vec<_>>(),
+    });
+    sqlx::query("INSERT INTO repo_events (did, kind, payload, created_at) VALUES (?, 'commit', ?, ?)")
+        .bind(did.as_str())
+        .bind(event.to_string())
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Committed { cid: commit_cid, rev: rev.into_string(), results })
+}

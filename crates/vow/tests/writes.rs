@@ -1,0 +1,415 @@
+//! Integration: repo writes signed by the user's key through the signer hub. The real `vow`
+//! binary, a real SQLite file, the real PLC server, and `vow signer` as the signer; a hand-driven
+//! WebSocket client plays the signers that misbehave.
+
+mod common;
+
+use atproto::commit::SignedCommit;
+use atproto::crypto::{Algorithm, Keypair, PublicKey};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+fn post(text: &str) -> Value {
+    json!({ "$type": "app.bsky.feed.post", "text": text, "createdAt": "2026-11-24T10:00:00.000Z" })
+}
+
+async fn create(s: &Stack, a: &Account, text: &str) -> (u16, Value) {
+    s.call(
+        "POST",
+        "com.atproto.repo.createRecord",
+        Some(&a.access),
+        Some(json!({ "repo": a.did, "collection": "app.bsky.feed.post", "record": post(text) })),
+    )
+    .await
+}
+
+async fn head(s: &Stack, did: &str) -> (String, String) {
+    let db = s.db().await;
+    let row: (String, String) = sqlx::query_as("SELECT repo_root, repo_rev FROM accounts WHERE did = ?")
+        .bind(did)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    db.close().await;
+    row
+}
+
+async fn record_count(s: &Stack, did: &str) -> usize {
+    let (_, body) = s
+        .call(
+            "GET",
+            &format!("com.atproto.repo.listRecords?repo={did}&collection=app.bsky.feed.post&limit=100"),
+            None,
+            None,
+        )
+        .await;
+    body["records"].as_array().unwrap().len()
+}
+
+/// The key the PLC directory's DID document lists for the DID, and its newest operation.
+async fn plc_state(s: &Stack, did: &str) -> (PublicKey, Value) {
+    let doc: Value = s.http.get(format!("{}/{did}", s.plc)).send().await.unwrap().json().await.unwrap();
+    let method = &doc["verificationMethod"][0];
+    assert!(method["id"].as_str().unwrap().ends_with("#atproto"), "{method}");
+    let key = PublicKey::from_verification_method(
+        method["type"].as_str().unwrap(),
+        method["publicKeyMultibase"].as_str().unwrap(),
+    )
+    .unwrap();
+    let log: Value = s.http.get(format!("{}/{did}/log/audit", s.plc)).send().await.unwrap().json().await.unwrap();
+    (key, log.as_array().unwrap().last().unwrap()["operation"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_through_the_programmatic_signer() {
+    let s = stack_with(false, &[("VOW_SIGNER_TIMEOUT", "5")]);
+    let alice = s.account("alice").await;
+    let bob = s.account("bob").await;
+
+    // No key yet: writes are refused with a name that says what to do.
+    assert_error(&create(&s, &alice, "too early").await, 400, "SigningKeyRequired");
+
+    let key_file = s.dir.path().join("alice.key");
+    let _signer = s.signer(&alice, &key_file);
+    let key = Keypair::from_bytes(Algorithm::K256, &std::fs::read(&key_file).unwrap()).unwrap();
+    let key_did = key.public_key().to_did_key();
+
+    // The handover: the user's key is the #atproto key and the only rotation key.
+    let (multikey, last_op) = plc_state(&s, &alice.did).await;
+    assert_eq!(multikey.to_did_key(), key_did);
+    assert_eq!(last_op["rotationKeys"], json!([key_did]));
+    assert_eq!(last_op["verificationMethods"]["atproto"], json!(key_did));
+
+    // createRecord, then read it back.
+    let (status, created) = create(&s, &alice, "hello").await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(created["validationStatus"], "valid");
+    let uri = created["uri"].as_str().unwrap();
+    let rkey = uri.rsplit('/').next().unwrap();
+    let (status, got) = s
+        .call(
+            "GET",
+            &format!("com.atproto.repo.getRecord?repo={}&collection=app.bsky.feed.post&rkey={rkey}", alice.did),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(got["value"]["text"], "hello");
+    assert_eq!(got["cid"], created["cid"]);
+
+    // The stored head is signed by the user's key, as the PLC lists it.
+    let (root, rev) = head(&s, &alice.did).await;
+    assert_eq!(root, created["commit"]["cid"].as_str().unwrap());
+    assert_eq!(rev, created["commit"]["rev"].as_str().unwrap());
+    let db = s.db().await;
+    let (bytes,): (Vec<u8>,) =
+        sqlx::query_as("SELECT bytes FROM blocks WHERE cid = ?").bind(&root).fetch_one(&db).await.unwrap();
+    let commit = SignedCommit::from_block(&bytes).unwrap();
+    commit.verify(&multikey).unwrap();
+    assert_eq!(commit.unsigned.rev.as_str(), rev);
+
+    // putRecord creates, then updates; swaps are checked.
+    let profile = |name: &str| json!({ "$type": "app.bsky.actor.profile", "displayName": name });
+    let put = |record: Value, extra: Value| {
+        let mut body =
+            json!({ "repo": alice.did, "collection": "app.bsky.actor.profile", "rkey": "self", "record": record });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let (status, first) =
+        s.call("POST", "com.atproto.repo.putRecord", Some(&alice.access), Some(put(profile("A"), json!({})))).await;
+    assert_eq!(status, 200, "{first}");
+    let res = s
+        .call(
+            "POST",
+            "com.atproto.repo.putRecord",
+            Some(&alice.access),
+            Some(put(profile("B"), json!({ "swapRecord": null }))),
+        )
+        .await;
+    assert_error(&res, 400, "InvalidSwap");
+    let res = s
+        .call(
+            "POST",
+            "com.atproto.repo.putRecord",
+            Some(&alice.access),
+            Some(put(profile("B"), json!({ "swapCommit": root }))),
+        )
+        .await;
+    assert_error(&res, 400, "InvalidSwap");
+    let (status, second) = s
+        .call(
+            "POST",
+            "com.atproto.repo.putRecord",
+            Some(&alice.access),
+            Some(put(profile("B"), json!({ "swapRecord": first["cid"], "swapCommit": first["commit"]["cid"] }))),
+        )
+        .await;
+    assert_eq!(status, 200, "{second}");
+    assert_ne!(second["cid"], first["cid"]);
+
+    // Validation: invalid records are refused; unknown lexicons pass as "unknown".
+    let res = s
+        .call(
+            "POST",
+            "com.atproto.repo.createRecord",
+            Some(&alice.access),
+            Some(json!({ "repo": alice.did, "collection": "app.bsky.feed.post", "record": { "$type": "app.bsky.feed.post", "text": "no date" } })),
+        )
+        .await;
+    assert_error(&res, 400, "InvalidRequest");
+    let res = s
+        .call(
+            "POST",
+            "com.atproto.repo.createRecord",
+            Some(&alice.access),
+            Some(json!({ "repo": alice.did, "collection": "com.example.thing", "record": { "$type": "com.example.thing", "n": 1 } })),
+        )
+        .await;
+    assert_eq!(res.0, 200, "{res:?}");
+    assert_eq!(res.1["validationStatus"], "unknown");
+    let res = s
+        .call(
+            "POST",
+            "com.atproto.repo.createRecord",
+            Some(&alice.access),
+            Some(json!({ "repo": alice.did, "collection": "com.example.thing", "validate": true, "record": { "$type": "com.example.thing" } })),
+        )
+        .await;
+    assert_error(&res, 400, "InvalidRequest");
+    let res = s
+        .call(
+            "POST",
+            "com.atproto.repo.createRecord",
+            Some(&alice.access),
+            Some(json!({ "repo": alice.did, "collection": "app.bsky.feed.post", "rkey": "bad/key", "record": post("x") })),
+        )
+        .await;
+    assert_error(&res, 400, "InvalidRequest");
+    // Someone else's repo.
+    let res = create(&s, &Account { did: bob.did.clone(), ..clone_account(&alice) }, "not mine").await;
+    assert_error(&res, 403, "Forbidden");
+
+    // applyWrites: two creates and a delete in one commit.
+    let (status, applied) = s
+        .call(
+            "POST",
+            "com.atproto.repo.applyWrites",
+            Some(&alice.access),
+            Some(json!({ "repo": alice.did, "writes": [
+                { "$type": "com.atproto.repo.applyWrites#create", "collection": "app.bsky.feed.post", "rkey": "3kaaaaaaaaaa2", "value": post("one") },
+                { "$type": "com.atproto.repo.applyWrites#create", "collection": "app.bsky.feed.post", "value": post("two") },
+                { "$type": "com.atproto.repo.applyWrites#delete", "collection": "app.bsky.feed.post", "rkey": rkey },
+            ] })),
+        )
+        .await;
+    assert_eq!(status, 200, "{applied}");
+    let types: Vec<&str> =
+        applied["results"].as_array().unwrap().iter().map(|r| r["$type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "com.atproto.repo.applyWrites#createResult",
+            "com.atproto.repo.applyWrites#createResult",
+            "com.atproto.repo.applyWrites#deleteResult"
+        ]
+    );
+    assert_eq!(record_count(&s, &alice.did).await, 2);
+    // Deleting what is not there is a no-op at the current commit.
+    let (before, _) = head(&s, &alice.did).await;
+    let (status, deleted) = s
+        .call(
+            "POST",
+            "com.atproto.repo.deleteRecord",
+            Some(&alice.access),
+            Some(json!({ "repo": alice.did, "collection": "app.bsky.feed.post", "rkey": rkey })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(deleted["commit"]["cid"], json!(before));
+
+    // 16 concurrent writes: 16 commits, none lost, revs strictly increasing in commit order.
+    let db = s.db().await;
+    let (events_before,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM repo_events WHERE did = ? AND kind = 'commit'")
+        .bind(&alice.did)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let writes = (0..16).map(|i| create(&s, &alice, Box::leak(format!("concurrent {i}").into_boxed_str())));
+    let results = futures_util::future::join_all(writes).await;
+    for r in &results {
+        assert_eq!(r.0, 200, "{r:?}");
+    }
+    assert_eq!(record_count(&s, &alice.did).await, 18);
+    let events: Vec<(String,)> =
+        sqlx::query_as("SELECT payload FROM repo_events WHERE did = ? AND kind = 'commit' ORDER BY seq")
+            .bind(&alice.did)
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert_eq!(events.len() as i64, events_before + 16);
+    let revs: Vec<String> = events
+        .iter()
+        .map(|(p,)| serde_json::from_str::<Value>(p).unwrap()["rev"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(revs.windows(2).all(|w| w[0] < w[1]), "revs not strictly increasing: {revs:?}");
+    let since_chain = events.windows(2).all(|w| {
+        let (a, b): (Value, Value) = (serde_json::from_str(&w[0].0).unwrap(), serde_json::from_str(&w[1].0).unwrap());
+        b["since"] == a["rev"] && b["prevData"] == a["data"]
+    });
+    assert!(since_chain, "each commit must follow the one before it");
+
+    // A second registration is refused: the PDS no longer controls the DID.
+    let (_, challenge) = s.call("GET", "app.vow.signer.getKeyChallenge", Some(&alice.access), None).await;
+    let other = Keypair::generate(Algorithm::K256);
+    let challenge_str = challenge["challenge"].as_str().unwrap();
+    let res = s
+        .call(
+            "POST",
+            "app.vow.signer.registerKey",
+            Some(&alice.access),
+            Some(json!({
+                "publicKey": other.public_key().to_did_key(), "challenge": challenge_str, "password": alice.password,
+                "signature": URL_SAFE_NO_PAD.encode(other.sign(&URL_SAFE_NO_PAD.decode(challenge_str).unwrap())),
+            })),
+        )
+        .await;
+    assert_error(&res, 400, "KeyAlreadyRegistered");
+}
+
+fn clone_account(a: &Account) -> Account {
+    Account { did: a.did.clone(), handle: a.handle.clone(), password: a.password.clone(), access: a.access.clone() }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_registration_needs_password_and_proof_of_possession() {
+    let s = stack(false);
+    let carol = s.account("carol").await;
+    let key = Keypair::generate(Algorithm::K256);
+    let register = |challenge: &str, signer: &Keypair, password: &str| {
+        json!({
+            "publicKey": key.public_key().to_did_key(), "challenge": challenge, "password": password,
+            "signature": URL_SAFE_NO_PAD.encode(signer.sign(&URL_SAFE_NO_PAD.decode(challenge).unwrap())),
+        })
+    };
+    let fresh = || async {
+        s.call("GET", "app.vow.signer.getKeyChallenge", Some(&carol.access), None).await.1["challenge"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let c = fresh().await;
+    let res =
+        s.call("POST", "app.vow.signer.registerKey", Some(&carol.access), Some(register(&c, &key, "wrong"))).await;
+    assert_error(&res, 401, "AuthenticationRequired");
+    let c = fresh().await;
+    let impostor = Keypair::generate(Algorithm::K256);
+    let res = s
+        .call("POST", "app.vow.signer.registerKey", Some(&carol.access), Some(register(&c, &impostor, &carol.password)))
+        .await;
+    assert_error(&res, 400, "InvalidSignature");
+    // The challenge was used up by that attempt.
+    let res = s
+        .call("POST", "app.vow.signer.registerKey", Some(&carol.access), Some(register(&c, &key, &carol.password)))
+        .await;
+    assert_error(&res, 400, "InvalidChallenge");
+    // Nothing changed on the PLC.
+    let (_, op) = plc_state(&s, &carol.did).await;
+    assert_ne!(op["rotationKeys"], json!([key.public_key().to_did_key()]));
+    let c = fresh().await;
+    let res = s
+        .call("POST", "app.vow.signer.registerKey", Some(&carol.access), Some(register(&c, &key, &carol.password)))
+        .await;
+    assert_eq!(res.0, 200, "{res:?}");
+    let (_, op) = plc_state(&s, &carol.did).await;
+    assert_eq!(op["rotationKeys"], json!([key.public_key().to_did_key()]));
+}
+
+/// How a hand-driven signer answers.
+#[derive(Clone, Copy)]
+enum Behaviour {
+    Reject,
+    OtherKey,
+    Garbage,
+    Silent,
+}
+
+async fn rogue_signer(s: &Stack, access: &str, behaviour: Behaviour) -> tokio::task::JoinHandle<Option<u16>> {
+    let url = format!("{}/xrpc/com.atproto.server.signerConnect", s.url.replacen("http", "ws", 1));
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert("authorization", format!("Bearer {access}").parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = socket.next().await {
+            match msg {
+                Message::Text(text) => {
+                    let req: Value = serde_json::from_str(&text).unwrap();
+                    if req["type"] != "sign_request" {
+                        continue;
+                    }
+                    let id = req["requestId"].clone();
+                    let payload = URL_SAFE_NO_PAD.decode(req["payload"].as_str().unwrap()).unwrap();
+                    let reply = match behaviour {
+                        Behaviour::Reject => json!({ "type": "sign_reject", "requestId": id }),
+                        Behaviour::OtherKey => {
+                            let sig = Keypair::generate(Algorithm::K256).sign(&payload);
+                            json!({ "type": "sign_response", "requestId": id, "commitSignature": URL_SAFE_NO_PAD.encode(sig) })
+                        }
+                        Behaviour::Garbage => {
+                            json!({ "type": "sign_response", "requestId": id, "commitSignature": "not-a-signature!" })
+                        }
+                        Behaviour::Silent => continue,
+                    };
+                    socket.send(Message::Text(reply.to_string().into())).await.unwrap();
+                }
+                Message::Close(frame) => return frame.map(|f| u16::from(f.code)),
+                _ => {}
+            }
+        }
+        None
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn misbehaving_signers_leave_the_repo_unchanged() {
+    let s = stack_with(false, &[("VOW_SIGNER_TIMEOUT", "2")]);
+    let dave = s.account("dave").await;
+    let key_file = s.dir.path().join("dave.key");
+    let signer = s.signer(&dave, &key_file);
+    let (status, _) = create(&s, &dave, "the one good write").await;
+    assert_eq!(status, 200);
+    drop(signer); // killed: nobody signs now
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let before = head(&s, &dave.did).await;
+
+    assert_error(&create(&s, &dave, "nobody listening").await, 400, "SignerUnavailable");
+    for (behaviour, error) in [
+        (Behaviour::Reject, "SigningRejected"),
+        (Behaviour::OtherKey, "InvalidSignature"),
+        (Behaviour::Garbage, "InvalidSignature"),
+        (Behaviour::Silent, "SigningTimeout"),
+    ] {
+        let rogue = rogue_signer(&s, &dave.access, behaviour).await;
+        // The server registers the socket just after the upgrade response.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_error(&create(&s, &dave, "must not land").await, 400, error);
+        assert_eq!(head(&s, &dave.did).await, before, "{error}: the head moved");
+        assert_eq!(record_count(&s, &dave.did).await, 1, "{error}: a record became visible");
+        rogue.abort();
+    }
+
+    // A new connection replaces the old one, which is closed with 4000.
+    let first = rogue_signer(&s, &dave.access, Behaviour::Silent).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let _second = rogue_signer(&s, &dave.access, Behaviour::Silent).await;
+    let code = tokio::time::timeout(std::time::Duration::from_secs(5), first).await.unwrap().unwrap();
+    assert_eq!(code, Some(4000));
+}
