@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # Runs every test of the project: formatting, lints, and the Rust test suites (the server's
-# integration tests start the real PLC directory server from e2e/, installed here from npm).
+# integration tests start the real PLC directory server and run @atproto/* clients and headless
+# Chromium from e2e/, installed here from npm and apt).
 # Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== installing e2e components (PLC directory server, ATProto clients) from npm"
+echo "== installing e2e components (PLC directory server, ATProto clients, playwright-core) from npm"
 (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
+
+# The passkey end-to-end test drives Debian's Chromium (a real browser with a virtual
+# authenticator); install it from apt when it is missing.
+if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
+  echo "== installing chromium from apt"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -15,6 +15,7 @@ pub mod repo;
 pub mod server;
 pub mod signer;
 pub mod storage;
+pub mod web;
 pub mod webauthn;
 pub mod wellknown;
 pub mod xrpc;

@@ -85,6 +85,7 @@ pub fn router(state: AppState) -> Router {
     let limit = state.config.max_json_body;
     crate::xrpc::routes()
         .merge(crate::wellknown::routes())
+        .merge(crate::web::routes())
         .fallback(crate::xrpc::not_found)
         .layer(DefaultBodyLimit::max(limit))
         .layer(cors)

@@ -14,6 +14,7 @@ fn run_script(script: &str, args: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{script} failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
     assert!(stdout.contains("\"ok\":true"), "{script} printed no summary:\n{stdout}");
+    println!("{stdout}");
 }
 
 #[tokio::test]
@@ -21,4 +22,23 @@ async fn atproto_api_signs_up_and_logs_in() {
     let s = stack(true);
     let code = s.invite(1).await;
     run_script("account-flow.js", &[&s.url, "--plc", &s.plc, "--invite", &code, "--public-url", "http://pds.test"]);
+}
+
+/// A free loopback port, for servers whose public URL must be known before they start.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn browser_registers_a_passkey_and_signs_for_atproto_api() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(std::path::Path::new(&chromium).exists(), "{chromium} missing: scripts/test.sh installs it");
+    // WebAuthn needs a secure context: http://localhost is one, and the RP ID is `localhost`.
+    let port = free_port();
+    let public = format!("http://localhost:{port}");
+    let s = stack_with(
+        false,
+        &[("VOW_ADDR", &format!("127.0.0.1:{port}")), ("VOW_HOSTNAME", "localhost"), ("VOW_PUBLIC_URL", &public)],
+    );
+    run_script("browser-flow.js", &[&public, "--plc", &s.plc, "--chromium", &chromium]);
 }

@@ -6,6 +6,7 @@
 //! it enqueued, so time spent queued counts.
 
 pub mod client;
+pub mod derive;
 pub mod protocol;
 pub mod ws;
 

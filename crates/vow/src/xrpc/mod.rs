@@ -6,6 +6,7 @@ mod repo;
 mod repo_write;
 mod server;
 mod signer;
+mod sync;
 
 pub use server::{new_invite_code, random_code};
 
@@ -41,6 +42,8 @@ pub fn routes() -> Router<AppState> {
         .route("/xrpc/com.atproto.repo.putRecord", post(repo_write::put_record))
         .route("/xrpc/com.atproto.repo.deleteRecord", post(repo_write::delete_record))
         .route("/xrpc/com.atproto.repo.applyWrites", post(repo_write::apply_writes))
+        .route("/xrpc/com.atproto.sync.getRepo", get(sync::get_repo))
+        .route("/xrpc/com.atproto.sync.getLatestCommit", get(sync::get_latest_commit))
         .route("/xrpc/com.atproto.server.signerConnect", get(signer::signer_connect))
         .route("/xrpc/app.vow.signer.getKeyChallenge", get(signer::get_key_challenge))
         .route("/xrpc/app.vow.signer.registerKey", post(signer::register_key))

@@ -1,0 +1,252 @@
+// Vow account page: registers a passkey, derives the signing key from its PRF output, and signs
+// this account's commits over the signer WebSocket while the tab is open.
+//
+// The PRF output and the derived private key live only in this module's variables: never in
+// localStorage, sessionStorage or cookies. Closing or reloading the tab forgets them.
+import { secp256k1 } from '/account/noble-secp256k1.js'
+
+const te = new TextEncoder()
+const $ = (id) => document.getElementById(id)
+const root = $('vow')
+const account = {
+  did: root.dataset.did,
+  handle: root.dataset.handle,
+  signingKey: root.dataset.signingKey || null,
+  credentialId: root.dataset.credentialId || null,
+}
+
+// ---- encodings -----------------------------------------------------------------------------
+
+const b64url = (bytes) => {
+  let s = ''
+  for (const b of new Uint8Array(bytes)) s += String.fromCharCode(b)
+  return btoa(s).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')
+}
+const unb64url = (s) => {
+  const bin = atob(s.replace(/-/g, '+').replace(/_/g, '/') + '==='.slice((s.length + 3) % 4))
+  return Uint8Array.from(bin, (c) => c.charCodeAt(0))
+}
+const B58 = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz'
+function base58(bytes) {
+  let n = 0n
+  for (const b of bytes) n = n * 256n + BigInt(b)
+  let out = ''
+  while (n > 0n) {
+    out = B58[Number(n % 58n)] + out
+    n /= 58n
+  }
+  for (const b of bytes) {
+    if (b !== 0) break
+    out = '1' + out
+  }
+  return out
+}
+const didKey = (compressed) => 'did:key:z' + base58(Uint8Array.of(0xe7, 0x01, ...compressed))
+
+// ---- key derivation (identical to the original Vow's, see signer/derive.rs) -----------------
+
+const sha256 = async (bytes) => new Uint8Array(await crypto.subtle.digest('SHA-256', bytes))
+const PRF_SALT = sha256(te.encode('Vow PDS Commit Signing Key Derivation'))
+
+async function deriveKey(prfOutput) {
+  const ikm = await crypto.subtle.importKey('raw', prfOutput, 'HKDF', false, ['deriveBits'])
+  const bits = await crypto.subtle.deriveBits(
+    { name: 'HKDF', hash: 'SHA-256', salt: te.encode('Vow PDS Signing Key'), info: te.encode('K256') },
+    ikm,
+    256,
+  )
+  const priv = new Uint8Array(bits)
+  const pub = secp256k1.getPublicKey(priv, true)
+  return {
+    did: didKey(pub),
+    // Compact 64-byte r||s, low-S, RFC 6979, over SHA-256 of the message.
+    sign: async (message) => secp256k1.sign(await sha256(message), priv, { lowS: true }).toCompactRawBytes(),
+  }
+}
+
+// For the end-to-end test of the derivation vectors; needs no secret.
+window.vowDeriveDidKey = async (prfHex) =>
+  (await deriveKey(Uint8Array.from(prfHex.match(/../g), (h) => parseInt(h, 16)))).did
+
+// ---- passkeys ------------------------------------------------------------------------------
+
+function prfFirst(credential) {
+  const ext = credential.getClientExtensionResults()
+  const first = ext && ext.prf && ext.prf.results && ext.prf.results.first
+  return first ? new Uint8Array(first) : null
+}
+
+async function prfFromAssertion(credentialId) {
+  const assertion = await navigator.credentials.get({
+    publicKey: {
+      challenge: crypto.getRandomValues(new Uint8Array(32)),
+      allowCredentials: [{ type: 'public-key', id: credentialId }],
+      userVerification: 'preferred',
+      timeout: 60000,
+      extensions: { prf: { eval: { first: await PRF_SALT } } },
+    },
+  })
+  return prfFirst(assertion)
+}
+
+const NO_PRF = 'This passkey cannot derive keys (no PRF support). Use a recent browser and authenticator ' +
+  '(Chrome 118+, Safari 18+, a recent security key or platform passkey).'
+
+let key = null // the derived signing key, in memory only
+
+function status(text, isError) {
+  const el = $('status')
+  el.textContent = text
+  el.className = isError ? 'error' : ''
+}
+
+async function postJson(url, body) {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body || {}),
+    credentials: 'same-origin',
+  })
+  const data = await res.json().catch(() => ({}))
+  if (!res.ok) throw new Error(data.message || data.error || `HTTP ${res.status}`)
+  return data
+}
+
+async function registerPasskey() {
+  status('Creating your passkey…')
+  const opts = await postJson('/account/passkey/challenge')
+  const challenge = unb64url(opts.challenge)
+  const credential = await navigator.credentials.create({
+    publicKey: {
+      rp: opts.rp,
+      user: { ...opts.user, id: unb64url(opts.user.id) },
+      challenge,
+      pubKeyCredParams: opts.pubKeyCredParams,
+      authenticatorSelection: opts.authenticatorSelection,
+      attestation: opts.attestation,
+      timeout: opts.timeout,
+      extensions: { prf: { eval: { first: unb64url(opts.prfSalt) } } },
+    },
+  })
+  // Some authenticators only evaluate PRF during an assertion: ask once more if needed.
+  const prf = prfFirst(credential) || (await prfFromAssertion(credential.rawId))
+  if (!prf) throw new Error(NO_PRF)
+  const derived = await deriveKey(prf)
+  status('Handing your identity over to your key…')
+  const res = await postJson('/account/passkey/register', {
+    challenge: opts.challenge,
+    clientDataJSON: b64url(credential.response.clientDataJSON),
+    attestationObject: b64url(credential.response.attestationObject),
+    publicKey: derived.did,
+    signature: b64url(await derived.sign(challenge)),
+    recoveryKey: ($('recovery-key') && $('recovery-key').value) || undefined,
+  })
+  account.signingKey = res.signingKey
+  account.credentialId = res.credentialId
+  key = derived
+  status(`Passkey registered. Your signing key is ${res.signingKey}.`)
+  const btn = $('register')
+  if (btn) btn.remove()
+  $('signer-panel').hidden = false
+  connect()
+}
+
+async function unlock() {
+  if (!account.credentialId) throw new Error('Register a passkey first.')
+  status('Unlocking with your passkey…')
+  const prf = await prfFromAssertion(unb64url(account.credentialId))
+  if (!prf) throw new Error(NO_PRF)
+  const derived = await deriveKey(prf)
+  if (derived.did !== account.signingKey) {
+    throw new Error(`This passkey derives ${derived.did}, but the account's key is ${account.signingKey}.`)
+  }
+  key = derived
+  status('Unlocked.')
+  connect()
+}
+
+// ---- the signer socket ---------------------------------------------------------------------
+
+let socket = null
+let wanted = false
+let backoff = 3000
+
+function signerState(text, dot) {
+  $('signer-state').textContent = text
+  $('dot').className = 'dot ' + (dot || '')
+}
+
+function logLine(text) {
+  const li = document.createElement('li')
+  li.textContent = `${new Date().toLocaleTimeString()} ${text}`
+  $('log').prepend(li)
+}
+
+function connect() {
+  if (!key) return
+  wanted = true
+  if (socket && socket.readyState <= 1) return
+  const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/account/signer`
+  signerState('Connecting…', 'wait')
+  socket = new WebSocket(url)
+  socket.onopen = () => {
+    backoff = 3000
+    signerState('Connected: signing for this account', 'on')
+  }
+  socket.onmessage = (ev) => onMessage(ev.data).catch((e) => logLine(`error: ${e.message}`))
+  socket.onclose = (ev) => {
+    socket = null
+    if (ev.code === 4000) {
+      wanted = false
+      signerState('Another signer took over for this account', '')
+      return
+    }
+    if (!wanted) return signerState(key ? 'Disconnected' : 'Locked', '')
+    signerState(`Disconnected; retrying in ${backoff / 1000} s`, 'wait')
+    setTimeout(connect, backoff)
+    backoff = Math.min(backoff * 2, 60000)
+  }
+}
+
+function disconnect() {
+  wanted = false
+  key = null
+  if (socket) socket.close(1000, 'locked')
+  signerState('Locked', '')
+}
+
+const describe = (ops) =>
+  (ops || []).map((o) => `${(o.type || '').split('#').pop()} ${o.collection}${o.rkey ? '/' + o.rkey : ''}`).join(', ')
+
+async function onMessage(data) {
+  let msg
+  try {
+    msg = JSON.parse(data)
+  } catch {
+    return
+  }
+  if (msg.type === 'sign_error') return logLine(`refused by the PDS: ${msg.message}`)
+  if (msg.type !== 'sign_request' || !msg.requestId || !msg.payload) return
+  const reject = (why) => {
+    socket.send(JSON.stringify({ type: 'sign_reject', requestId: msg.requestId }))
+    logLine(`declined ${describe(msg.ops)}${why ? ' (' + why + ')' : ''}`)
+  }
+  if (msg.did !== account.did) return reject('not this account')
+  if (msg.expiresAt && Date.parse(msg.expiresAt) < Date.now()) return reject('expired')
+  const identity = (msg.ops || []).some((o) => o.type === 'plc_operation' || o.collection === 'identity')
+  if ((identity || $('ask-each').checked) && !window.confirm(`Sign for ${account.handle}: ${describe(msg.ops)}?`)) {
+    return reject('you declined')
+  }
+  const signature = await key.sign(unb64url(msg.payload))
+  socket.send(JSON.stringify({ type: 'sign_response', requestId: msg.requestId, commitSignature: b64url(signature) }))
+  logLine(`signed ${describe(msg.ops)}`)
+}
+
+// ---- wiring --------------------------------------------------------------------------------
+
+const guard = (fn) => () => fn().catch((e) => status(e.message || String(e), true))
+if ($('register')) $('register').addEventListener('click', guard(registerPasskey))
+$('unlock').addEventListener('click', guard(unlock))
+$('disconnect').addEventListener('click', disconnect)
+if (!account.signingKey) $('signer-panel').hidden = true
+document.body.dataset.ready = '1'

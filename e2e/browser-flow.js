@@ -1,0 +1,196 @@
+#!/usr/bin/env node
+// End to end in headless Chromium with a CDP virtual authenticator that supports PRF:
+// sign up (@atproto/api), sign in on the account page, register a passkey (the page derives the
+// key and the PDS hands the DID over to it), then create, update and delete records through
+// @atproto/api while the page signs. Verifies the exported repo with @atproto/repo against the
+// key the real PLC returns, and that the PLC lists the user's key as the only rotation key.
+// Usage: node browser-flow.js <pdsUrl> --plc <plcUrl> [--chromium /usr/bin/chromium]
+const fs = require('fs')
+const os = require('os')
+const path = require('path')
+const { AtpAgent } = require('@atproto/api')
+const { verifyRepoCar } = require('@atproto/repo')
+const { chromium } = require('playwright-core')
+
+const args = process.argv.slice(2)
+const opt = (name, dflt) => {
+  const i = args.indexOf(name)
+  return i >= 0 ? args[i + 1] : dflt
+}
+const service = args[0]
+const plc = opt('--plc')
+if (!service || !plc) {
+  console.error('usage: browser-flow.js <pdsUrl> --plc <plcUrl>')
+  process.exit(2)
+}
+
+const log = []
+async function step(name, fn) {
+  const started = performance.now()
+  try {
+    const out = await fn()
+    log.push(`ok   ${name} (${(performance.now() - started).toFixed(0)} ms)`)
+    return out
+  } catch (err) {
+    log.push(`FAIL ${name}: ${err && (err.error ? err.error + ': ' : '')}${err && err.message}`)
+    throw err
+  }
+}
+function check(cond, what) {
+  if (!cond) throw new Error(`check failed: ${what}`)
+}
+
+// Appendix D of the behaviour study: PRF output -> did:key.
+const VECTORS = [
+  ['00'.repeat(32), 'did:key:zQ3shTAwMcX1Fn1brQnoBpZ5RmBrNhDWqLLuvnkEoSs9dfHoJ'],
+  ['01'.repeat(32), 'did:key:zQ3shs5AchQhZeUF1xpuD1aVNyFNPWsq2TaMrC8GRodxRCmmX'],
+  [[...Array(32).keys()].map((i) => i.toString(16).padStart(2, '0')).join(''), 'did:key:zQ3shs2jSZFGAtCmLe2WzbdtqSTXfPC9vo6ogWuooXPjAw4py'],
+]
+
+async function main() {
+  const agent = new AtpAgent({ service })
+  const desc = (await agent.com.atproto.server.describeServer()).data
+  const handle = `b${Date.now().toString(36).slice(-7)}${desc.availableUserDomains[0]}`
+  const password = `pw-${Math.random().toString(36).slice(2)}`
+  const account = await step('createAccount', async () =>
+    (await agent.createAccount({ handle, email: `${handle.split('.')[0]}@example.com`, password })).data)
+  const did = account.did
+
+  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vow-chromium-'))
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: opt('--chromium', process.env.CHROMIUM || '/usr/bin/chromium'),
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-sync'],
+  })
+  const page = context.pages()[0] || (await context.newPage())
+  page.on('pageerror', (e) => log.push(`page error: ${e.message}`))
+  try {
+    await step('sign in on the account page', async () => {
+      await page.goto(`${service}/account`)
+      check(page.url().endsWith('/account/signin'), 'redirected to sign-in')
+      await page.fill('input[name=identifier]', handle)
+      await page.fill('input[name=password]', 'wrong password')
+      await page.click('button[type=submit]')
+      check((await page.textContent('[role=alert]')).includes('incorrect'), 'wrong password refused')
+      await page.fill('input[name=identifier]', handle)
+      await page.fill('input[name=password]', password)
+      await page.click('button[type=submit]')
+      await page.waitForSelector('body[data-ready="1"]')
+      check(page.url().endsWith('/account'), 'on the account page')
+    })
+
+    await step('key derivation vectors in the page', async () => {
+      for (const [prf, expected] of VECTORS) {
+        const got = await page.evaluate((p) => window.vowDeriveDidKey(p), prf)
+        check(got === expected, `${prf.slice(0, 8)}… derives ${got}, expected ${expected}`)
+      }
+    })
+
+    await step('the page stores nothing in web storage', async () => {
+      const stored = await page.evaluate(() => localStorage.length + sessionStorage.length)
+      check(stored === 0, 'web storage is empty')
+    })
+
+    const cdp = await context.newCDPSession(page)
+    await cdp.send('WebAuthn.enable', { enableUI: false })
+    await cdp.send('WebAuthn.addVirtualAuthenticator', {
+      options: {
+        protocol: 'ctap2', transport: 'internal', hasResidentKey: true, hasUserVerification: true,
+        isUserVerified: true, hasPrf: true, automaticPresenceSimulation: true,
+      },
+    })
+
+    const writer = new AtpAgent({ service })
+    await writer.login({ identifier: handle, password })
+    await step('writes are refused before a key exists', async () => {
+      try {
+        await writer.com.atproto.repo.createRecord({ repo: did, collection: 'app.bsky.feed.post', record: { $type: 'app.bsky.feed.post', text: 'early', createdAt: new Date().toISOString() } })
+      } catch (err) {
+        check(err.error === 'SigningKeyRequired', `error ${err.error}`)
+        return
+      }
+      throw new Error('a write succeeded without a key')
+    })
+
+    const signingKey = await step('register a passkey (PRF-derived key, DID handed over)', async () => {
+      await page.click('#register')
+      await page.waitForFunction(() => document.getElementById('signer-state').textContent.startsWith('Connected'), null, { timeout: 20000 })
+      const statusText = await page.textContent('#status')
+      const m = statusText.match(/did:key:z[1-9A-HJ-NP-Za-km-z]+/)
+      check(m, `status names the key: ${statusText}`)
+      return m[0]
+    })
+
+    await step('the PLC lists the user key as the only rotation key and as #atproto', async () => {
+      const audit = await (await fetch(`${plc}/${did}/log/audit`)).json()
+      const last = audit[audit.length - 1].operation
+      check(JSON.stringify(last.rotationKeys) === JSON.stringify([signingKey]), `rotationKeys ${JSON.stringify(last.rotationKeys)}`)
+      check(last.verificationMethods.atproto === signingKey, 'atproto verification method')
+    })
+
+    const post = (text) => ({ $type: 'app.bsky.feed.post', text, createdAt: new Date().toISOString() })
+    const created = await step('createRecord x3 while the page signs', async () => {
+      const out = []
+      for (let i = 0; i < 3; i++) {
+        const r = (await writer.com.atproto.repo.createRecord({ repo: did, collection: 'app.bsky.feed.post', record: post(`from the browser ${i}`) })).data
+        check(r.validationStatus === 'valid', 'validated')
+        out.push(r)
+      }
+      return out
+    })
+    await step('putRecord (profile) twice: create then update', async () => {
+      for (const name of ['Browser User', 'Browser User (edited)']) {
+        await writer.com.atproto.repo.putRecord({ repo: did, collection: 'app.bsky.actor.profile', rkey: 'self', record: { $type: 'app.bsky.actor.profile', displayName: name } })
+      }
+      const r = (await writer.com.atproto.repo.getRecord({ repo: did, collection: 'app.bsky.actor.profile', rkey: 'self' })).data
+      check(r.value.displayName === 'Browser User (edited)', 'updated profile')
+    })
+    await step('deleteRecord', async () => {
+      await writer.com.atproto.repo.deleteRecord({ repo: did, collection: 'app.bsky.feed.post', rkey: created[1].uri.split('/').pop() })
+      const r = (await writer.com.atproto.repo.listRecords({ repo: did, collection: 'app.bsky.feed.post' })).data
+      check(r.records.length === 2, `2 posts left, got ${r.records.length}`)
+    })
+    await step('the page logged what it signed', async () => {
+      const entries = await page.$$eval('#log li', (lis) => lis.map((li) => li.textContent))
+      check(entries.length === 6, `6 signatures logged, got ${entries.length}`)
+      check(entries.some((e) => e.includes('delete app.bsky.feed.post')), 'delete logged')
+    })
+
+    await step('getRepo verifies with @atproto/repo against the key from the PLC', async () => {
+      const doc = await (await fetch(`${plc}/${did}`)).json()
+      check(doc.service[0].serviceEndpoint, 'DID document resolves')
+      const car = new Uint8Array((await writer.com.atproto.sync.getRepo({ did })).data)
+      const verified = await verifyRepoCar(car, did, signingKey)
+      const paths = verified.creates.map((c) => `${c.collection}/${c.rkey}`).sort()
+      check(paths.length === 3, `3 records in the repo, got ${paths.join(', ')}`)
+      check(paths.includes('app.bsky.actor.profile/self'), 'profile present')
+      let rejected = false
+      try {
+        await verifyRepoCar(car, did, 'did:key:zQ3shTAwMcX1Fn1brQnoBpZ5RmBrNhDWqLLuvnkEoSs9dfHoJ')
+      } catch {
+        rejected = true
+      }
+      check(rejected, 'verification with another key fails')
+    })
+
+    await step('after a reload the page must be unlocked again (no key kept)', async () => {
+      await page.reload()
+      await page.waitForSelector('body[data-ready="1"]')
+      check((await page.textContent('#signer-state')) === 'Locked', 'locked after reload')
+      await page.click('#unlock')
+      await page.waitForFunction(() => document.getElementById('signer-state').textContent.startsWith('Connected'), null, { timeout: 20000 })
+      const r = (await writer.com.atproto.repo.createRecord({ repo: did, collection: 'app.bsky.feed.post', record: post('after unlock') })).data
+      check(r.uri.startsWith(`at://${did}/`), 'write after unlock')
+    })
+  } finally {
+    await context.close()
+  }
+  console.log(log.join('\n'))
+  console.log(JSON.stringify({ ok: true, did, handle }))
+}
+
+main().catch((err) => {
+  console.log(log.join('\n'))
+  console.error(err)
+  process.exit(1)
+})
