@@ -29,6 +29,25 @@ pub trait BlockStore: Send + Sync + 'static {
     fn put_many(&self, blocks: &BlockMap) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// The largest block this store takes.
     fn max_block_size(&self) -> usize;
+    /// True when the blocks live in the metadata database itself, so a write can store them in
+    /// the same transaction as the new root (see [`insert_blocks`]) instead of before it.
+    fn in_metadata_db(&self) -> bool {
+        false
+    }
+}
+
+/// Inserts blocks into the embedded store's table on an open connection or transaction.
+/// Multi-row statements: one per 100 blocks rather than one per block.
+pub async fn insert_blocks(conn: &mut sqlx::SqliteConnection, blocks: &BlockMap) -> Result<(), sqlx::Error> {
+    let all: Vec<_> = blocks.iter().collect();
+    for chunk in all.chunks(100) {
+        let mut query = sqlx::QueryBuilder::new("INSERT OR IGNORE INTO blocks (cid, bytes) ");
+        query.push_values(chunk, |mut row, (cid, bytes)| {
+            row.push_bind(cid.to_string()).push_bind(bytes.to_vec());
+        });
+        query.build().execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// The default store: a table in the server's SQLite database.
@@ -56,20 +75,17 @@ impl BlockStore for EmbeddedStore {
     async fn put_many(&self, blocks: &BlockMap) -> Result<(), StoreError> {
         let fail = |e: sqlx::Error| StoreError::Unavailable(e.to_string());
         let mut tx = self.db.begin().await.map_err(fail)?;
-        for (cid, bytes) in blocks.iter() {
-            sqlx::query("INSERT OR IGNORE INTO blocks (cid, bytes) VALUES (?, ?)")
-                .bind(cid.to_string())
-                .bind(bytes)
-                .execute(&mut *tx)
-                .await
-                .map_err(fail)?;
-        }
+        insert_blocks(&mut tx, blocks).await.map_err(fail)?;
         tx.commit().await.map_err(fail)
     }
 
     fn max_block_size(&self) -> usize {
         // Records are capped well below this; the figure only bounds what one row may hold.
         4 * 1024 * 1024
+    }
+
+    fn in_metadata_db(&self) -> bool {
+        true
     }
 }
 
@@ -79,12 +95,25 @@ impl BlockStore for EmbeddedStore {
 pub struct SyncReader<'a, S: BlockStore> {
     store: &'a S,
     handle: tokio::runtime::Handle,
-    cache: Mutex<HashMap<Cid, std::sync::Arc<[u8]>>>,
+    cache: Mutex<BlockCache>,
 }
+
+/// Blocks by CID. Content addressing means a cached block can never be stale.
+pub type BlockCache = HashMap<Cid, std::sync::Arc<[u8]>>;
 
 impl<'a, S: BlockStore> SyncReader<'a, S> {
     pub fn new(store: &'a S) -> Self {
-        Self { store, handle: tokio::runtime::Handle::current(), cache: Mutex::new(HashMap::new()) }
+        Self::with_cache(store, BlockCache::new())
+    }
+
+    /// Starts from blocks already known (e.g. kept from the account's previous write).
+    pub fn with_cache(store: &'a S, cache: BlockCache) -> Self {
+        Self { store, handle: tokio::runtime::Handle::current(), cache: Mutex::new(cache) }
+    }
+
+    /// The blocks read or seeded so far.
+    pub fn into_cache(self) -> BlockCache {
+        self.cache.into_inner().expect("cache lock")
     }
 }
 

@@ -12,14 +12,14 @@ use atproto::commit::{SignedCommit, UnsignedCommit};
 use atproto::crypto::PublicKey;
 use atproto::lexicon::ValidationError;
 use atproto::mst::Mst;
-use atproto::syntax::{Did, Nsid, RecordKey};
+use atproto::syntax::{Did, Nsid, RecordKey, Tid};
 use serde_json::{Value, json};
 
 use crate::db::{self, accounts};
 use crate::error::{XrpcError, XrpcResult};
 use crate::server::AppState;
 use crate::signer::OpSummary;
-use crate::storage::{BlockStore, SyncReader};
+use crate::storage::{BlockCache, BlockStore, SyncReader};
 
 /// Largest record accepted, in DAG-CBOR bytes.
 pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
@@ -95,12 +95,24 @@ impl Committed {
     }
 }
 
-/// Per-account write locks.
+/// What an account's lock keeps between writes: the head it last saw and the tree blocks it
+/// read or wrote, so the next write does not fetch them again. Blocks are content-addressed and
+/// so never stale; the head is checked against the database on every write.
 #[derive(Default)]
-pub struct RepoLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+pub struct RepoCache {
+    head: Option<(Cid, Cid, Tid)>, // commit, data root, rev
+    blocks: BlockCache,
+}
+
+/// Blocks kept per account; beyond this the cache starts over.
+const CACHE_BLOCKS: usize = 4096;
+
+/// Per-account write locks, each guarding that account's [`RepoCache`].
+#[derive(Default)]
+pub struct RepoLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<RepoCache>>>>);
 
 impl RepoLocks {
-    pub fn get(&self, did: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub fn get(&self, did: &str) -> Arc<tokio::sync::Mutex<RepoCache>> {
         self.0.lock().expect("locks").entry(did.to_owned()).or_default().clone()
     }
 }
@@ -184,9 +196,8 @@ pub async fn apply(
     if writes.len() > MAX_WRITES {
         return Err(invalid(format!("Too many writes: {} (at most {MAX_WRITES})", writes.len())));
     }
-    let lock = state.repo_locks.get(did.as_str());
-    let _guard = lock.lock().await;
-
+    // Read outside the lock: only the head needs the lock, and the final compare-and-swap on
+    // the root catches anything that moved it in between.
     let account = accounts::by_did(&state.db, did.as_str())
         .await?
         .ok_or_else(|| XrpcError::named("RepoNotFound", format!("Could not find repo: {did}")))?;
@@ -201,24 +212,35 @@ pub async fn apply(
         )
     })?;
     let key = PublicKey::from_did_key(key_did).map_err(|e| XrpcError::internal("stored signing key is invalid", e))?;
-    let head: Cid = account
-        .repo_root
-        .as_deref()
-        .ok_or_else(|| XrpcError::named("RepoNotFound", "This account has no repo"))?
-        .parse()
-        .map_err(|e| XrpcError::internal("stored repo root is invalid", e))?;
+
+    let lock = state.repo_locks.get(did.as_str());
+    let mut cache = lock.lock().await;
+    let (head, prev_data, prev_rev) = match &cache.head {
+        Some((head, data, rev)) => (*head, *data, rev.clone()),
+        None => {
+            let (root,): (Option<String>,) = sqlx::query_as("SELECT repo_root FROM accounts WHERE did = ?")
+                .bind(did.as_str())
+                .fetch_one(&state.db)
+                .await?;
+            let head: Cid = root
+                .as_deref()
+                .ok_or_else(|| XrpcError::named("RepoNotFound", "This account has no repo"))?
+                .parse()
+                .map_err(|e| XrpcError::internal("stored repo root is invalid", e))?;
+            let block =
+                state.blocks.get(&head).await?.ok_or_else(|| XrpcError::internal("head commit missing", head))?;
+            let commit =
+                SignedCommit::from_block(&block).map_err(|e| XrpcError::internal("head commit does not decode", e))?;
+            (head, commit.unsigned.data, commit.unsigned.rev)
+        }
+    };
     if let Some(swap) = swap_commit
         && swap != head
     {
         return Err(XrpcError::named("InvalidSwap", format!("The repo is at commit {head}, not {swap}")));
     }
-    let head_block = state.blocks.get(&head).await?.ok_or_else(|| XrpcError::internal("head commit missing", head))?;
-    let head_commit =
-        SignedCommit::from_block(&head_block).map_err(|e| XrpcError::internal("head commit does not decode", e))?;
-    let prev_data = head_commit.unsigned.data;
-    let prev_rev = head_commit.unsigned.rev.clone();
 
-    let reader = SyncReader::new(&state.blocks);
+    let reader = SyncReader::with_cache(&state.blocks, std::mem::take(&mut cache.blocks));
     let mut tree = Mst::load(&reader, prev_data).map_err(mst_error)?;
     let mut blocks = BlockMap::new();
     let mut changes = Vec::new();
@@ -296,6 +318,11 @@ pub async fn apply(
             rkey: Some(rkey.to_string()),
         });
     }
+    // Whatever happens next, the blocks read so far stay useful.
+    cache.blocks = reader.into_cache();
+    if cache.blocks.len() > CACHE_BLOCKS {
+        cache.blocks.clear();
+    }
     if changes.is_empty() {
         return Ok(Committed { cid: head, rev: prev_rev.to_string(), results });
     }
@@ -311,10 +338,16 @@ pub async fn apply(
         .await?;
     let (commit_cid, commit_bytes) = unsigned.with_signature(sig).to_block_with_cid();
     blocks.insert(commit_cid, commit_bytes);
-    state.blocks.put_many(&blocks).await?;
+    let embedded = state.blocks.in_metadata_db();
+    if !embedded {
+        state.blocks.put_many(&blocks).await?;
+    }
 
     let now = db::now();
     let mut tx = state.db.begin().await?;
+    if embedded {
+        crate::storage::insert_blocks(&mut tx, &blocks).await?;
+    }
     let moved = sqlx::query("UPDATE accounts SET repo_root = ?, repo_rev = ? WHERE did = ? AND repo_root = ?")
         .bind(commit_cid.to_string())
         .bind(rev.as_str())
@@ -323,6 +356,8 @@ pub async fn apply(
         .execute(&mut *tx)
         .await?;
     if moved.rows_affected() != 1 {
+        // Something outside this pipeline moved the root; start the next write from the database.
+        cache.head = None;
         return Err(XrpcError::internal("repo root moved during a locked write", did));
     }
     for c in &changes {
@@ -377,5 +412,10 @@ pub async fn apply(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
+    // The next write starts from here; the new tree nodes are the ones it will read.
+    for (cid, bytes) in blocks.iter() {
+        cache.blocks.insert(*cid, bytes.to_vec().into());
+    }
+    cache.head = Some((commit_cid, data.root, rev.clone()));
     Ok(Committed { cid: commit_cid, rev: rev.into_string(), results })
 }
