@@ -5,10 +5,10 @@
 #   memory: idle RSS of the vow process
 #   writes: createRecord throughput and latency at concurrency 4 through @atproto/api; Vow's
 #           commits are signed by `vow signer` over loopback, the reference signs on the server
-# Usage: scripts/bench.sh   (env: READ_C=16 READ_SECS=10 WRITES=300)
+# Usage: scripts/bench.sh   (env: READ_C=16 READ_SECS=10 WRITES=1000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-READ_C="${READ_C:-16}"; READ_SECS="${READ_SECS:-10}"; WRITES="${WRITES:-300}"
+READ_C="${READ_C:-16}"; READ_SECS="${READ_SECS:-10}"; WRITES="${WRITES:-1000}"
 PLC_PORT=2782; REF_PORT=2783; VOW_PORT=2784
 work="$(mktemp -d)"; pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }

@@ -31,4 +31,6 @@ export VOW_PLC_URL="http://127.0.0.1:$PLC_PORT"
 
 ./target/release/vow create-invite-code --uses 10
 echo "Vow: $VOW_PUBLIC_URL  (handles end with .$VOW_HOSTNAME, admin password: $VOW_ADMIN_PASSWORD)"
+echo "After signing up, open $VOW_PUBLIC_URL/account to register a passkey and keep that tab open: it signs your"
+echo "commits. Bots: ./target/release/vow signer --pds $VOW_PUBLIC_URL --identifier HANDLE --password PW --key-file F"
 ./target/release/vow run
