@@ -262,3 +262,66 @@ mod ciborium_like {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p256::ecdsa::SigningKey;
+    use p256::ecdsa::signature::Signer;
+
+    fn rp() -> RelyingParty {
+        RelyingParty { id: "pds.test".into(), origin: "https://pds.test".into() }
+    }
+
+    /// What an authenticator would send for an assertion over `challenge`.
+    fn assertion(key: &SigningKey, rp_id: &str, origin: &str, challenge: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let mut auth = Sha256::digest(rp_id.as_bytes()).to_vec();
+        auth.push(0x05); // UP | UV
+        auth.extend_from_slice(&7u32.to_be_bytes());
+        let client = serde_json::to_vec(&serde_json::json!({
+            "type": "webauthn.get", "challenge": URL_SAFE_NO_PAD.encode(challenge), "origin": origin,
+        }))
+        .unwrap();
+        let mut signed = auth.clone();
+        signed.extend_from_slice(&Sha256::digest(&client));
+        let sig: p256::ecdsa::Signature = key.sign(&signed);
+        (auth, client, sig.to_der().as_bytes().to_vec())
+    }
+
+    #[test]
+    fn assertions_are_checked_against_key_challenge_origin_and_rp() {
+        let key = SigningKey::from_slice(&[7u8; 32]).unwrap();
+        let public = key.verifying_key().to_sec1_point(true).as_bytes().to_vec();
+        let challenge = b"unsigned commit bytes";
+        let (auth, client, sig) = assertion(&key, "pds.test", "https://pds.test", challenge);
+        assert_eq!(verify_assertion(&rp(), &public, challenge, &auth, &client, &sig), Ok(()));
+        assert_eq!(verify_assertion(&rp(), &public, b"other", &auth, &client, &sig), Err(WebauthnError::Challenge));
+        let (a, c, s) = assertion(&key, "pds.test", "https://evil.test", challenge);
+        assert!(matches!(verify_assertion(&rp(), &public, challenge, &a, &c, &s), Err(WebauthnError::Origin(_))));
+        let (a, c, s) = assertion(&key, "evil.test", "https://pds.test", challenge);
+        assert_eq!(verify_assertion(&rp(), &public, challenge, &a, &c, &s), Err(WebauthnError::RpId));
+        let other = SigningKey::from_slice(&[9u8; 32]).unwrap();
+        let (a, c, s) = assertion(&other, "pds.test", "https://pds.test", challenge);
+        assert_eq!(verify_assertion(&rp(), &public, challenge, &a, &c, &s), Err(WebauthnError::Signature));
+        let mut no_presence = auth.clone();
+        no_presence[32] = 0;
+        assert_eq!(
+            verify_assertion(&rp(), &public, challenge, &no_presence, &client, &sig),
+            Err(WebauthnError::UserPresence)
+        );
+    }
+
+    #[test]
+    fn malformed_registrations_are_errors_not_panics() {
+        let client = serde_json::to_vec(&serde_json::json!({
+            "type": "webauthn.create", "challenge": URL_SAFE_NO_PAD.encode(b"c"), "origin": "https://pds.test",
+        }))
+        .unwrap();
+        for junk in
+            [&b""[..], &[0xa1, 0x68][..], &[0xff; 40][..], &[0xbb, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff][..]]
+        {
+            assert!(verify_registration(&rp(), b"c", &client, junk).is_err());
+        }
+        assert_eq!(verify_registration(&rp(), b"other", &client, &[]).unwrap_err(), WebauthnError::Challenge);
+    }
+}

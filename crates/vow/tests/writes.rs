@@ -267,6 +267,32 @@ async fn writes_through_the_programmatic_signer() {
     });
     assert!(since_chain, "each commit must follow the one before it");
 
+    // A handle change after the handover is a PLC operation signed by the user's key (the PLC
+    // directory itself checks that signature against the rotation keys).
+    let res = s
+        .call(
+            "POST",
+            "com.atproto.identity.updateHandle",
+            Some(&alice.access),
+            Some(json!({ "handle": "alice2.pds.test" })),
+        )
+        .await;
+    assert_eq!(res.0, 200, "{res:?}");
+    let (_, op) = plc_state(&s, &alice.did).await;
+    assert_eq!(op["alsoKnownAs"], json!(["at://alice2.pds.test"]));
+    assert_eq!(op["rotationKeys"], json!([key_did]));
+    let (status, session) = s.call("GET", "com.atproto.server.getSession", Some(&alice.access), None).await;
+    assert_eq!((status, session["handle"].as_str()), (200, Some("alice2.pds.test")));
+    let res = s
+        .call(
+            "POST",
+            "com.atproto.identity.updateHandle",
+            Some(&alice.access),
+            Some(json!({ "handle": "bob.pds.test" })),
+        )
+        .await;
+    assert_error(&res, 400, "HandleNotAvailable");
+
     // A second registration is refused: the PDS no longer controls the DID.
     let (_, challenge) = s.call("GET", "app.vow.signer.getKeyChallenge", Some(&alice.access), None).await;
     let other = Keypair::generate(Algorithm::K256);

@@ -144,3 +144,28 @@ pub async fn register_and_hand_over(
     tracing::info!(%did, key = %user_did_key, "signing key registered; DID handed over");
     Ok(())
 }
+
+/// Signs a PLC operation for an account: with the PDS rotation key while the account has no
+/// key of its own, otherwise by the user through their signer (identity operations always ask
+/// in the browser). `what` names the change for the person approving it.
+pub async fn sign_operation(
+    state: &AppState,
+    account: &accounts::Account,
+    op: crate::identity::plc::Operation,
+    what: &str,
+) -> XrpcResult<crate::identity::plc::Operation> {
+    let Some(key_did) = &account.signing_key else {
+        return Ok(op.sign(&state.rotation_key));
+    };
+    let key = PublicKey::from_did_key(key_did).map_err(|e| XrpcError::internal("stored signing key is invalid", e))?;
+    let summary = crate::signer::OpSummary {
+        kind: "plc_operation".into(),
+        collection: "identity".into(),
+        rkey: Some(what.to_owned()),
+    };
+    let sig = state
+        .signers
+        .request_with_deadline(&account.did, key, op.unsigned_bytes(), vec![summary], state.config.signer_timeout)
+        .await?;
+    Ok(crate::identity::plc::Operation { sig: Some(URL_SAFE_NO_PAD.encode(sig)), ..op })
+}

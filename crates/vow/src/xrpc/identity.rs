@@ -24,3 +24,60 @@ pub async fn resolve_handle(
         None => Err(XrpcError::named("HandleNotFound", format!("Unable to resolve handle {handle}"))),
     }
 }
+
+#[derive(Deserialize)]
+pub struct UpdateHandleInput {
+    handle: String,
+}
+
+/// Changes the account's handle (one under this PDS's domains). After the handover the PLC
+/// operation is signed by the user through their signer.
+pub async fn update_handle(
+    State(state): State<AppState>,
+    auth: crate::auth::AccessAuth,
+    super::XrpcJson(input): super::XrpcJson<UpdateHandleInput>,
+) -> XrpcResult<Json<serde_json::Value>> {
+    auth.require_full_access()?;
+    let lock = state.repo_locks.get(&auth.did);
+    let _guard = lock.lock().await;
+    let account = crate::db::accounts::by_did(&state.db, &auth.did)
+        .await?
+        .ok_or_else(|| XrpcError::named("AccountNotFound", "No such account"))?;
+    if input.handle.trim().eq_ignore_ascii_case(&account.handle) {
+        return Ok(Json(serde_json::json!({})));
+    }
+    let handle = super::check_new_handle(&state, &input.handle).await?;
+    if account.did.starts_with("did:plc:") {
+        let last = state
+            .plc
+            .last_operation(&account.did)
+            .await
+            .map_err(|e| XrpcError::upstream("Could not read the DID's PLC log", e))?;
+        let mut op = last.clone();
+        op.sig = None;
+        op.prev = Some(last.cid().to_string());
+        op.also_known_as = std::iter::once(format!("at://{handle}"))
+            .chain(last.also_known_as.iter().filter(|a| !a.starts_with("at://")).cloned())
+            .collect();
+        let op = crate::identity::handover::sign_operation(&state, &account, op, "update_handle").await?;
+        state
+            .plc
+            .submit(&account.did, &op)
+            .await
+            .map_err(|e| XrpcError::upstream("The PLC directory refused the handle change", e))?;
+    }
+    let mut tx = state.db.begin().await?;
+    sqlx::query("UPDATE accounts SET handle = ? WHERE did = ?")
+        .bind(handle.as_str())
+        .bind(&account.did)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("INSERT INTO repo_events (did, kind, payload, created_at) VALUES (?, 'identity', ?, ?)")
+        .bind(&account.did)
+        .bind(serde_json::json!({ "did": account.did, "handle": handle.as_str() }).to_string())
+        .bind(crate::db::now())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Json(serde_json::json!({})))
+}

@@ -8,6 +8,7 @@ mod server;
 mod signer;
 mod sync;
 
+pub(crate) use server::check_new_handle;
 pub use server::{new_invite_code, random_code};
 
 use axum::Router;
@@ -35,6 +36,7 @@ pub fn routes() -> Router<AppState> {
         .route("/xrpc/com.atproto.server.listAppPasswords", get(server::list_app_passwords))
         .route("/xrpc/com.atproto.server.revokeAppPassword", post(server::revoke_app_password))
         .route("/xrpc/com.atproto.identity.resolveHandle", get(identity::resolve_handle))
+        .route("/xrpc/com.atproto.identity.updateHandle", post(identity::update_handle))
         .route("/xrpc/com.atproto.repo.describeRepo", get(repo::describe_repo))
         .route("/xrpc/com.atproto.repo.getRecord", get(repo::get_record))
         .route("/xrpc/com.atproto.repo.listRecords", get(repo::list_records))

@@ -114,7 +114,7 @@ fn check_email(email: &str) -> XrpcResult<String> {
 }
 
 /// Checks that a handle is free to take on this server (syntax, domain, not taken).
-async fn check_new_handle(state: &AppState, raw: &str) -> XrpcResult<Handle> {
+pub(crate) async fn check_new_handle(state: &AppState, raw: &str) -> XrpcResult<Handle> {
     let handle =
         Handle::new(raw.trim().to_ascii_lowercase()).map_err(|e| XrpcError::named("InvalidHandle", e.to_string()))?;
     let suffix = format!(".{}", state.config.hostname);
