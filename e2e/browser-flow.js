@@ -182,6 +182,23 @@ async function main() {
       const r = (await writer.com.atproto.repo.createRecord({ repo: did, collection: 'app.bsky.feed.post', record: post('after unlock') })).data
       check(r.uri.startsWith(`at://${did}/`), 'write after unlock')
     })
+
+    await step('replace the passkey: the change is signed by the current key in the tab', async () => {
+      page.once('dialog', (d) => d.accept()) // identity operations always ask
+      await page.click('#replace')
+      await page.waitForFunction(() => document.getElementById('status').textContent.startsWith('Passkey replaced'), null, { timeout: 20000 })
+      const newKey = (await page.textContent('#status')).match(/did:key:z[1-9A-HJ-NP-Za-km-z]+/)[0]
+      check(newKey !== signingKey, 'a new credential derives a new key')
+      const audit = await (await fetch(`${plc}/${did}/log/audit`)).json()
+      const last = audit[audit.length - 1].operation
+      check(JSON.stringify(last.rotationKeys) === JSON.stringify([newKey]), `rotationKeys ${JSON.stringify(last.rotationKeys)}`)
+      check(last.verificationMethods.atproto === newKey, 'atproto key replaced')
+      await writer.com.atproto.repo.createRecord({ repo: did, collection: 'app.bsky.feed.post', record: post('signed by the new key') })
+      const car = new Uint8Array((await writer.com.atproto.sync.getRepo({ did })).data)
+      await verifyRepoCar(car, did, newKey)
+      const entries = await page.$$eval('#log li', (lis) => lis.map((li) => li.textContent))
+      check(entries.some((e) => e.includes('plc_operation identity/replace_signing_key')), 'the key change was logged as signed')
+    })
   } finally {
     await context.close()
   }

@@ -113,6 +113,8 @@ async function postJson(url, body) {
 }
 
 async function registerPasskey() {
+  const replacing = !!account.signingKey
+  if (replacing && !key) throw new Error('Unlock the signer first: your current key signs the change.')
   status('Creating your passkey…')
   const opts = await postJson('/account/passkey/challenge')
   const challenge = unb64url(opts.challenge)
@@ -132,7 +134,7 @@ async function registerPasskey() {
   const prf = prfFirst(credential) || (await prfFromAssertion(credential.rawId))
   if (!prf) throw new Error(NO_PRF)
   const derived = await deriveKey(prf)
-  status('Handing your identity over to your key…')
+  status(replacing ? 'Approve the key change in this tab…' : 'Handing your identity over to your key…')
   const res = await postJson('/account/passkey/register', {
     challenge: opts.challenge,
     clientDataJSON: b64url(credential.response.clientDataJSON),
@@ -144,7 +146,9 @@ async function registerPasskey() {
   account.signingKey = res.signingKey
   account.credentialId = res.credentialId
   key = derived
-  status(`Passkey registered. Your signing key is ${res.signingKey}.`)
+  const keyEl = $('signing-key')
+  if (keyEl) keyEl.textContent = res.signingKey
+  status(`Passkey ${replacing ? 'replaced' : 'registered'}. Your signing key is ${res.signingKey}.`)
   const btn = $('register')
   if (btn) btn.remove()
   $('signer-panel').hidden = false
@@ -247,6 +251,7 @@ async function onMessage(data) {
 const guard = (fn) => () => fn().catch((e) => status(e.message || String(e), true))
 if ($('register')) $('register').addEventListener('click', guard(registerPasskey))
 $('unlock').addEventListener('click', guard(unlock))
+$('replace').addEventListener('click', guard(registerPasskey))
 $('disconnect').addEventListener('click', disconnect)
 if (!account.signingKey) $('signer-panel').hidden = true
 document.body.dataset.ready = '1'

@@ -73,13 +73,26 @@ pub fn check_possession(key: &PublicKey, challenge: &[u8], signature_b64: &str) 
     })
 }
 
-/// Registers `user_key` for an account that has none and hands the DID over to it.
+/// Whether a registration may replace a key the account already has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replace {
+    /// Only for accounts without a key (the PDS signs the handover).
+    No,
+    /// Also replace an existing key; the operation is then signed by the current key through
+    /// the user's signer.
+    ThroughSigner,
+}
+
+/// Registers `user_key` and makes it the DID's `#atproto` key and only rotation key (followed
+/// by `recovery_key`, if given). For an account without a key this is the handover, signed by
+/// the PDS; replacing a key is signed by the current key through the signer.
 pub async fn register_and_hand_over(
     state: &AppState,
     did: &str,
     user_key: &PublicKey,
     passkey: Option<&NewCredential>,
     recovery_key: Option<&str>,
+    replace: Replace,
 ) -> XrpcResult<()> {
     // Writes need the key; holding the repo lock keeps any in-flight write ordered around us.
     let lock = state.repo_locks.get(did);
@@ -87,10 +100,11 @@ pub async fn register_and_hand_over(
     let account = accounts::by_did(&state.db, did)
         .await?
         .ok_or_else(|| XrpcError::named("AccountNotFound", "No such account"))?;
-    if account.signing_key.is_some() {
+    if account.signing_key.is_some() && replace == Replace::No {
         return Err(XrpcError::named(
             "KeyAlreadyRegistered",
-            "This account already has a signing key; the PDS can no longer change its identity",
+            "This account already has a signing key; replace it from the account page, where your current key signs \
+             the change",
         ));
     }
     if let Some(recovery) = recovery_key {
@@ -105,7 +119,7 @@ pub async fn register_and_hand_over(
             .await
             .map_err(|e| XrpcError::upstream("Could not read the DID's PLC log", e))?;
         let ours = state.rotation_key.public_key().to_did_key();
-        if !last.rotation_keys.contains(&ours) {
+        if account.signing_key.is_none() && !last.rotation_keys.contains(&ours) {
             return Err(XrpcError::named(
                 "KeyAlreadyRegistered",
                 "The PDS rotation key no longer controls this DID on the PLC directory",
@@ -114,9 +128,19 @@ pub async fn register_and_hand_over(
         let mut op = last.clone();
         op.sig = None;
         op.prev = Some(last.cid().to_string());
-        op.rotation_keys = std::iter::once(user_did_key.clone()).chain(recovery_key.map(str::to_owned)).collect();
+        // Keep any recovery keys already listed unless the user names a new one.
+        let others: Vec<String> = match recovery_key {
+            Some(r) => vec![r.to_owned()],
+            None => last
+                .rotation_keys
+                .iter()
+                .filter(|k| **k != ours && Some(*k) != account.signing_key.as_ref())
+                .cloned()
+                .collect(),
+        };
+        op.rotation_keys = std::iter::once(user_did_key.clone()).chain(others).collect();
         op.verification_methods.insert("atproto".into(), user_did_key.clone());
-        let op = op.sign(&state.rotation_key);
+        let op = sign_operation(state, &account, op, "replace_signing_key").await?;
         state
             .plc
             .submit(did, &op)
@@ -124,16 +148,21 @@ pub async fn register_and_hand_over(
             .map_err(|e| XrpcError::upstream("The PLC directory refused the key handover", e))?;
     }
     let mut tx = state.db.begin().await?;
-    sqlx::query(
+    let updated = sqlx::query(
         "UPDATE accounts SET signing_key = ?, passkey_credential_id = ?, passkey_public_key = ? \
-         WHERE did = ? AND signing_key IS NULL",
+         WHERE did = ? AND signing_key IS ?",
     )
     .bind(&user_did_key)
     .bind(passkey.map(|p| URL_SAFE_NO_PAD.encode(&p.id)))
     .bind(passkey.map(|p| p.public_key.clone()))
     .bind(did)
+    .bind(&account.signing_key)
     .execute(&mut *tx)
-    .await?;
+    .await?
+    .rows_affected();
+    if updated != 1 {
+        return Err(XrpcError::internal("signing key changed concurrently", did));
+    }
     sqlx::query("INSERT INTO repo_events (did, kind, payload, created_at) VALUES (?, 'identity', ?, ?)")
         .bind(did)
         .bind(json!({ "did": did, "handle": account.handle }).to_string())

@@ -170,6 +170,7 @@ async fn account_page(State(state): State<AppState>, MaybeSession(did): MaybeSes
          Locked</span></p><p class=\"muted\">Keep this tab open: your posts are signed here. Unlock once with your \
          passkey; routine writes are then signed without prompts while the tab is open.</p>\
          <button id=\"unlock\">Unlock signer</button><button id=\"disconnect\">Lock</button>\
+         <button id=\"replace\">Replace passkey</button>\
          <label><input type=\"checkbox\" id=\"ask-each\"> Ask me before every write</label>\
          <h3>Signed here</h3><ul id=\"log\"></ul></section>\
          <script type=\"module\" src=\"/account/account.js\"></script>",
@@ -246,7 +247,8 @@ async fn passkey_register(
     let key = handover::parse_user_key(&input.public_key)?;
     handover::check_possession(&key, &challenge, &input.signature)?;
     let recovery = input.recovery_key.as_deref().map(str::trim).filter(|r| !r.is_empty());
-    handover::register_and_hand_over(&state, &did, &key, Some(&credential), recovery).await?;
+    handover::register_and_hand_over(&state, &did, &key, Some(&credential), recovery, handover::Replace::ThroughSigner)
+        .await?;
     Ok(Json(json!({
         "did": did,
         "signingKey": key.to_did_key(),

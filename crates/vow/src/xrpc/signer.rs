@@ -68,7 +68,15 @@ pub async fn register_key(
     let key = handover::parse_user_key(&input.public_key)?;
     let challenge = handover::consume_challenge(&state, &auth.did, PURPOSE_KEY, &input.challenge).await?;
     handover::check_possession(&key, &challenge, &input.signature)?;
-    handover::register_and_hand_over(&state, &auth.did, &key, None, input.recovery_key.as_deref()).await?;
+    handover::register_and_hand_over(
+        &state,
+        &auth.did,
+        &key,
+        None,
+        input.recovery_key.as_deref(),
+        handover::Replace::No,
+    )
+    .await?;
     Ok(Json(json!({ "did": auth.did, "signingKey": key.to_did_key() })))
 }
 
