@@ -51,6 +51,9 @@ pub struct Config {
     /// Largest accepted request body for JSON endpoints, in bytes.
     #[arg(long, env = "VOW_MAX_JSON_BODY", default_value_t = 1024 * 1024, global = true)]
     pub max_json_body: usize,
+    /// Lifetime of access tokens, in seconds.
+    #[arg(long, env = "VOW_ACCESS_TOKEN_TTL", default_value_t = 2 * 60 * 60, global = true)]
+    pub access_token_ttl: i64,
     /// Seconds a write waits for the user's signer before failing with SigningTimeout.
     #[arg(long, env = "VOW_SIGNER_TIMEOUT", default_value_t = 30, global = true)]
     pub signer_timeout: u64,
@@ -74,6 +77,7 @@ pub struct ServerConfig {
     pub plc_url: String,
     pub max_json_body: usize,
     pub signer_timeout: std::time::Duration,
+    pub access_token_ttl: i64,
 }
 
 /// A setting that `run` cannot start without.
@@ -110,6 +114,7 @@ impl Config {
             plc_url: self.plc_url.trim_end_matches('/').to_owned(),
             max_json_body: self.max_json_body,
             signer_timeout: std::time::Duration::from_secs(self.signer_timeout.clamp(1, 600)),
+            access_token_ttl: self.access_token_ttl.clamp(1, 24 * 60 * 60),
             hostname,
         })
     }

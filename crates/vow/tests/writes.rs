@@ -439,3 +439,39 @@ async fn misbehaving_signers_leave_the_repo_unchanged() {
     let code = tokio::time::timeout(std::time::Duration::from_secs(5), first).await.unwrap().unwrap();
     assert_eq!(code, Some(4000));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_tokens_close_the_signer_socket_and_vow_signer_reconnects() {
+    let s = stack_with(false, &[("VOW_ACCESS_TOKEN_TTL", "2")]);
+    let erin = s.account("erin").await;
+    let _signer = s.signer(&erin, &s.dir.path().join("erin.key"));
+    // A hand-driven socket opened with a token that expires in 2 s is closed with 4001.
+    let session = s
+        .call(
+            "POST",
+            "com.atproto.server.createSession",
+            None,
+            Some(json!({ "identifier": erin.handle, "password": erin.password })),
+        )
+        .await
+        .1;
+    let rogue = rogue_signer(&s, session["accessJwt"].as_str().unwrap(), Behaviour::Silent).await;
+    let code = tokio::time::timeout(std::time::Duration::from_secs(10), rogue).await.unwrap().unwrap();
+    assert_eq!(code, Some(4001));
+    // The rogue replaced `vow signer`, which stopped; start it again, let its token expire, and
+    // check it refreshed its session and reconnected by itself.
+    let _signer = s.signer(&erin, &s.dir.path().join("erin.key"));
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let fresh = s
+        .call(
+            "POST",
+            "com.atproto.server.createSession",
+            None,
+            Some(json!({ "identifier": erin.handle, "password": erin.password })),
+        )
+        .await
+        .1;
+    let writer = Account { access: fresh["accessJwt"].as_str().unwrap().to_owned(), ..clone_account(&erin) };
+    let (status, body) = create(&s, &writer, "after the signer's token expired").await;
+    assert_eq!(status, 200, "{body}");
+}

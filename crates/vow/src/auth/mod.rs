@@ -12,8 +12,6 @@ use subtle::ConstantTimeEq;
 use crate::error::XrpcError;
 use crate::server::AppState;
 
-/// Access lifetime: short, since a stolen access token cannot be detected.
-pub const ACCESS_TTL_SECS: i64 = 2 * 60 * 60;
 /// Refresh lifetime.
 pub const REFRESH_TTL_SECS: i64 = 90 * 24 * 60 * 60;
 

@@ -80,7 +80,7 @@ fn tokens(
         sub: did.into(),
         aud: state.config.service_did.clone(),
         iat: now,
-        exp: now + auth::ACCESS_TTL_SECS,
+        exp: now + state.config.access_token_ttl,
         jti: random_code(26),
         sid: session_id.into(),
     };
