@@ -42,3 +42,23 @@ async fn browser_registers_a_passkey_and_signs_for_atproto_api() {
     );
     run_script("browser-flow.js", &[&public, "--plc", &s.plc, "--chromium", &chromium]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn relay_side_verification_of_exports_and_proofs() {
+    let s = stack(false);
+    let frank = s.account("frank").await;
+    let _signer = s.signer(&frank, &s.dir.path().join("frank.key"));
+    for i in 0..25 {
+        let (status, body) = s
+            .call(
+                "POST",
+                "com.atproto.repo.createRecord",
+                Some(&frank.access),
+                Some(serde_json::json!({ "repo": frank.did, "collection": "app.bsky.feed.post", "record": {
+                    "$type": "app.bsky.feed.post", "text": format!("post {i}"), "createdAt": "2026-11-24T10:00:00.000Z" } })),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    run_script("verify-repo.js", &[&s.url, &frank.did, "--plc", &s.plc]);
+}

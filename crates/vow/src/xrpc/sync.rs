@@ -62,3 +62,136 @@ pub async fn get_repo(State(state): State<AppState>, XrpcQuery(p): XrpcQuery<Did
     let car = atproto::car::encode(&[root], blocks.iter().map(|(c, b)| (c, b.as_slice())));
     Ok(([(CONTENT_TYPE, "application/vnd.ipld.car")], car).into_response())
 }
+
+#[derive(Deserialize)]
+pub struct RecordParams {
+    did: String,
+    collection: String,
+    rkey: String,
+}
+
+/// A CAR proving a record: the signed head commit, the MST nodes on the record's path and the
+/// record itself.
+pub async fn get_record(State(state): State<AppState>, XrpcQuery(p): XrpcQuery<RecordParams>) -> XrpcResult<Response> {
+    let (_, root) = hosted(&state, &p.did).await?;
+    atproto::syntax::Nsid::new(p.collection.as_str())
+        .map_err(|e| XrpcError::invalid_request(format!("Invalid collection: {e}")))?;
+    atproto::syntax::RecordKey::new(p.rkey.as_str())
+        .map_err(|e| XrpcError::invalid_request(format!("Invalid rkey: {e}")))?;
+    let missing = |cid: atproto::Cid| XrpcError::internal("repo block missing", cid);
+    let commit_bytes = state.blocks.get(&root).await?.ok_or_else(|| missing(root))?;
+    let commit = SignedCommit::from_block(&commit_bytes).map_err(|e| XrpcError::internal("bad head commit", e))?;
+    let key = format!("{}/{}", p.collection, p.rkey);
+    let reader = SyncReader::new(&state.blocks);
+    let tree = atproto::mst::Mst::load(&reader, commit.unsigned.data)
+        .map_err(|e| XrpcError::internal("repo tree could not be read", e))?;
+    let record = tree.get(&reader, &key).map_err(|e| XrpcError::internal("repo tree could not be read", e))?;
+    let Some(record) = record else {
+        return Err(XrpcError::named("RecordNotFound", format!("Could not locate record: {key}")));
+    };
+    let proof = atproto::mst::record_proof(&reader, commit.unsigned.data, &key)
+        .map_err(|e| XrpcError::internal("repo tree could not be read", e))?;
+    let record_bytes = state.blocks.get(&record).await?.ok_or_else(|| missing(record))?;
+    let mut blocks = vec![(root, commit_bytes), (record, record_bytes)];
+    blocks.extend(proof.iter().map(|(c, b)| (*c, b.to_vec())));
+    let car = atproto::car::encode(&[root], blocks.iter().map(|(c, b)| (c, b.as_slice())));
+    Ok(([(CONTENT_TYPE, "application/vnd.ipld.car")], car).into_response())
+}
+
+/// `cids` may repeat in the query string, so the raw query is parsed here.
+pub async fn get_blocks(State(state): State<AppState>, uri: axum::http::Uri) -> XrpcResult<Response> {
+    let mut did = None;
+    let mut cids = Vec::new();
+    for (k, v) in form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "did" => did = Some(v.into_owned()),
+            "cids" => cids.push(v.into_owned()),
+            _ => {}
+        }
+    }
+    let did = did.ok_or_else(|| XrpcError::invalid_request("did is required"))?;
+    let (_, root) = hosted(&state, &did).await?;
+    if cids.len() > 1000 {
+        return Err(XrpcError::invalid_request("At most 1000 cids per request"));
+    }
+    let mut blocks = Vec::with_capacity(cids.len());
+    for raw in cids {
+        let cid: atproto::Cid =
+            raw.parse().map_err(|e| XrpcError::invalid_request(format!("Invalid cid {raw}: {e}")))?;
+        let bytes = state
+            .blocks
+            .get(&cid)
+            .await?
+            .ok_or_else(|| XrpcError::named("BlockNotFound", format!("Could not find block: {cid}")))?;
+        blocks.push((cid, bytes));
+    }
+    let car = atproto::car::encode(&[root], blocks.iter().map(|(c, b)| (c, b.as_slice())));
+    Ok(([(CONTENT_TYPE, "application/vnd.ipld.car")], car).into_response())
+}
+
+pub async fn get_repo_status(
+    State(state): State<AppState>,
+    XrpcQuery(p): XrpcQuery<DidParams>,
+) -> XrpcResult<Json<Value>> {
+    Did::new(p.did.as_str()).map_err(|e| XrpcError::invalid_request(format!("Invalid did: {e}")))?;
+    let account = accounts::by_did(&state.db, &p.did)
+        .await?
+        .ok_or_else(|| XrpcError::named("RepoNotFound", format!("Could not find repo for DID: {}", p.did)))?;
+    let mut out = json!({ "did": account.did, "active": account.active() });
+    if account.active() {
+        out["rev"] = json!(account.repo_rev);
+    } else {
+        out["status"] = json!("deactivated");
+    }
+    Ok(Json(out))
+}
+
+#[derive(Deserialize)]
+pub struct ListReposParams {
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+pub async fn list_repos(
+    State(state): State<AppState>,
+    XrpcQuery(p): XrpcQuery<ListReposParams>,
+) -> XrpcResult<Json<Value>> {
+    let limit = p.limit.unwrap_or(500);
+    if !(1..=1000).contains(&limit) {
+        return Err(XrpcError::invalid_request("limit must be between 1 and 1000"));
+    }
+    // Accounts without a repo (none yet: every account gets a genesis commit) are skipped
+    // rather than breaking the page.
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        did: String,
+        repo_root: Option<String>,
+        repo_rev: Option<String>,
+        deactivated_at: Option<String>,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT did, repo_root, repo_rev, deactivated_at FROM accounts WHERE did > ? AND repo_root IS NOT NULL \
+         ORDER BY did LIMIT ?",
+    )
+    .bind(p.cursor.as_deref().unwrap_or(""))
+    .bind(limit)
+    .fetch_all(&state.db)
+    .await?;
+    let cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.did.clone())).flatten();
+    let repos: Vec<Value> = rows
+        .into_iter()
+        .map(|row| {
+            let active = row.deactivated_at.is_none();
+            let mut r = json!({ "did": row.did, "head": row.repo_root, "rev": row.repo_rev, "active": active });
+            if !active {
+                r["status"] = json!("deactivated");
+            }
+            r
+        })
+        .collect();
+    let mut out = json!({ "repos": repos });
+    if let Some(c) = cursor {
+        out["cursor"] = json!(c);
+    }
+    Ok(Json(out))
+}
