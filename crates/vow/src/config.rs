@@ -51,6 +51,9 @@ pub struct Config {
     /// Largest accepted request body for JSON endpoints, in bytes.
     #[arg(long, env = "VOW_MAX_JSON_BODY", default_value_t = 1024 * 1024, global = true)]
     pub max_json_body: usize,
+    /// Hours of firehose events kept for cursor replay.
+    #[arg(long, env = "VOW_FIREHOSE_RETENTION_HOURS", default_value_t = 72, global = true)]
+    pub firehose_retention_hours: u64,
     /// Lifetime of access tokens, in seconds.
     #[arg(long, env = "VOW_ACCESS_TOKEN_TTL", default_value_t = 2 * 60 * 60, global = true)]
     pub access_token_ttl: i64,
@@ -78,6 +81,7 @@ pub struct ServerConfig {
     pub max_json_body: usize,
     pub signer_timeout: std::time::Duration,
     pub access_token_ttl: i64,
+    pub firehose_retention: std::time::Duration,
 }
 
 /// A setting that `run` cannot start without.
@@ -115,6 +119,7 @@ impl Config {
             max_json_body: self.max_json_body,
             signer_timeout: std::time::Duration::from_secs(self.signer_timeout.clamp(1, 600)),
             access_token_ttl: self.access_token_ttl.clamp(1, 24 * 60 * 60),
+            firehose_retention: std::time::Duration::from_secs(self.firehose_retention_hours.max(1) * 3600),
             hostname,
         })
     }

@@ -9,6 +9,8 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod events;
+pub mod firehose;
 pub mod identity;
 pub mod keys;
 pub mod repo;

@@ -31,6 +31,7 @@ pub struct AppState {
     pub signers: Arc<SignerHub>,
     pub repo_locks: Arc<RepoLocks>,
     pub lexicons: &'static atproto::lexicon::Catalog,
+    pub firehose: Arc<crate::firehose::Firehose>,
 }
 
 impl AppState {
@@ -42,6 +43,7 @@ impl AppState {
             .expect("HTTP client builds");
         let plc = PlcClient::new(&config.plc_url, http.clone());
         Self {
+            firehose: crate::firehose::Firehose::start(db.clone(), config.firehose_retention),
             config: Arc::new(config),
             blocks: EmbeddedStore::new(db.clone()),
             db,

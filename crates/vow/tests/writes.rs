@@ -238,7 +238,7 @@ async fn writes_through_the_programmatic_signer() {
 
     // 16 concurrent writes: 16 commits, none lost, revs strictly increasing in commit order.
     let db = s.db().await;
-    let (events_before,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM repo_events WHERE did = ? AND kind = 'commit'")
+    let (events_before,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM firehose WHERE did = ? AND kind = 'commit'")
         .bind(&alice.did)
         .fetch_one(&db)
         .await
@@ -249,23 +249,19 @@ async fn writes_through_the_programmatic_signer() {
         assert_eq!(r.0, 200, "{r:?}");
     }
     assert_eq!(record_count(&s, &alice.did).await, 18);
-    let events: Vec<(String,)> =
-        sqlx::query_as("SELECT payload FROM repo_events WHERE did = ? AND kind = 'commit' ORDER BY seq")
+    let frames: Vec<(Vec<u8>,)> =
+        sqlx::query_as("SELECT frame FROM firehose WHERE did = ? AND kind = 'commit' ORDER BY seq")
             .bind(&alice.did)
             .fetch_all(&db)
             .await
             .unwrap();
-    assert_eq!(events.len() as i64, events_before + 16);
-    let revs: Vec<String> = events
-        .iter()
-        .map(|(p,)| serde_json::from_str::<Value>(p).unwrap()["rev"].as_str().unwrap().to_owned())
-        .collect();
+    assert_eq!(frames.len() as i64, events_before + 16);
+    let events: Vec<Value> = frames.iter().map(|(f,)| commit_frame_body(f)).collect();
+    let revs: Vec<&str> = events.iter().map(|e| e["rev"].as_str().unwrap()).collect();
     assert!(revs.windows(2).all(|w| w[0] < w[1]), "revs not strictly increasing: {revs:?}");
-    let since_chain = events.windows(2).all(|w| {
-        let (a, b): (Value, Value) = (serde_json::from_str(&w[0].0).unwrap(), serde_json::from_str(&w[1].0).unwrap());
-        b["since"] == a["rev"] && b["prevData"] == a["data"]
-    });
-    assert!(since_chain, "each commit must follow the one before it");
+    assert!(events.windows(2).all(|w| w[1]["since"] == w[0]["rev"]), "each commit must follow the one before it");
+    let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq follows commit order: {seqs:?}");
 
     // A handle change after the handover is a PLC operation signed by the user's key (the PLC
     // directory itself checks that signature against the rotation keys).
@@ -309,6 +305,18 @@ async fn writes_through_the_programmatic_signer() {
         )
         .await;
     assert_error(&res, 400, "KeyAlreadyRegistered");
+}
+
+/// The body of a stored `#commit` frame, in its JSON form.
+fn commit_frame_body(frame: &[u8]) -> Value {
+    let header = atproto::data::encode(&atproto::Ipld::Map(
+        [("op".to_owned(), atproto::Ipld::Integer(1)), ("t".to_owned(), atproto::Ipld::String("#commit".into()))]
+            .into_iter()
+            .collect(),
+    ))
+    .unwrap();
+    let body = frame.strip_prefix(header.as_slice()).expect("a #commit header");
+    atproto::data::to_json(&atproto::data::decode(body).unwrap())
 }
 
 fn clone_account(a: &Account) -> Account {

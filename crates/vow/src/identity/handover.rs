@@ -7,7 +7,6 @@ use atproto::crypto::{Algorithm, PublicKey};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::Rng;
-use serde_json::json;
 
 use crate::db::{self, accounts};
 use crate::error::{XrpcError, XrpcResult};
@@ -163,13 +162,9 @@ pub async fn register_and_hand_over(
     if updated != 1 {
         return Err(XrpcError::internal("signing key changed concurrently", did));
     }
-    sqlx::query("INSERT INTO repo_events (did, kind, payload, created_at) VALUES (?, 'identity', ?, ?)")
-        .bind(did)
-        .bind(json!({ "did": did, "handle": account.handle }).to_string())
-        .bind(db::now())
-        .execute(&mut *tx)
-        .await?;
+    crate::events::append(&mut tx, crate::events::Event::Identity { did, handle: Some(&account.handle) }).await?;
     tx.commit().await?;
+    state.firehose.wake();
     tracing::info!(%did, key = %user_did_key, "signing key registered; DID handed over");
     Ok(())
 }

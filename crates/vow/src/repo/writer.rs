@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use atproto::Cid;
-use atproto::blocks::BlockMap;
+use atproto::blocks::{BlockMap, BlockSource, Overlay};
 use atproto::commit::{SignedCommit, UnsignedCommit};
 use atproto::crypto::PublicKey;
 use atproto::lexicon::ValidationError;
@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::db::{self, accounts};
 use crate::error::{XrpcError, XrpcResult};
+use crate::events::{Event, RepoOp};
 use crate::server::AppState;
 use crate::signer::OpSummary;
 use crate::storage::{BlockCache, BlockStore, SyncReader};
@@ -182,6 +183,31 @@ fn mst_error(e: atproto::mst::MstError) -> XrpcError {
     XrpcError::internal("repo tree could not be read", e)
 }
 
+/// The `#commit` event's CAR (signed commit, new blocks, covering proofs), ops and blobs.
+fn commit_event_parts(
+    source: &impl BlockSource,
+    new_blocks: &BlockMap,
+    root: Cid,
+    commit: Cid,
+    changes: &[Change],
+) -> XrpcResult<(Vec<u8>, Vec<RepoOp>, Vec<Cid>)> {
+    let mut car_blocks = new_blocks.clone();
+    let mut blobs = std::collections::BTreeSet::new();
+    let mut ops = Vec::with_capacity(changes.len());
+    for c in changes {
+        let path = format!("{}/{}", c.collection, c.rkey);
+        car_blocks.extend(atproto::mst::covering_proof(source, root, &path).map_err(mst_error)?);
+        if let Some(bytes) = c.cid.and_then(|cid| new_blocks.get(&cid)) {
+            let value =
+                atproto::data::decode(bytes).map_err(|e| XrpcError::internal("new record does not decode", e))?;
+            blobs.extend(atproto::data::blob_refs(&value));
+        }
+        ops.push(RepoOp { action: c.action.name(), path, cid: c.cid, prev: c.prev });
+    }
+    let car = atproto::car::encode(&[commit], car_blocks.iter());
+    Ok((car, ops, blobs.into_iter().collect()))
+}
+
 /// Applies `writes` to the repo of `did` and commits them with the user's signature.
 pub async fn apply(
     state: &AppState,
@@ -338,6 +364,12 @@ pub async fn apply(
         .await?;
     let (commit_cid, commit_bytes) = unsigned.with_signature(sig).to_block_with_cid();
     blocks.insert(commit_cid, commit_bytes);
+    // The event carries the new blocks plus the covering proofs of every changed key, read
+    // through the new blocks and the account's cache.
+    let proof_reader = SyncReader::with_cache(&state.blocks, std::mem::take(&mut cache.blocks));
+    let parts = commit_event_parts(&Overlay(&blocks, &proof_reader), &blocks, data.root, commit_cid, &changes);
+    cache.blocks = proof_reader.into_cache();
+    let (event_car, event_ops, event_blobs) = parts?;
     let embedded = state.blocks.in_metadata_db();
     if !embedded {
         state.blocks.put_many(&blocks).await?;
@@ -385,33 +417,22 @@ pub async fn apply(
             }
         }
     }
-    let ops: Vec<Value> = changes
-        .iter()
-        .map(|c| {
-            json!({
-                "action": c.action.name(),
-                "path": format!("{}/{}", c.collection, c.rkey),
-                "cid": c.cid.map(|x| x.to_string()),
-                "prev": c.prev.map(|x| x.to_string()),
-            })
-        })
-        .collect();
-    let event = json!({
-        "commit": commit_cid.to_string(),
-        "rev": rev.as_str(),
-        "since": prev_rev.as_str(),
-        "prevData": prev_data.to_string(),
-        "data": data.root.to_string(),
-        "ops": ops,
-        "blocks": blocks.iter().map(|(cid, _)| cid.to_string()).collect::<Vec<_>>(),
-    });
-    sqlx::query("INSERT INTO repo_events (did, kind, payload, created_at) VALUES (?, 'commit', ?, ?)")
-        .bind(did.as_str())
-        .bind(event.to_string())
-        .bind(&now)
-        .execute(&mut *tx)
-        .await?;
+    crate::events::append(
+        &mut tx,
+        Event::Commit {
+            did: did.as_str(),
+            commit: commit_cid,
+            rev: rev.as_str(),
+            since: Some(prev_rev.as_str()),
+            blocks: event_car,
+            ops: event_ops,
+            blobs: event_blobs,
+            prev_data: Some(prev_data),
+        },
+    )
+    .await?;
     tx.commit().await?;
+    state.firehose.wake();
     // The next write starts from here; the new tree nodes are the ones it will read.
     for (cid, bytes) in blocks.iter() {
         cache.blocks.insert(*cid, bytes.to_vec().into());

@@ -72,12 +72,9 @@ pub async fn update_handle(
         .bind(&account.did)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("INSERT INTO repo_events (did, kind, payload, created_at) VALUES (?, 'identity', ?, ?)")
-        .bind(&account.did)
-        .bind(serde_json::json!({ "did": account.did, "handle": handle.as_str() }).to_string())
-        .bind(crate::db::now())
-        .execute(&mut *tx)
+    crate::events::append(&mut tx, crate::events::Event::Identity { did: &account.did, handle: Some(handle.as_str()) })
         .await?;
     tx.commit().await?;
+    state.firehose.wake();
     Ok(Json(serde_json::json!({})))
 }

@@ -50,6 +50,7 @@ pub fn routes() -> Router<AppState> {
         .route("/xrpc/com.atproto.sync.getBlocks", get(sync::get_blocks))
         .route("/xrpc/com.atproto.sync.getRepoStatus", get(sync::get_repo_status))
         .route("/xrpc/com.atproto.sync.listRepos", get(sync::list_repos))
+        .route("/xrpc/com.atproto.sync.subscribeRepos", get(sync::subscribe_repos))
         .route("/xrpc/com.atproto.server.signerConnect", get(signer::signer_connect))
         .route("/xrpc/app.vow.signer.getKeyChallenge", get(signer::get_key_challenge))
         .route("/xrpc/app.vow.signer.registerKey", post(signer::register_key))

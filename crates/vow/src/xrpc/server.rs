@@ -10,6 +10,7 @@ use super::{XrpcJson, XrpcQuery};
 use crate::auth::{self, AccessAuth, AdminAuth, RefreshAuth, jwt, password};
 use crate::db::{self, accounts};
 use crate::error::{XrpcError, XrpcResult};
+use crate::events::Event;
 use crate::identity::plc::Operation;
 use crate::server::AppState;
 use crate::storage::BlockStore;
@@ -225,20 +226,14 @@ pub async fn create_account(
         });
     }
     inserted?;
-    for (kind, payload) in [
-        ("identity", json!({ "did": did, "handle": handle.as_str() })),
-        ("account", json!({ "did": did, "active": true })),
-    ] {
-        sqlx::query("INSERT INTO repo_events (did, kind, payload, created_at) VALUES (?, ?, ?, ?)")
-            .bind(&did)
-            .bind(kind)
-            .bind(payload.to_string())
-            .bind(db::now())
-            .execute(&mut *tx)
-            .await?;
-    }
+    // The genesis commit is not announced: it is signed by the PDS key, which stops being the
+    // account's key at the handover, so a consumer replaying later could not verify it. The
+    // first user-signed #commit carries prevData, which is all a consumer needs.
+    crate::events::append(&mut tx, Event::Identity { did: &did, handle: Some(handle.as_str()) }).await?;
+    crate::events::append(&mut tx, Event::Account { did: &did, active: true, status: None }).await?;
     let (access, refresh) = issue_session(&mut *tx, &state, &did, None).await?;
     tx.commit().await?;
+    state.firehose.wake();
     tracing::info!(%did, %handle, "account created");
     Ok(Json(json!({ "accessJwt": access, "refreshJwt": refresh, "handle": handle.as_str(), "did": did })))
 }

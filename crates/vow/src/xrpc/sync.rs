@@ -195,3 +195,22 @@ pub async fn list_repos(
     }
     Ok(Json(out))
 }
+
+#[derive(Deserialize)]
+pub struct SubscribeParams {
+    cursor: Option<String>,
+}
+
+pub async fn subscribe_repos(
+    State(state): State<AppState>,
+    XrpcQuery(p): XrpcQuery<SubscribeParams>,
+    upgrade: axum::extract::WebSocketUpgrade,
+) -> XrpcResult<Response> {
+    // Some clients send an empty `cursor=` for "live only".
+    let cursor = match p.cursor.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => Some(c.parse::<i64>().map_err(|_| XrpcError::invalid_request("cursor must be an integer"))?),
+    };
+    let firehose = state.firehose.clone();
+    Ok(upgrade.on_upgrade(move |socket| async move { firehose.serve(socket, cursor).await }))
+}
