@@ -51,6 +51,12 @@ pub struct Config {
     /// Largest accepted request body for JSON endpoints, in bytes.
     #[arg(long, env = "VOW_MAX_JSON_BODY", default_value_t = 1024 * 1024, global = true)]
     pub max_json_body: usize,
+    /// Largest blob upload accepted, in bytes.
+    #[arg(long, env = "VOW_BLOB_UPLOAD_LIMIT", default_value_t = 100 * 1024 * 1024, global = true)]
+    pub blob_upload_limit: u64,
+    /// Directory of the embedded blob store (default: `blobs` next to the database).
+    #[arg(long, env = "VOW_BLOB_DIR", global = true)]
+    pub blob_dir: Option<PathBuf>,
     /// Hours of firehose events kept for cursor replay.
     #[arg(long, env = "VOW_FIREHOSE_RETENTION_HOURS", default_value_t = 72, global = true)]
     pub firehose_retention_hours: u64,
@@ -82,6 +88,8 @@ pub struct ServerConfig {
     pub signer_timeout: std::time::Duration,
     pub access_token_ttl: i64,
     pub firehose_retention: std::time::Duration,
+    pub blob_upload_limit: u64,
+    pub blob_dir: PathBuf,
 }
 
 /// A setting that `run` cannot start without.
@@ -120,6 +128,10 @@ impl Config {
             signer_timeout: std::time::Duration::from_secs(self.signer_timeout.clamp(1, 600)),
             access_token_ttl: self.access_token_ttl.clamp(1, 24 * 60 * 60),
             firehose_retention: std::time::Duration::from_secs(self.firehose_retention_hours.max(1) * 3600),
+            blob_upload_limit: self.blob_upload_limit,
+            blob_dir: self.blob_dir.clone().unwrap_or_else(|| {
+                self.db_name.parent().map(|p| p.join("blobs")).unwrap_or_else(|| PathBuf::from("blobs"))
+            }),
             hostname,
         })
     }

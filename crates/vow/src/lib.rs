@@ -5,6 +5,7 @@
 //! [`storage`] the block store.
 
 pub mod auth;
+pub mod blobs;
 pub mod cli;
 pub mod config;
 pub mod db;

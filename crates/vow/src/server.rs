@@ -32,6 +32,7 @@ pub struct AppState {
     pub repo_locks: Arc<RepoLocks>,
     pub lexicons: &'static atproto::lexicon::Catalog,
     pub firehose: Arc<crate::firehose::Firehose>,
+    pub blob_files: crate::blobs::BlobFiles,
 }
 
 impl AppState {
@@ -44,6 +45,7 @@ impl AppState {
         let plc = PlcClient::new(&config.plc_url, http.clone());
         Self {
             firehose: crate::firehose::Firehose::start(db.clone(), config.firehose_retention),
+            blob_files: crate::blobs::BlobFiles::new(config.blob_dir.clone()),
             config: Arc::new(config),
             blocks: EmbeddedStore::new(db.clone()),
             db,

@@ -123,3 +123,11 @@ async fn firehose_is_verified_by_atproto_sync_live_and_replayed() {
     let first = socket.next().await.unwrap().unwrap().into_data();
     assert!(first.windows(12).any(|w| w == b"FutureCursor"), "{first:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blobs_round_trip_through_atproto_api() {
+    let s = stack_with(false, &[("VOW_BLOB_UPLOAD_LIMIT", "5000000")]);
+    let jo = s.account("joan").await;
+    let _signer = s.signer(&jo, &s.dir.path().join("joan.key"));
+    run_script("blob-flow.js", &[&s.url, &jo.handle, &jo.password, "--too-big", "6000000"]);
+}
