@@ -154,6 +154,7 @@ async fn serve(config: Config) -> Result<(), String> {
         crate::db::open(&config.db_path).await.map_err(|e| format!("database {}: {e}", config.db_path.display()))?;
     let addr = config.addr;
     let state = crate::server::AppState::new(config, db, rotation_key, jwk);
+    crate::crawl::start(state.clone());
     let app = crate::server::router(state);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;

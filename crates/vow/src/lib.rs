@@ -8,6 +8,7 @@ pub mod auth;
 pub mod blobs;
 pub mod cli;
 pub mod config;
+pub mod crawl;
 pub mod db;
 pub mod error;
 pub mod events;

@@ -131,3 +131,27 @@ async fn blobs_round_trip_through_atproto_api() {
     let _signer = s.signer(&jo, &s.dir.path().join("joan.key"));
     run_script("blob-flow.js", &[&s.url, &jo.handle, &jo.password, "--too-big", "6000000"]);
 }
+
+/// No relay can run here, so a stand-in records what a relay would receive (a mock, on
+/// purpose: the test checks what Vow sends, not what a relay does with it).
+#[tokio::test(flavor = "multi_thread")]
+async fn relays_are_asked_to_crawl_at_start_up() {
+    use axum::routing::post;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+    let app = axum::Router::new().route(
+        "/xrpc/com.atproto.sync.requestCrawl",
+        post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(body);
+                "{}"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let _s = stack_with(false, &[("VOW_RELAYS", &relay)]);
+    let body = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+    assert_eq!(body, serde_json::json!({ "hostname": "pds.test" }));
+}

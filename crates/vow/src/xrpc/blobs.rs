@@ -93,7 +93,10 @@ pub async fn get_blob(State(state): State<AppState>, XrpcQuery(p): XrpcQuery<Get
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
     let mut res = (StatusCode::OK, body).into_response();
     let h = res.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_str(&mime).unwrap_or(HeaderValue::from_static("application/octet-stream")));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_str(&mime).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
     h.insert(CONTENT_LENGTH, HeaderValue::from(size as u64));
     // Served bytes are user content: never let a browser run or sniff them as ours.
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));

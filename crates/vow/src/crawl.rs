@@ -1,0 +1,59 @@
+//! Asks relays (`VOW_RELAYS`) to crawl this PDS: at start-up, and again at most every 20 minutes
+//! while new events flow, so relays that dropped the connection come back. Failures are logged
+//! and retried a minute later.
+
+use std::time::Duration;
+
+use crate::server::AppState;
+
+const EVERY: Duration = Duration::from_secs(20 * 60);
+const RETRY: Duration = Duration::from_secs(60);
+
+pub fn start(state: AppState) {
+    if state.config.relays.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut last_head: Option<i64> = None;
+        loop {
+            let head: Option<i64> = sqlx::query_as::<_, (Option<i64>,)>("SELECT MAX(seq) FROM firehose")
+                .fetch_one(&state.db)
+                .await
+                .ok()
+                .and_then(|r| r.0);
+            // The first round always runs; later ones only when something new was published.
+            let due = last_head.is_none() || head != last_head;
+            let mut failed = false;
+            if due {
+                for relay in &state.config.relays {
+                    if let Err(e) = request_crawl(&state, relay).await {
+                        tracing::warn!(%relay, error = %e, "requestCrawl failed; will retry");
+                        failed = true;
+                    } else {
+                        tracing::info!(%relay, "requestCrawl sent");
+                    }
+                }
+            }
+            if !failed {
+                last_head = Some(head.unwrap_or(0));
+            }
+            tokio::time::sleep(if failed { RETRY } else { EVERY }).await;
+        }
+    });
+}
+
+async fn request_crawl(state: &AppState, relay: &str) -> Result<(), String> {
+    let base = if relay.starts_with("http://") || relay.starts_with("https://") {
+        relay.trim_end_matches('/').to_owned()
+    } else {
+        format!("https://{}", relay.trim_end_matches('/'))
+    };
+    let res = state
+        .http
+        .post(format!("{base}/xrpc/com.atproto.sync.requestCrawl"))
+        .json(&serde_json::json!({ "hostname": state.config.hostname }))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if res.status().is_success() { Ok(()) } else { Err(format!("relay answered {}", res.status())) }
+}
