@@ -93,6 +93,13 @@ impl<W: Write> CarWriter<W> {
     }
 }
 
+impl CarWriter<Vec<u8>> {
+    /// Takes the bytes written so far, for streaming a CAR out in pieces.
+    pub fn take_bytes(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+}
+
 /// Encodes a whole CAR in memory.
 pub fn encode<'a>(roots: &[Cid], blocks: impl IntoIterator<Item = (&'a Cid, &'a [u8])>) -> Vec<u8> {
     let mut w = CarWriter::new(Vec::new(), roots).expect("writing to a Vec cannot fail");

@@ -96,6 +96,7 @@ pub struct SyncReader<'a, S: BlockStore> {
     store: &'a S,
     handle: tokio::runtime::Handle,
     cache: Mutex<BlockCache>,
+    remember: bool,
 }
 
 /// Blocks by CID. Content addressing means a cached block can never be stale.
@@ -108,7 +109,12 @@ impl<'a, S: BlockStore> SyncReader<'a, S> {
 
     /// Starts from blocks already known (e.g. kept from the account's previous write).
     pub fn with_cache(store: &'a S, cache: BlockCache) -> Self {
-        Self { store, handle: tokio::runtime::Handle::current(), cache: Mutex::new(cache) }
+        Self { store, handle: tokio::runtime::Handle::current(), cache: Mutex::new(cache), remember: true }
+    }
+
+    /// A reader that keeps nothing, for walks over a whole repo.
+    pub fn uncached(store: &'a S) -> Self {
+        Self { remember: false, ..Self::new(store) }
     }
 
     /// The blocks read or seeded so far.
@@ -125,7 +131,9 @@ impl<S: BlockStore> BlockSource for SyncReader<'_, S> {
         let fetched = tokio::task::block_in_place(|| self.handle.block_on(self.store.get(cid)))
             .map_err(|e| BlockSourceError(e.to_string()))?;
         Ok(fetched.map(|bytes| {
-            self.cache.lock().expect("cache lock").insert(*cid, bytes.clone().into());
+            if self.remember {
+                self.cache.lock().expect("cache lock").insert(*cid, bytes.clone().into());
+            }
             Cow::Owned(bytes)
         }))
     }

@@ -48,7 +48,11 @@ async fn relay_side_verification_of_exports_and_proofs() {
     let s = stack(false);
     let frank = s.account("frank").await;
     let _signer = s.signer(&frank, &s.dir.path().join("frank.key"));
-    for i in 0..25 {
+    let mut cids = Vec::new();
+    for i in 0..30 {
+        if i == 25 {
+            run_script("verify-repo.js", &[&s.url, &frank.did, "--plc", &s.plc]);
+        }
         let (status, body) = s
             .call(
                 "POST",
@@ -59,8 +63,29 @@ async fn relay_side_verification_of_exports_and_proofs() {
             )
             .await;
         assert_eq!(status, 200, "{body}");
+        cids.push((body["cid"].as_str().unwrap().to_owned(), body["commit"]["rev"].as_str().unwrap().to_owned()));
     }
     run_script("verify-repo.js", &[&s.url, &frank.did, "--plc", &s.plc]);
+
+    // getRepo with `since`: the blocks added after that revision, not the older records.
+    let since = &cids[24].1;
+    let car = |query: String| {
+        let s = &s;
+        async move {
+            let res = s.http.get(format!("{}/xrpc/com.atproto.sync.getRepo?{query}", s.url)).send().await.unwrap();
+            assert_eq!(res.status(), 200);
+            let bytes = res.bytes().await.unwrap();
+            let reader = atproto::car::CarReader::new(&bytes[..], Default::default()).unwrap();
+            reader.map(|b| b.unwrap().0.to_string()).collect::<std::collections::HashSet<_>>()
+        }
+    };
+    let full = car(format!("did={}", frank.did)).await;
+    let partial = car(format!("did={}&since={since}", frank.did)).await;
+    assert!(partial.len() < full.len());
+    for (i, (cid, _)) in cids.iter().enumerate() {
+        assert!(full.contains(cid));
+        assert_eq!(partial.contains(cid), i >= 25, "record {i}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

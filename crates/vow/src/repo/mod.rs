@@ -13,6 +13,8 @@ use atproto::syntax::{Did, TidGenerator};
 /// What a new commit produced: its CID, rev and the blocks to store.
 pub struct NewCommit {
     pub cid: Cid,
+    /// The MST root the commit points at.
+    pub data: Cid,
     pub rev: String,
     pub blocks: BlockMap,
 }
@@ -27,5 +29,5 @@ pub fn genesis_commit(did: &Did, key: &Keypair, tids: &TidGenerator) -> NewCommi
     let (cid, bytes) = unsigned.with_signature(sig).to_block_with_cid();
     let mut blocks = data.blocks;
     blocks.insert(cid, bytes);
-    NewCommit { cid, rev: rev.into_string(), blocks }
+    NewCommit { cid, data: data.root, rev: rev.into_string(), blocks }
 }

@@ -183,6 +183,24 @@ fn mst_error(e: atproto::mst::MstError) -> XrpcError {
     XrpcError::internal("repo tree could not be read", e)
 }
 
+/// Remembers a commit by revision (for getRepo's `since`).
+pub async fn record_commit(
+    conn: &mut sqlx::SqliteConnection,
+    did: &str,
+    rev: &str,
+    cid: Cid,
+    data: Cid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO repo_commits (did, rev, cid, data) VALUES (?, ?, ?, ?)")
+        .bind(did)
+        .bind(rev)
+        .bind(cid.to_string())
+        .bind(data.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// The `#commit` event's CAR (signed commit, new blocks, covering proofs), ops and blobs.
 fn commit_event_parts(
     source: &impl BlockSource,
@@ -417,6 +435,7 @@ pub async fn apply(
             }
         }
     }
+    record_commit(&mut tx, did.as_str(), rev.as_str(), commit_cid, data.root).await?;
     crate::events::append(
         &mut tx,
         Event::Commit {

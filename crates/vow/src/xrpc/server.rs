@@ -226,6 +226,7 @@ pub async fn create_account(
         });
     }
     inserted?;
+    crate::repo::writer::record_commit(&mut tx, &did, &commit.rev, commit.cid, commit.data).await?;
     // The genesis commit is not announced: it is signed by the PDS key, which stops being the
     // account's key at the handover, so a consumer replaying later could not verify it. The
     // first user-signed #commit carries prevData, which is all a consumer needs.

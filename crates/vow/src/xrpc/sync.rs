@@ -46,21 +46,70 @@ pub async fn get_latest_commit(
     Ok(Json(json!({ "cid": root.to_string(), "rev": account.repo_rev })))
 }
 
-pub async fn get_repo(State(state): State<AppState>, XrpcQuery(p): XrpcQuery<DidParams>) -> XrpcResult<Response> {
+#[derive(Deserialize)]
+pub struct GetRepoParams {
+    did: String,
+    since: Option<String>,
+}
+
+/// The repo as a CAR, streamed: the walk collects only CIDs, and blocks are read and sent one
+/// by one through a small channel, so memory does not grow with the repo. With `since`, only
+/// the blocks added after that revision (a full export when the revision is unknown).
+pub async fn get_repo(State(state): State<AppState>, XrpcQuery(p): XrpcQuery<GetRepoParams>) -> XrpcResult<Response> {
     let (_, root) = hosted(&state, &p.did).await?;
     let missing = |cid: atproto::Cid| XrpcError::internal("repo block missing", cid);
     let commit_bytes = state.blocks.get(&root).await?.ok_or_else(|| missing(root))?;
     let commit = SignedCommit::from_block(&commit_bytes).map_err(|e| XrpcError::internal("bad head commit", e))?;
-    let reader = SyncReader::new(&state.blocks);
-    let all = atproto::mst::diff(&reader, None, commit.unsigned.data)
+    let old_data = match p.since.as_deref() {
+        None => None,
+        Some(rev) => sqlx::query_as::<_, (String,)>("SELECT data FROM repo_commits WHERE did = ? AND rev = ?")
+            .bind(&p.did)
+            .bind(rev)
+            .fetch_optional(&state.db)
+            .await?
+            .and_then(|(data,)| data.parse().ok()),
+    };
+    let reader = SyncReader::uncached(&state.blocks);
+    let walk = atproto::mst::diff(&reader, old_data, commit.unsigned.data)
         .map_err(|e| XrpcError::internal("repo tree could not be read", e))?;
-    let mut blocks = vec![(root, commit_bytes)];
-    let cids = all.new_nodes.iter().copied().chain(all.ops.iter().filter_map(|op| op.new));
-    for cid in cids {
-        blocks.push((cid, state.blocks.get(&cid).await?.ok_or_else(|| missing(cid))?));
-    }
-    let car = atproto::car::encode(&[root], blocks.iter().map(|(c, b)| (c, b.as_slice())));
-    Ok(([(CONTENT_TYPE, "application/vnd.ipld.car")], car).into_response())
+    let cids: Vec<atproto::Cid> =
+        walk.new_nodes.into_iter().chain(walk.ops.into_iter().filter_map(|op| op.new)).collect();
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(16);
+    let store = state.blocks.clone();
+    tokio::spawn(async move {
+        let mut car = atproto::car::CarWriter::new(Vec::new(), &[root]).expect("writing to a Vec cannot fail");
+        car.write_block(&root, &commit_bytes).expect("writing to a Vec cannot fail");
+        if tx.send(Ok(car.take_bytes())).await.is_err() {
+            return;
+        }
+        for cid in cids {
+            let bytes = match store.get(&cid).await {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => {
+                    tracing::error!(%cid, "getRepo: block missing");
+                    let _ = tx.send(Err(std::io::Error::other("block missing"))).await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
+            car.write_block(&cid, &bytes).expect("writing to a Vec cannot fail");
+            if tx.send(Ok(car.take_bytes())).await.is_err() {
+                return; // the client went away
+            }
+        }
+    });
+    let stream = tokio_stream_from(rx);
+    Ok(([(CONTENT_TYPE, "application/vnd.ipld.car")], axum::body::Body::from_stream(stream)).into_response())
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 #[derive(Deserialize)]
