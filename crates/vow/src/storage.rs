@@ -24,6 +24,18 @@ pub enum StoreError {
 pub trait BlockStore: Send + Sync + 'static {
     /// One block, or `None` when the store does not hold it.
     fn get(&self, cid: &Cid) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+    /// Several blocks at once, in the order asked (`None` where missing). Stores that can
+    /// batch reads override this.
+    fn get_many(&self, cids: &[Cid]) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>, StoreError>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(cids.len());
+            for cid in cids {
+                out.push(self.get(cid).await?);
+            }
+            Ok(out)
+        }
+    }
+
     /// Stores every block (idempotent: blocks already present are fine). On error, some of
     /// them may have been stored; callers must not reference any until this returns `Ok`.
     fn put_many(&self, blocks: &BlockMap) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -70,6 +82,22 @@ impl BlockStore for EmbeddedStore {
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(row.map(|r| r.0))
+    }
+
+    async fn get_many(&self, cids: &[Cid]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let mut found: HashMap<String, Vec<u8>> = HashMap::with_capacity(cids.len());
+        for chunk in cids.chunks(500) {
+            let mut query = sqlx::QueryBuilder::new("SELECT cid, bytes FROM blocks WHERE cid IN (");
+            let mut list = query.separated(", ");
+            for cid in chunk {
+                list.push_bind(cid.to_string());
+            }
+            query.push(")");
+            let rows: Vec<(String, Vec<u8>)> =
+                query.build_query_as().fetch_all(&self.db).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            found.extend(rows);
+        }
+        Ok(cids.iter().map(|cid| found.remove(&cid.to_string())).collect())
     }
 
     async fn put_many(&self, blocks: &BlockMap) -> Result<(), StoreError> {

@@ -52,8 +52,8 @@ pub struct GetRepoParams {
     since: Option<String>,
 }
 
-/// The repo as a CAR, streamed: the walk collects only CIDs, and blocks are read and sent one
-/// by one through a small channel, so memory does not grow with the repo. With `since`, only
+/// The repo as a CAR, streamed: blocks are read in batches and sent through a small channel as
+/// they are read; only CIDs are kept, so memory does not grow with the repo's bytes. With `since`, only
 /// the blocks added after that revision (a full export when the revision is unknown).
 pub async fn get_repo(State(state): State<AppState>, XrpcQuery(p): XrpcQuery<GetRepoParams>) -> XrpcResult<Response> {
     let (_, root) = hosted(&state, &p.did).await?;
@@ -69,41 +69,103 @@ pub async fn get_repo(State(state): State<AppState>, XrpcQuery(p): XrpcQuery<Get
             .await?
             .and_then(|(data,)| data.parse().ok()),
     };
-    let reader = SyncReader::uncached(&state.blocks);
-    let walk = atproto::mst::diff(&reader, old_data, commit.unsigned.data)
-        .map_err(|e| XrpcError::internal("repo tree could not be read", e))?;
-    let cids: Vec<atproto::Cid> =
-        walk.new_nodes.into_iter().chain(walk.ops.into_iter().filter_map(|op| op.new)).collect();
+    // With `since`, the blocks new since that revision come from a diff of the two trees.
+    // Without, the whole tree is walked level by level, a batched read per level.
+    let since_cids = match old_data {
+        Some(old) => {
+            let reader = SyncReader::uncached(&state.blocks);
+            let walk = atproto::mst::diff(&reader, Some(old), commit.unsigned.data)
+                .map_err(|e| XrpcError::internal("repo tree could not be read", e))?;
+            Some(walk.new_nodes.into_iter().chain(walk.ops.into_iter().filter_map(|op| op.new)).collect::<Vec<_>>())
+        }
+        None => None,
+    };
+    let data = commit.unsigned.data;
 
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(16);
     let store = state.blocks.clone();
     tokio::spawn(async move {
-        let mut car = atproto::car::CarWriter::new(Vec::new(), &[root]).expect("writing to a Vec cannot fail");
-        car.write_block(&root, &commit_bytes).expect("writing to a Vec cannot fail");
-        if tx.send(Ok(car.take_bytes())).await.is_err() {
-            return;
-        }
-        for cid in cids {
-            let bytes = match store.get(&cid).await {
-                Ok(Some(bytes)) => bytes,
-                Ok(None) => {
-                    tracing::error!(%cid, "getRepo: block missing");
-                    let _ = tx.send(Err(std::io::Error::other("block missing"))).await;
-                    return;
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                    return;
-                }
-            };
-            car.write_block(&cid, &bytes).expect("writing to a Vec cannot fail");
-            if tx.send(Ok(car.take_bytes())).await.is_err() {
-                return; // the client went away
-            }
+        let mut out = CarStream { car: atproto::car::CarWriter::new(Vec::new(), &[root]).expect("Vec"), tx };
+        out.car.write_block(&root, &commit_bytes).expect("writing to a Vec cannot fail");
+        let result = match since_cids {
+            Some(cids) => out.blocks(&store, &cids).await,
+            None => out.whole_tree(&store, data).await,
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "getRepo stream ended early");
+            let _ = out.tx.send(Err(std::io::Error::other(e))).await;
         }
     });
     let stream = tokio_stream_from(rx);
     Ok(([(CONTENT_TYPE, "application/vnd.ipld.car")], axum::body::Body::from_stream(stream)).into_response())
+}
+
+/// Writes CAR sections into a channel, a batch per message.
+struct CarStream {
+    car: atproto::car::CarWriter<Vec<u8>>,
+    tx: tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+}
+
+impl CarStream {
+    async fn flush(&mut self) -> Result<(), String> {
+        self.tx.send(Ok(self.car.take_bytes())).await.map_err(|_| "client went away".to_owned())
+    }
+
+    /// Reads `cids` in batches and writes them.
+    async fn blocks(&mut self, store: &impl BlockStore, cids: &[atproto::Cid]) -> Result<(), String> {
+        for batch in cids.chunks(256) {
+            let blocks = store.get_many(batch).await.map_err(|e| e.to_string())?;
+            for (cid, bytes) in batch.iter().zip(blocks) {
+                let bytes = bytes.ok_or_else(|| format!("block {cid} missing"))?;
+                self.car.write_block(cid, &bytes).expect("writing to a Vec cannot fail");
+            }
+            self.flush().await?;
+        }
+        self.flush().await
+    }
+
+    /// Walks the MST from `root` breadth first, writing nodes as they are read, then the
+    /// records. Only CIDs are kept.
+    async fn whole_tree(&mut self, store: &impl BlockStore, root: atproto::Cid) -> Result<(), String> {
+        let mut level = vec![root];
+        let mut records = Vec::new();
+        while !level.is_empty() {
+            let mut next = Vec::new();
+            for batch in level.chunks(256) {
+                let blocks = store.get_many(batch).await.map_err(|e| e.to_string())?;
+                for (cid, bytes) in batch.iter().zip(blocks) {
+                    let bytes = bytes.ok_or_else(|| format!("MST node {cid} missing"))?;
+                    node_links(&bytes, &mut next, &mut records).map_err(|e| format!("MST node {cid}: {e}"))?;
+                    self.car.write_block(cid, &bytes).expect("writing to a Vec cannot fail");
+                }
+                self.flush().await?;
+            }
+            level = next;
+        }
+        self.blocks(store, &records).await
+    }
+}
+
+/// The subtrees (`l`, `e[].t`) and records (`e[].v`) an MST node links to.
+fn node_links(bytes: &[u8], subtrees: &mut Vec<atproto::Cid>, records: &mut Vec<atproto::Cid>) -> Result<(), String> {
+    use atproto::Ipld;
+    let node = atproto::data::decode(bytes).map_err(|e| e.to_string())?;
+    let Ipld::Map(map) = node else { return Err("not a map".into()) };
+    if let Some(Ipld::Link(l)) = map.get("l") {
+        subtrees.push(*l);
+    }
+    let Some(Ipld::List(entries)) = map.get("e") else { return Err("no entries".into()) };
+    for entry in entries {
+        let Ipld::Map(e) = entry else { return Err("entry is not a map".into()) };
+        match e.get("v") {
+            Some(Ipld::Link(v)) => records.push(*v),
+            _ => return Err("entry without a value".into()),
+        }
+        if let Some(Ipld::Link(t)) = e.get("t") {
+            subtrees.push(*t);
+        }
+    }
+    Ok(())
 }
 
 fn tokio_stream_from(
