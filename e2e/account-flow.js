@@ -5,34 +5,17 @@
 // Exits non-zero on the first failed step; prints one line per step and a JSON summary.
 const { AtpAgent } = require('@atproto/api')
 
+const { option, check, steps } = require('./lib')
+
 const args = process.argv.slice(2)
-const opt = (name) => {
-  const i = args.indexOf(name)
-  return i >= 0 ? args[i + 1] : undefined
-}
+const opt = (name) => option(args, name)
 const service = args[0]
 const plc = opt('--plc')
 if (!service || !plc) {
   console.error('usage: account-flow.js <pdsUrl> --plc <plcUrl> [--invite CODE]')
   process.exit(2)
 }
-
-const log = []
-async function step(name, fn) {
-  const started = performance.now()
-  try {
-    const out = await fn()
-    log.push(`ok   ${name} (${(performance.now() - started).toFixed(1)} ms)`)
-    return out
-  } catch (err) {
-    log.push(`FAIL ${name}: ${err && err.error ? err.error + ': ' : ''}${err && err.message}`)
-    console.log(log.join('\n'))
-    process.exit(1)
-  }
-}
-function check(cond, what) {
-  if (!cond) throw new Error(`check failed: ${what}`)
-}
+const { step, run } = steps()
 
 async function main() {
   const agent = new AtpAgent({ service })
@@ -96,11 +79,7 @@ async function main() {
     }
     throw new Error('login with a wrong password succeeded')
   })
-  console.log(log.join('\n'))
-  console.log(JSON.stringify({ ok: true, did: created.did, handle }))
+  return { did: created.did, handle }
 }
 
-main().catch((err) => {
-  console.error(err)
-  process.exit(1)
-})
+run(main)

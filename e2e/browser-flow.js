@@ -12,33 +12,17 @@ const { AtpAgent } = require('@atproto/api')
 const { verifyRepoCar } = require('@atproto/repo')
 const { chromium } = require('playwright-core')
 
+const { option, check, steps } = require('./lib')
+
 const args = process.argv.slice(2)
-const opt = (name, dflt) => {
-  const i = args.indexOf(name)
-  return i >= 0 ? args[i + 1] : dflt
-}
+const opt = (name, dflt) => option(args, name, dflt)
 const service = args[0]
 const plc = opt('--plc')
 if (!service || !plc) {
   console.error('usage: browser-flow.js <pdsUrl> --plc <plcUrl>')
   process.exit(2)
 }
-
-const log = []
-async function step(name, fn) {
-  const started = performance.now()
-  try {
-    const out = await fn()
-    log.push(`ok   ${name} (${(performance.now() - started).toFixed(0)} ms)`)
-    return out
-  } catch (err) {
-    log.push(`FAIL ${name}: ${err && (err.error ? err.error + ': ' : '')}${err && err.message}`)
-    throw err
-  }
-}
-function check(cond, what) {
-  if (!cond) throw new Error(`check failed: ${what}`)
-}
+const { log, step, run } = steps()
 
 // Appendix D of the behaviour study: PRF output -> did:key.
 const VECTORS = [
@@ -202,12 +186,7 @@ async function main() {
   } finally {
     await context.close()
   }
-  console.log(log.join('\n'))
-  console.log(JSON.stringify({ ok: true, did, handle }))
+  return { did, handle }
 }
 
-main().catch((err) => {
-  console.log(log.join('\n'))
-  console.error(err)
-  process.exit(1)
-})
+run(main)

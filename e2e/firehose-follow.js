@@ -27,6 +27,8 @@ const byType = {}
 const errors = []
 const seqs = []
 let ops = 0
+let duplicates = 0
+const opKeys = new Set()
 let done = false
 let fh
 async function finish(timedOut) {
@@ -38,8 +40,8 @@ async function finish(timedOut) {
   const seen = [...new Set(seqs)].sort((a, b) => a - b)
   let gaps = 0
   for (let i = 1; i < seen.length; i++) if (seen[i] !== seen[i - 1] + 1) gaps++
-  const ok = !timedOut && errors.length === 0 && gaps === 0 && ops >= want
-  console.log(JSON.stringify({ ok, events: seqs.length, ops, byType, seqs: [seen[0], seen[seen.length - 1]], gaps, errors: errors.map(String), timedOut }))
+  const ok = !timedOut && errors.length === 0 && gaps === 0 && duplicates === 0 && ops >= want
+  console.log(JSON.stringify({ ok, events: seqs.length, ops, byType, seqs: [seen[0], seen[seen.length - 1]], gaps, duplicates, errors: errors.map(String), timedOut }))
   process.exit(ok ? 0 : 1)
 }
 // The runner holds the cursor (the plain getCursor option of @atproto/sync 0.1.x is broken).
@@ -52,7 +54,12 @@ fh = new Firehose({
   handleEvent: async (evt) => {
     seqs.push(evt.seq)
     byType[evt.event] = (byType[evt.event] || 0) + 1
-    if (evt.event === 'create' || evt.event === 'update' || evt.event === 'delete') ops++
+    if (evt.event === 'create' || evt.event === 'update' || evt.event === 'delete') {
+      const key = `${evt.seq} ${evt.uri}`
+      if (opKeys.has(key)) duplicates++
+      opKeys.add(key)
+      ops++
+    }
     if (ops >= want) finish(false)
   },
   onError: (err) => {

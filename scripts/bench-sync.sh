@@ -9,35 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RECORDS="${RECORDS:-10000}"; EVENTS="${EVENTS:-8000}"; SUBSCRIBERS="${SUBSCRIBERS:-10}"
 PLC_PORT=2792; REF_PORT=2793; VOW_PORT=2794
-work="$(mktemp -d)"; pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+EXAMPLES=firehose_load
+source scripts/lib/bench-stack.sh
 
-echo "== installing (npm: e2e/ and bench/; cargo: release build)"
-(cd e2e && npm ci --no-audit --no-fund --loglevel=error)
-(cd bench && npm ci --no-audit --no-fund --loglevel=error)
-cargo build --release --locked -p vow --bin vow --example firehose_load 2>&1 | tail -1
-VOW=target/release/vow
-
-wait_for() { for _ in $(seq 1 120); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.5; done; echo "timed out: $1"; cat "$1"; exit 1; }
-node e2e/plc-server.js "$PLC_PORT" >"$work/plc.log" 2>&1 & pids+=($!)
-wait_for "$work/plc.log" "PLC listening"
-node bench/refpds.js "$REF_PORT" "$work/ref" "http://localhost:$PLC_PORT" >"$work/ref.log" 2>&1 & pids+=($!)
-VOW_ADDR="127.0.0.1:$VOW_PORT" VOW_DB_NAME="$work/vow.db" VOW_HOSTNAME=localhost VOW_DID=did:web:localhost \
-  VOW_PUBLIC_URL="http://localhost:$VOW_PORT" VOW_ROTATION_KEY_PATH="$work/rotation.key" VOW_JWK_PATH="$work/jwk.json" \
-  VOW_CONTACT_EMAIL=admin@localhost VOW_ADMIN_PASSWORD=admin VOW_SESSION_SECRET=bench VOW_REQUIRE_INVITE=false \
-  VOW_PLC_URL="http://127.0.0.1:$PLC_PORT" VOW_LOG_LEVEL=warn "$VOW" run >"$work/vow.log" 2>&1 & vow_pid=$!; pids+=($vow_pid)
-wait_for "$work/vow.log" "vow listening"
-wait_for "$work/ref.log" "listening"
-REF="http://127.0.0.1:$REF_PORT"; V="http://127.0.0.1:$VOW_PORT"
-signup() {
-  curl -sf -X POST "$1/xrpc/com.atproto.server.createAccount" -H 'content-type: application/json' \
-    -d "{\"handle\":\"$2\",\"email\":\"$2@example.com\",\"password\":\"bench-password\"}" | node -pe 'JSON.parse(require("fs").readFileSync(0)).did'
-}
-signer() {
-  "$VOW" signer --pds "$V" --identifier "$1" --password bench-password --key-file "$work/$1.key" >"$work/$1.signer" 2>/dev/null & pids+=($!)
-  wait_for "$work/$1.signer" "signer connected"
-}
 ref_did=$(signup "$REF" big.test); vow_did=$(signup "$V" big.localhost); signer big.localhost
 echo "populate ref: $(node bench/populate.js "$REF" big.test bench-password "$RECORDS")"
 echo "populate vow: $(node bench/populate.js "$V" big.localhost bench-password "$RECORDS")"

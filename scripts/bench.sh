@@ -10,37 +10,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 READ_C="${READ_C:-16}"; READ_SECS="${READ_SECS:-10}"; WRITES="${WRITES:-1000}"
 PLC_PORT=2782; REF_PORT=2783; VOW_PORT=2784
-work="$(mktemp -d)"; pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-echo "== installing (npm: e2e/ and bench/; cargo: release build)"
-(cd e2e && npm ci --no-audit --no-fund --loglevel=error)
-(cd bench && npm ci --no-audit --no-fund --loglevel=error)
-cargo build --release --locked -p vow --bin vow --example xrpc_load 2>&1 | tail -1
-VOW=target/release/vow; LOAD=target/release/examples/xrpc_load
-
-wait_for() { for _ in $(seq 1 120); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.5; done; echo "timed out: $1"; cat "$1"; exit 1; }
-node e2e/plc-server.js "$PLC_PORT" >"$work/plc.log" 2>&1 & pids+=($!)
-wait_for "$work/plc.log" "PLC listening"
-node bench/refpds.js "$REF_PORT" "$work/ref" "http://localhost:$PLC_PORT" >"$work/ref.log" 2>&1 & pids+=($!)
-VOW_ADDR="127.0.0.1:$VOW_PORT" VOW_DB_NAME="$work/vow.db" VOW_HOSTNAME=localhost VOW_DID=did:web:localhost \
-  VOW_PUBLIC_URL="http://localhost:$VOW_PORT" VOW_ROTATION_KEY_PATH="$work/rotation.key" VOW_JWK_PATH="$work/jwk.json" \
-  VOW_CONTACT_EMAIL=admin@localhost VOW_ADMIN_PASSWORD=admin VOW_SESSION_SECRET=bench VOW_REQUIRE_INVITE=false \
-  VOW_PLC_URL="http://127.0.0.1:$PLC_PORT" VOW_LOG_LEVEL=warn "$VOW" run >"$work/vow.log" 2>&1 & vow_pid=$!; pids+=($vow_pid)
-wait_for "$work/vow.log" "vow listening"
-wait_for "$work/ref.log" "listening"
+EXAMPLES=xrpc_load
+source scripts/lib/bench-stack.sh
+LOAD=target/release/examples/xrpc_load
 sleep 2
 idle_rss_kb=$(ps -o rss= -p "$vow_pid" | tr -d ' ')
 
-REF="http://127.0.0.1:$REF_PORT"; V="http://127.0.0.1:$VOW_PORT"
-signup() { # url handle -> did
-  curl -sf -X POST "$1/xrpc/com.atproto.server.createAccount" -H 'content-type: application/json' \
-    -d "{\"handle\":\"$2\",\"email\":\"$2@example.com\",\"password\":\"bench-password\"}" | node -pe 'JSON.parse(require("fs").readFileSync(0)).did'
-}
 ref_did=$(signup "$REF" bench.test); vow_did=$(signup "$V" bench.localhost)
-"$VOW" signer --pds "$V" --identifier bench.localhost --password bench-password --key-file "$work/user.key" >"$work/signer.log" 2>"$work/signer.err" & pids+=($!)
-wait_for "$work/signer.log" "signer connected"
+signer bench.localhost
 post() { # url did -> rkey of a new post
   local token; token=$(curl -sf -X POST "$1/xrpc/com.atproto.server.createSession" -H 'content-type: application/json' \
     -d "{\"identifier\":\"$2\",\"password\":\"bench-password\"}" | node -pe 'JSON.parse(require("fs").readFileSync(0)).accessJwt')

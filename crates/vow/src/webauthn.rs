@@ -98,8 +98,7 @@ pub fn verify_registration(
     attestation_object: &[u8],
 ) -> Result<NewCredential, WebauthnError> {
     check_client_data(rp, client_data_json, "webauthn.create", challenge)?;
-    let att: ciborium_like::Value =
-        ciborium_like::decode(attestation_object).map_err(|_| WebauthnError::Attestation)?;
+    let att: cbor::Value = cbor::decode(attestation_object).map_err(|_| WebauthnError::Attestation)?;
     let auth = att.get_bytes("authData").ok_or(WebauthnError::Attestation)?;
     let flags = check_auth_data(rp, auth)?;
     if flags & 0x40 == 0 || auth.len() < 55 {
@@ -108,7 +107,7 @@ pub fn verify_registration(
     let id_len = u16::from_be_bytes([auth[53], auth[54]]) as usize;
     let id_end = 55 + id_len;
     let id = auth.get(55..id_end).ok_or(WebauthnError::AuthData)?.to_vec();
-    let cose = ciborium_like::decode_prefix(&auth[id_end..]).map_err(|_| WebauthnError::AuthData)?;
+    let cose = cbor::decode_prefix(&auth[id_end..]).map_err(|_| WebauthnError::AuthData)?;
     let (kty, alg, crv) = (cose.get_int(1), cose.get_int(3), cose.get_int(-1));
     if kty != Some(2) || alg != Some(-7) || crv != Some(1) {
         return Err(WebauthnError::Algorithm);
@@ -148,7 +147,7 @@ pub fn verify_assertion(
 /// Just enough CBOR for attestation objects and COSE keys (maps keyed by text or integers,
 /// byte and text strings, integers, arrays). WebAuthn CBOR is not DAG-CBOR (integer map keys),
 /// so the data-model decoder does not apply.
-mod ciborium_like {
+mod cbor {
     #[derive(Debug)]
     pub enum Value<'a> {
         Int(i64),

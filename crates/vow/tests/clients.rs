@@ -98,15 +98,20 @@ async fn firehose_is_verified_by_atproto_sync_live_and_replayed() {
         signers.push(s.signer(&a, &s.dir.path().join(format!("{name}.key"))));
         accounts.push(a);
     }
-    // A live follower, started before the writes.
+    // A follower started before the writes, from the current head: whether it connects before
+    // or after the first writes land, it must see each op exactly once (replay, then live).
+    let db = s.db().await;
+    let (head,): (i64,) = sqlx::query_as("SELECT MAX(seq) FROM firehose").fetch_one(&db).await.unwrap();
+    db.close().await;
+    let head = head.to_string();
     let live = std::process::Command::new("node")
         .arg(e2e_dir().join("firehose-follow.js"))
-        .args([&s.url, "--plc", &s.plc, "--ops", "36", "--seconds", "60"])
+        .args([&s.url, "--plc", &s.plc, "--ops", "36", "--cursor", &head, "--seconds", "60"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     // Three accounts write concurrently: creates, an update and a delete each.
     let writes = accounts.iter().map(|a| async {
         let mut uris = Vec::new();

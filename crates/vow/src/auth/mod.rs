@@ -75,11 +75,7 @@ impl FromRequestParts<AppState> for AccessAuth {
     type Rejection = XrpcError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, XrpcError> {
-        let token = bearer(parts)?;
-        let claims =
-            check_token(state, token, &[jwt::ACCESS_SCOPE, jwt::APP_PASS_SCOPE, jwt::APP_PASS_PRIVILEGED_SCOPE])
-                .await?;
-        Ok(Self { did: claims.sub, session_id: claims.sid, scope: claims.scope })
+        Ok(access_from_token(state, bearer(parts)?).await?.0)
     }
 }
 

@@ -124,9 +124,7 @@ pub async fn register_and_hand_over(
                 "The PDS rotation key no longer controls this DID on the PLC directory",
             ));
         }
-        let mut op = last.clone();
-        op.sig = None;
-        op.prev = Some(last.cid().to_string());
+        let mut op = last.successor();
         // Keep any recovery keys already listed unless the user names a new one.
         let others: Vec<String> = match recovery_key {
             Some(r) => vec![r.to_owned()],

@@ -70,6 +70,12 @@ impl Operation {
         self
     }
 
+    /// An unsigned copy of this (signed) operation that follows it: same content, `prev`
+    /// pointing here. Callers change what they mean to change, then sign it.
+    pub fn successor(&self) -> Self {
+        Self { sig: None, prev: Some(self.cid().to_string()), ..self.clone() }
+    }
+
     /// The CID of a signed operation, which the next operation names as `prev`.
     pub fn cid(&self) -> atproto::Cid {
         atproto::cid::cbor_cid(&atproto::data::encode_as(self).expect("operations encode"))

@@ -125,19 +125,24 @@ struct Change {
     rkey: String,
     cid: Option<Cid>,
     prev: Option<Cid>,
+    /// Blobs the new record references.
+    blobs: Vec<Cid>,
+}
+
+/// A record ready to store.
+struct Prepared {
+    cid: Cid,
+    bytes: Vec<u8>,
+    status: Option<&'static str>,
+    blobs: Vec<Cid>,
 }
 
 fn invalid(msg: impl Into<String>) -> XrpcError {
     XrpcError::invalid_request(msg)
 }
 
-/// Encodes and validates a record; returns its CID and block.
-fn prepare_record(
-    state: &AppState,
-    collection: &Nsid,
-    value: &Value,
-    validate: Option<bool>,
-) -> XrpcResult<(Cid, Vec<u8>, Option<&'static str>)> {
+/// Encodes and validates a record.
+fn prepare_record(state: &AppState, collection: &Nsid, value: &Value, validate: Option<bool>) -> XrpcResult<Prepared> {
     match value.get("$type").and_then(Value::as_str) {
         Some(t) if t == collection.as_str() => {}
         Some(t) => return Err(invalid(format!("Invalid $type: expected {collection}, got {t}"))),
@@ -162,7 +167,7 @@ fn prepare_record(
             format!("Record is {} bytes; the limit is {MAX_RECORD_BYTES}", bytes.len()),
         ));
     }
-    Ok((atproto::cid::cbor_cid(&bytes), bytes, status))
+    Ok(Prepared { cid: atproto::cid::cbor_cid(&bytes), blobs: atproto::data::blob_refs(&ipld), bytes, status })
 }
 
 fn check_swap(path: &str, swap: &Option<Option<Cid>>, current: Option<Cid>) -> XrpcResult<()> {
@@ -215,11 +220,7 @@ fn commit_event_parts(
     for c in changes {
         let path = format!("{}/{}", c.collection, c.rkey);
         car_blocks.extend(atproto::mst::covering_proof(source, root, &path).map_err(mst_error)?);
-        if let Some(bytes) = c.cid.and_then(|cid| new_blocks.get(&cid)) {
-            let value =
-                atproto::data::decode(bytes).map_err(|e| XrpcError::internal("new record does not decode", e))?;
-            blobs.extend(atproto::data::blob_refs(&value));
-        }
+        blobs.extend(c.blobs.iter().copied());
         ops.push(RepoOp { action: c.action.name(), path, cid: c.cid, prev: c.prev });
     }
     let car = atproto::car::encode(&[commit], car_blocks.iter());
@@ -326,7 +327,7 @@ pub async fn apply(
         check_swap(&path, &swap, current)?;
         match value {
             Some(value) => {
-                let (cid, bytes, status) = prepare_record(state, &collection, &value, validate)?;
+                let Prepared { cid, bytes, status, blobs } = prepare_record(state, &collection, &value, validate)?;
                 results.push(WriteResult { action, uri, cid: Some(cid), validation_status: status });
                 if current == Some(cid) {
                     continue; // identical record: nothing to commit
@@ -339,6 +340,7 @@ pub async fn apply(
                     rkey: rkey.to_string(),
                     cid: Some(cid),
                     prev: current,
+                    blobs,
                 });
             }
             None => {
@@ -353,6 +355,7 @@ pub async fn apply(
                     rkey: rkey.to_string(),
                     cid: None,
                     prev: current,
+                    blobs: Vec::new(),
                 });
             }
         }

@@ -50,14 +50,3 @@ pub enum ClientMessage {
         request_id: String,
     },
 }
-
-/// Client messages use ops of this shape too; kept for signers written in Rust.
-#[derive(Debug, Deserialize)]
-pub struct SignRequest {
-    #[serde(rename = "requestId")]
-    pub request_id: String,
-    pub did: String,
-    pub payload: String,
-    #[serde(default)]
-    pub ops: Vec<serde_json::Value>,
-}

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::XrpcQuery;
 use crate::auth::AccessAuth;
 use crate::blobs::BlobError;
-use crate::db::{self, accounts};
+use crate::db;
 use crate::error::{XrpcError, XrpcResult};
 use crate::server::AppState;
 
@@ -76,12 +76,7 @@ pub struct GetBlobParams {
 
 pub async fn get_blob(State(state): State<AppState>, XrpcQuery(p): XrpcQuery<GetBlobParams>) -> XrpcResult<Response> {
     let cid: Cid = p.cid.parse().map_err(|e| XrpcError::invalid_request(format!("Invalid cid: {e}")))?;
-    let account = accounts::by_did(&state.db, &p.did)
-        .await?
-        .ok_or_else(|| XrpcError::named("RepoNotFound", format!("Could not find repo for DID: {}", p.did)))?;
-    if !account.active() {
-        return Err(XrpcError::named("RepoDeactivated", "Repo has been deactivated"));
-    }
+    super::active_account(&state, &p.did).await?;
     let row: Option<(String, i64)> = sqlx::query_as("SELECT mime, size FROM blobs WHERE did = ? AND cid = ?")
         .bind(&p.did)
         .bind(cid.to_string())
@@ -123,12 +118,7 @@ pub async fn list_blobs(
     if !(1..=1000).contains(&limit) {
         return Err(XrpcError::invalid_request("limit must be between 1 and 1000"));
     }
-    let account = accounts::by_did(&state.db, &p.did)
-        .await?
-        .ok_or_else(|| XrpcError::named("RepoNotFound", format!("Could not find repo for DID: {}", p.did)))?;
-    if !account.active() {
-        return Err(XrpcError::named("RepoDeactivated", "Repo has been deactivated"));
-    }
+    super::active_account(&state, &p.did).await?;
     let rows: Vec<(String,)> = sqlx::query_as("SELECT cid FROM blobs WHERE did = ? AND cid > ? ORDER BY cid LIMIT ?")
         .bind(&p.did)
         .bind(p.cursor.as_deref().unwrap_or(""))

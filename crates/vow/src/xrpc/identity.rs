@@ -53,9 +53,7 @@ pub async fn update_handle(
             .last_operation(&account.did)
             .await
             .map_err(|e| XrpcError::upstream("Could not read the DID's PLC log", e))?;
-        let mut op = last.clone();
-        op.sig = None;
-        op.prev = Some(last.cid().to_string());
+        let mut op = last.successor();
         op.also_known_as = std::iter::once(format!("at://{handle}"))
             .chain(last.also_known_as.iter().filter(|a| !a.starts_with("at://")).cloned())
             .collect();

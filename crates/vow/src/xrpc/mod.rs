@@ -61,6 +61,18 @@ pub fn routes() -> Router<AppState> {
         .route("/xrpc/app.vow.signer.getStatus", get(signer::get_status))
 }
 
+/// A hosted, active account by DID, with the sync endpoints' error names.
+async fn active_account(state: &AppState, did: &str) -> Result<crate::db::accounts::Account, XrpcError> {
+    atproto::syntax::Did::new(did).map_err(|e| XrpcError::invalid_request(format!("Invalid did: {e}")))?;
+    let account = crate::db::accounts::by_did(&state.db, did)
+        .await?
+        .ok_or_else(|| XrpcError::named("RepoNotFound", format!("Could not find repo for DID: {did}")))?;
+    if !account.active() {
+        return Err(XrpcError::named("RepoDeactivated", format!("Repo has been deactivated: {did}")));
+    }
+    Ok(account)
+}
+
 /// Unknown paths: XRPC methods get `MethodNotImplemented`, anything else a plain 404 body.
 pub async fn not_found(uri: axum::http::Uri) -> XrpcError {
     if uri.path().starts_with("/xrpc/") {

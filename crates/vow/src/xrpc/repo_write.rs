@@ -32,6 +32,10 @@ fn cid(s: &str, field: &str) -> XrpcResult<Cid> {
     s.parse().map_err(|e| XrpcError::invalid_request(format!("Invalid {field}: {e}")))
 }
 
+fn swap_commit(v: &Option<String>) -> XrpcResult<Option<Cid>> {
+    v.as_deref().map(|s| cid(s, "swapCommit")).transpose()
+}
+
 fn swap(v: Option<Option<String>>) -> XrpcResult<Option<Option<Cid>>> {
     v.map(|inner| inner.map(|s| cid(&s, "swapRecord")).transpose()).transpose()
 }
@@ -89,8 +93,7 @@ pub async fn create_record(
         rkey: input.rkey.as_deref().map(rkey).transpose()?,
         value: input.record,
     };
-    let swap_commit = input.swap_commit.as_deref().map(|s| cid(s, "swapCommit")).transpose()?;
-    let committed = writer::apply(&state, &did, vec![write], swap_commit, input.validate).await?;
+    let committed = writer::apply(&state, &did, vec![write], swap_commit(&input.swap_commit)?, input.validate).await?;
     Ok(record_response(&committed))
 }
 
@@ -119,8 +122,7 @@ pub async fn put_record(
         value: input.record,
         swap: swap(input.swap_record)?,
     };
-    let swap_commit = input.swap_commit.as_deref().map(|s| cid(s, "swapCommit")).transpose()?;
-    let committed = writer::apply(&state, &did, vec![write], swap_commit, input.validate).await?;
+    let committed = writer::apply(&state, &did, vec![write], swap_commit(&input.swap_commit)?, input.validate).await?;
     Ok(record_response(&committed))
 }
 
@@ -146,8 +148,7 @@ pub async fn delete_record(
         rkey: rkey(&input.rkey)?,
         swap: swap(input.swap_record)?,
     };
-    let swap_commit = input.swap_commit.as_deref().map(|s| cid(s, "swapCommit")).transpose()?;
-    let committed = writer::apply(&state, &did, vec![write], swap_commit, None).await?;
+    let committed = writer::apply(&state, &did, vec![write], swap_commit(&input.swap_commit)?, None).await?;
     Ok(Json(json!({ "commit": committed.commit_json() })))
 }
 
@@ -198,8 +199,7 @@ pub async fn apply_writes(
             other => return Err(XrpcError::invalid_request(format!("writes[{i}]: unknown $type {other:?}"))),
         });
     }
-    let swap_commit = input.swap_commit.as_deref().map(|s| cid(s, "swapCommit")).transpose()?;
-    let committed = writer::apply(&state, &did, writes, swap_commit, input.validate).await?;
+    let committed = writer::apply(&state, &did, writes, swap_commit(&input.swap_commit)?, input.validate).await?;
     let results: Vec<Value> = committed
         .results
         .iter()

@@ -22,13 +22,7 @@ pub struct DidParams {
 }
 
 async fn hosted(state: &AppState, did: &str) -> XrpcResult<(Account, atproto::Cid)> {
-    Did::new(did).map_err(|e| XrpcError::invalid_request(format!("Invalid did: {e}")))?;
-    let account = accounts::by_did(&state.db, did)
-        .await?
-        .ok_or_else(|| XrpcError::named("RepoNotFound", format!("Could not find repo for DID: {did}")))?;
-    if !account.active() {
-        return Err(XrpcError::named("RepoDeactivated", format!("Repo has been deactivated: {did}")));
-    }
+    let account = super::active_account(state, did).await?;
     let root = account
         .repo_root
         .as_deref()
