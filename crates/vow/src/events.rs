@@ -1,5 +1,6 @@
 //! Firehose events: built and stored as complete `subscribeRepos` frames inside the
 //! transaction that makes the change, so an event exists exactly when its change does.
+//! Sequence numbers come from [`crate::firehose::Sequencer`].
 
 use atproto::Cid;
 use serde::Serialize;
@@ -178,19 +179,19 @@ pub fn encode(seq: i64, event: &Event<'_>, time: &str) -> Vec<u8> {
     }
 }
 
-/// Appends `event` inside the caller's transaction and returns its sequence number.
-pub async fn append(conn: &mut SqliteConnection, event: Event<'_>) -> Result<i64, sqlx::Error> {
-    let (seq,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) + 1 FROM firehose").fetch_one(&mut *conn).await?;
+/// Stores `event` as number `seq` inside the caller's transaction; returns its frame.
+pub(crate) async fn insert(conn: &mut SqliteConnection, seq: i64, event: &Event<'_>) -> Result<Vec<u8>, sqlx::Error> {
     let now_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
     let time = crate::db::format_timestamp(now_ms);
+    let frame = encode(seq, event, &time);
     sqlx::query("INSERT INTO firehose (seq, did, kind, frame, created_at) VALUES (?, ?, ?, ?, ?)")
         .bind(seq)
         .bind(event.did())
         .bind(event.kind())
-        .bind(encode(seq, &event, &time))
+        .bind(&frame)
         .bind(now_ms)
         .execute(&mut *conn)
         .await?;
-    Ok(seq)
+    Ok(frame)
 }

@@ -1,17 +1,19 @@
 //! `com.atproto.sync.subscribeRepos`. Events are rows of the `firehose` table (see
-//! [`crate::events`]); one publisher task reads newly committed rows in seq order and
-//! broadcasts them, so every subscriber sees the same order with no gaps. A subscriber with a
-//! cursor is replayed from the table and then follows the broadcast. One that falls too far
-//! behind the broadcast is cut off with `ConsumerTooSlow` instead of being buffered.
+//! [`crate::events`]). Writers take the [`Sequencer`] around the transaction that stores their
+//! events: it hands out the next numbers and, once the transaction has committed, broadcasts the
+//! frames before letting the next writer in, so every subscriber sees seq order with no gaps.
+//! A subscriber with a cursor is replayed from the table and then follows the broadcast. One
+//! that falls too far behind the broadcast is cut off with `ConsumerTooSlow` instead of being
+//! buffered.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
 use sqlx::SqlitePool;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Mutex, MutexGuard, broadcast};
 
-use crate::events::{error_frame, info_frame};
+use crate::events::{Event, error_frame, info_frame};
 
 /// Frames a subscriber may fall behind the newest before it is cut off.
 const BACKLOG: usize = 16_384;
@@ -22,25 +24,73 @@ pub type Frame = Arc<(i64, Vec<u8>)>;
 
 pub struct Firehose {
     live: broadcast::Sender<Frame>,
-    wake: Notify,
+    /// The last seq committed; `None` until read from the table (and after a failed insert).
+    last_seq: Mutex<Option<i64>>,
     db: SqlitePool,
 }
 
+/// Exclusive right to append events: taken just before a transaction that stores events and
+/// finished with [`Sequencer::publish`] right after it commits. Dropping it unpublished (the
+/// transaction failed) hands out the same numbers again.
+pub struct Sequencer<'a> {
+    firehose: &'a Firehose,
+    last: MutexGuard<'a, Option<i64>>,
+    next: i64,
+    frames: Vec<(i64, Vec<u8>)>,
+}
+
+impl Sequencer<'_> {
+    /// Stores `event` in the caller's transaction under the next sequence number.
+    pub async fn append(&mut self, conn: &mut sqlx::SqliteConnection, event: Event<'_>) -> Result<i64, sqlx::Error> {
+        let seq = self.next;
+        match crate::events::insert(conn, seq, &event).await {
+            Ok(frame) => {
+                self.frames.push((seq, frame));
+                self.next += 1;
+                Ok(seq)
+            }
+            Err(e) => {
+                // Something else wrote the table: count again from it next time.
+                *self.last = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Call once the transaction has committed: sends the frames to live subscribers.
+    pub fn publish(mut self) {
+        if self.frames.is_empty() {
+            return;
+        }
+        *self.last = Some(self.next - 1);
+        for (seq, frame) in self.frames.drain(..) {
+            let _ = self.firehose.live.send(Arc::new((seq, frame))); // no subscribers is fine
+        }
+    }
+}
+
 impl Firehose {
-    /// Starts the publisher and the retention sweeper.
+    /// Starts the retention sweeper.
     pub fn start(db: SqlitePool, retention: Duration) -> Arc<Self> {
         let (live, _) = broadcast::channel(BACKLOG);
-        let firehose = Arc::new(Self { live, wake: Notify::new(), db });
-        let publisher = firehose.clone();
-        tokio::spawn(async move { publisher.publish().await });
+        let firehose = Arc::new(Self { live, last_seq: Mutex::new(None), db });
         let sweeper = firehose.clone();
         tokio::spawn(async move { sweeper.sweep(retention).await });
         firehose
     }
 
-    /// Tells the publisher that new rows were committed.
-    pub fn wake(&self) {
-        self.wake.notify_one();
+    /// Takes the right to append events (see [`Sequencer`]).
+    pub async fn sequencer(&self) -> Result<Sequencer<'_>, sqlx::Error> {
+        let mut last = self.last_seq.lock().await;
+        let current = match *last {
+            Some(seq) => seq,
+            None => {
+                let head = self.head().await?;
+                *last = Some(head);
+                head
+            }
+        };
+        Ok(Sequencer { firehose: self, last, next: current + 1, frames: Vec::new() })
     }
 
     async fn head(&self) -> Result<i64, sqlx::Error> {
@@ -54,39 +104,6 @@ impl Firehose {
             .bind(PAGE)
             .fetch_all(&self.db)
             .await
-    }
-
-    async fn publish(&self) {
-        let mut last = loop {
-            match self.head().await {
-                Ok(head) => break head,
-                Err(e) => {
-                    tracing::error!(error = %e, "firehose: cannot read the head; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        };
-        loop {
-            // A notification, or a slow poll in case a writer could not notify.
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.wake.notified()).await;
-            loop {
-                let rows = match self.page_after(last).await {
-                    Ok(rows) => rows,
-                    Err(e) => {
-                        tracing::error!(error = %e, "firehose: cannot read new events");
-                        break;
-                    }
-                };
-                let full = rows.len() as i64 == PAGE;
-                for (seq, frame) in rows {
-                    last = seq;
-                    let _ = self.live.send(Arc::new((seq, frame))); // no subscribers is fine
-                }
-                if !full {
-                    break;
-                }
-            }
-        }
     }
 
     async fn sweep(&self, retention: Duration) {

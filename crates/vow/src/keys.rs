@@ -39,8 +39,13 @@ pub fn create_rotation_key(path: &Path) -> Result<Keypair, KeyFileError> {
 
 /// Loads the rotation key, creating it if the file does not exist.
 pub fn load_or_create_rotation_key(path: &Path) -> Result<Keypair, KeyFileError> {
+    load_or_create_k256(path, "rotation key")
+}
+
+/// Loads a raw secp256k1 key file (`what` names it in the log), creating it if missing.
+pub fn load_or_create_k256(path: &Path, what: &str) -> Result<Keypair, KeyFileError> {
     if !path.exists() {
-        tracing::info!(path = %path.display(), "creating rotation key");
+        tracing::info!(path = %path.display(), "creating {what}");
         return create_rotation_key(path);
     }
     let bytes = std::fs::read(path).map_err(|source| KeyFileError::Io { path: path.display().to_string(), source })?;

@@ -144,6 +144,7 @@ pub async fn register_and_hand_over(
             .await
             .map_err(|e| XrpcError::upstream("The PLC directory refused the key handover", e))?;
     }
+    let mut events = state.firehose.sequencer().await?;
     let mut tx = state.db.begin().await?;
     let updated = sqlx::query(
         "UPDATE accounts SET signing_key = ?, passkey_credential_id = ?, passkey_public_key = ? \
@@ -160,9 +161,9 @@ pub async fn register_and_hand_over(
     if updated != 1 {
         return Err(XrpcError::internal("signing key changed concurrently", did));
     }
-    crate::events::append(&mut tx, crate::events::Event::Identity { did, handle: Some(&account.handle) }).await?;
+    events.append(&mut tx, crate::events::Event::Identity { did, handle: Some(&account.handle) }).await?;
     tx.commit().await?;
-    state.firehose.wake();
+    events.publish();
     tracing::info!(%did, key = %user_did_key, "signing key registered; DID handed over");
     Ok(())
 }

@@ -397,6 +397,7 @@ pub async fn apply(
     }
 
     let now = db::now();
+    let mut events = state.firehose.sequencer().await?;
     let mut tx = state.db.begin().await?;
     if embedded {
         crate::storage::insert_blocks(&mut tx, &blocks).await?;
@@ -439,22 +440,23 @@ pub async fn apply(
         }
     }
     record_commit(&mut tx, did.as_str(), rev.as_str(), commit_cid, data.root).await?;
-    crate::events::append(
-        &mut tx,
-        Event::Commit {
-            did: did.as_str(),
-            commit: commit_cid,
-            rev: rev.as_str(),
-            since: Some(prev_rev.as_str()),
-            blocks: event_car,
-            ops: event_ops,
-            blobs: event_blobs,
-            prev_data: Some(prev_data),
-        },
-    )
-    .await?;
+    events
+        .append(
+            &mut tx,
+            Event::Commit {
+                did: did.as_str(),
+                commit: commit_cid,
+                rev: rev.as_str(),
+                since: Some(prev_rev.as_str()),
+                blocks: event_car,
+                ops: event_ops,
+                blobs: event_blobs,
+                prev_data: Some(prev_data),
+            },
+        )
+        .await?;
     tx.commit().await?;
-    state.firehose.wake();
+    events.publish();
     // The next write starts from here; the new tree nodes are the ones it will read.
     for (cid, bytes) in blocks.iter() {
         cache.blocks.insert(*cid, bytes.to_vec().into());

@@ -85,7 +85,7 @@ fn session_from(v: &Value) -> Result<Session, String> {
 
 /// Runs until interrupted, or until another signer replaces this one.
 pub async fn run(opts: Options<'_>) -> Result<(), String> {
-    let key = crate::keys::load_or_create_rotation_key(opts.key_file).map_err(|e| e.to_string())?;
+    let key = crate::keys::load_or_create_k256(opts.key_file, "signing key").map_err(|e| e.to_string())?;
     let our_key = key.public_key().to_did_key();
     let client = Client {
         http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| e.to_string())?,

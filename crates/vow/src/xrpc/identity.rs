@@ -64,15 +64,15 @@ pub async fn update_handle(
             .await
             .map_err(|e| XrpcError::upstream("The PLC directory refused the handle change", e))?;
     }
+    let mut events = state.firehose.sequencer().await?;
     let mut tx = state.db.begin().await?;
     sqlx::query("UPDATE accounts SET handle = ? WHERE did = ?")
         .bind(handle.as_str())
         .bind(&account.did)
         .execute(&mut *tx)
         .await?;
-    crate::events::append(&mut tx, crate::events::Event::Identity { did: &account.did, handle: Some(handle.as_str()) })
-        .await?;
+    events.append(&mut tx, crate::events::Event::Identity { did: &account.did, handle: Some(handle.as_str()) }).await?;
     tx.commit().await?;
-    state.firehose.wake();
+    events.publish();
     Ok(Json(serde_json::json!({})))
 }

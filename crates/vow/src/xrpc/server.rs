@@ -185,6 +185,7 @@ pub async fn create_account(
 
     // Blocks first: if the transaction below fails they are merely unreferenced.
     state.blocks.put_many(&commit.blocks).await?;
+    let mut events = state.firehose.sequencer().await?;
     let mut tx = state.db.begin().await?;
     if let Some(code) = &invite {
         let taken = sqlx::query(
@@ -230,11 +231,11 @@ pub async fn create_account(
     // The genesis commit is not announced: it is signed by the PDS key, which stops being the
     // account's key at the handover, so a consumer replaying later could not verify it. The
     // first user-signed #commit carries prevData, which is all a consumer needs.
-    crate::events::append(&mut tx, Event::Identity { did: &did, handle: Some(handle.as_str()) }).await?;
-    crate::events::append(&mut tx, Event::Account { did: &did, active: true, status: None }).await?;
+    events.append(&mut tx, Event::Identity { did: &did, handle: Some(handle.as_str()) }).await?;
+    events.append(&mut tx, Event::Account { did: &did, active: true, status: None }).await?;
     let (access, refresh) = issue_session(&mut *tx, &state, &did, None).await?;
     tx.commit().await?;
-    state.firehose.wake();
+    events.publish();
     tracing::info!(%did, %handle, "account created");
     Ok(Json(json!({ "accessJwt": access, "refreshJwt": refresh, "handle": handle.as_str(), "did": did })))
 }
