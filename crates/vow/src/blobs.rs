@@ -9,6 +9,10 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+/// How much of an over-limit upload is still read (and thrown away) so the client gets the
+/// `BlobTooLarge` answer rather than a connection reset; beyond this the connection is dropped.
+pub const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
     #[error("blob is larger than the {0}-byte limit")]
@@ -66,6 +70,17 @@ impl BlobFiles {
     }
 }
 
+/// Reads and discards up to `budget` more bytes of the body.
+async fn drain(mut stream: axum::body::BodyDataStream, mut budget: u64) {
+    while let Some(Ok(chunk)) = stream.next().await {
+        let n = chunk.len() as u64;
+        if n > budget {
+            return;
+        }
+        budget -= n;
+    }
+}
+
 async fn write_hashed(path: &Path, body: axum::body::Body, limit: u64) -> Result<([u8; 32], u64), BlobError> {
     let mut file = tokio::fs::File::create(path).await?;
     let mut hasher = Sha256::new();
@@ -75,6 +90,7 @@ async fn write_hashed(path: &Path, body: axum::body::Body, limit: u64) -> Result
         let chunk = chunk.map_err(|e| BlobError::Body(e.to_string()))?;
         size += chunk.len() as u64;
         if size > limit {
+            drain(stream, limit + DRAIN_LIMIT - size.min(limit + DRAIN_LIMIT)).await;
             return Err(BlobError::TooLarge(limit));
         }
         hasher.update(&chunk);

@@ -46,8 +46,10 @@ pub async fn upload_blob(
 ) -> XrpcResult<Json<Value>> {
     let mime = clean_mime(&headers);
     let limit = state.config.blob_upload_limit;
+    // Hopelessly large uploads are refused before reading; slightly large ones are read to the
+    // end (and discarded) so the client sees the error instead of a reset connection.
     if let Some(declared) = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        && declared > limit
+        && declared > limit + crate::blobs::DRAIN_LIMIT
     {
         return Err(blob_error(BlobError::TooLarge(limit)));
     }
