@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 
 echo "== installing e2e components (PLC directory server, ATProto clients, playwright-core) from npm"
 (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
+# js-ipfs 0.66: the IPFS node the storage tests run against (Kubo cannot be installed from the
+# registries; js-ipfs serves the same RPC API). One optional dependency points at a GitHub
+# tarball that cannot be fetched here; no retries keeps that failure quick.
+echo "== installing js-ipfs from npm"
+(cd e2e/ipfs && npm ci --no-audit --no-fund --loglevel=error --fetch-retries=0)
 
 # The passkey end-to-end test drives Debian's Chromium (a real browser with a virtual
 # authenticator); install it from apt when it is missing.

@@ -98,6 +98,11 @@ impl CarWriter<Vec<u8>> {
     pub fn take_bytes(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.out)
     }
+
+    /// How many bytes are waiting to be taken.
+    pub fn buffered(&self) -> usize {
+        self.out.len()
+    }
 }
 
 /// Encodes a whole CAR in memory.

@@ -1,6 +1,7 @@
-//! Blob bytes on the embedded store: one file per blob under the blob directory, named by its
-//! CID. Uploads stream to a temporary file while being hashed, so a blob is never held in memory
-//! whole, and appear under their final name only when complete.
+//! Blob bytes. On the embedded store: one file per blob under the blob directory, named by its
+//! CID. On IPFS: a UnixFS file (chunked, so any size fits under the node's block limit) whose
+//! root CID is kept next to the ATProto CID. Either way an upload streams to a temporary file
+//! while being hashed, so a blob is never held in memory whole, and is only stored once complete.
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +9,8 @@ use atproto::Cid;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
+
+use crate::ipfs::{IpfsError, Kubo};
 
 /// How much of an over-limit upload is still read (and thrown away) so the client gets the
 /// `BlobTooLarge` answer rather than a connection reset; beyond this the connection is dropped.
@@ -21,10 +24,90 @@ pub enum BlobError {
     Body(String),
     #[error("blob storage: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Ipfs(#[from] IpfsError),
 }
 
 /// A stored blob.
 pub struct Stored {
+    pub cid: Cid,
+    pub size: u64,
+    /// The UnixFS root on IPFS.
+    pub ipfs_cid: Option<Cid>,
+}
+
+/// How to answer a blob download.
+pub enum BlobBody {
+    Stream(axum::body::Body),
+    /// The configured IPFS gateway serves it.
+    Redirect(String),
+}
+
+/// Where blob bytes go.
+#[derive(Clone)]
+pub enum BlobStore {
+    Files(BlobFiles),
+    Ipfs {
+        kubo: Kubo,
+        /// Uploads are staged here while hashed, then added to the node and removed.
+        staging: BlobFiles,
+        gateway: Option<String>,
+    },
+}
+
+impl BlobStore {
+    /// Streams `body` into the store, refusing more than `limit` bytes.
+    pub async fn put(&self, body: axum::body::Body, limit: u64) -> Result<Stored, BlobError> {
+        match self {
+            BlobStore::Files(files) => files.put(body, limit).await,
+            BlobStore::Ipfs { kubo, staging, .. } => {
+                let staged = staging.stage(body, limit).await?;
+                let added = async {
+                    let file = tokio::fs::File::open(&staged.path).await?;
+                    Ok::<_, BlobError>(kubo.add_file(file, staged.size).await?)
+                }
+                .await;
+                let _ = tokio::fs::remove_file(&staged.path).await;
+                Ok(Stored { cid: staged.cid, size: staged.size, ipfs_cid: Some(added?) })
+            }
+        }
+    }
+
+    /// The blob's bytes (or where to get them), if present.
+    pub async fn open(&self, cid: &Cid, ipfs_cid: Option<&str>) -> Result<Option<BlobBody>, BlobError> {
+        match self {
+            BlobStore::Files(files) => Ok(files
+                .open(cid)
+                .await?
+                .map(|f| BlobBody::Stream(axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(f))))),
+            BlobStore::Ipfs { kubo, gateway, .. } => {
+                let Some(ipfs_cid) = ipfs_cid.and_then(|c| Cid::try_from(c).ok()) else { return Ok(None) };
+                if let Some(gateway) = gateway {
+                    return Ok(Some(BlobBody::Redirect(format!("{gateway}/ipfs/{ipfs_cid}"))));
+                }
+                Ok(Some(BlobBody::Stream(axum::body::Body::from_stream(kubo.cat(&ipfs_cid).await?))))
+            }
+        }
+    }
+
+    /// Removes a blob's bytes (no other account may still hold the same blob).
+    pub async fn remove(&self, cid: &Cid, ipfs_cid: Option<&str>) -> Result<(), BlobError> {
+        match self {
+            BlobStore::Files(files) => match tokio::fs::remove_file(files.path(cid)).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+                _ => Ok(()),
+            },
+            BlobStore::Ipfs { kubo, .. } => match ipfs_cid.and_then(|c| Cid::try_from(c).ok()) {
+                Some(root) => Ok(kubo.unpin(&root, true).await?),
+                None => Ok(()),
+            },
+        }
+    }
+}
+
+/// An upload written to a temporary file and hashed.
+pub struct Staged {
+    pub path: PathBuf,
     pub cid: Cid,
     pub size: u64,
 }
@@ -43,21 +126,24 @@ impl BlobFiles {
         self.dir.join(cid.to_string())
     }
 
-    /// Streams `body` into the store, refusing more than `limit` bytes.
-    pub async fn put(&self, body: axum::body::Body, limit: u64) -> Result<Stored, BlobError> {
+    /// Streams `body` to a temporary file, hashing it, refusing more than `limit` bytes.
+    pub async fn stage(&self, body: axum::body::Body, limit: u64) -> Result<Staged, BlobError> {
         tokio::fs::create_dir_all(&self.dir).await?;
         let tmp = self.dir.join(format!(".upload-{}", uuid::Uuid::new_v4()));
-        let result = write_hashed(&tmp, body, limit).await;
-        let (digest, size) = match result {
-            Ok(ok) => ok,
+        match write_hashed(&tmp, body, limit).await {
+            Ok((digest, size)) => Ok(Staged { path: tmp, cid: atproto::cid::raw_cid_from_digest(digest), size }),
             Err(e) => {
                 let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(e);
+                Err(e)
             }
-        };
-        let cid = atproto::cid::raw_cid_from_digest(digest);
-        tokio::fs::rename(&tmp, self.path(&cid)).await?;
-        Ok(Stored { cid, size })
+        }
+    }
+
+    /// Streams `body` into the store, refusing more than `limit` bytes.
+    pub async fn put(&self, body: axum::body::Body, limit: u64) -> Result<Stored, BlobError> {
+        let staged = self.stage(body, limit).await?;
+        tokio::fs::rename(&staged.path, self.path(&staged.cid)).await?;
+        Ok(Stored { cid: staged.cid, size: staged.size, ipfs_cid: None })
     }
 
     /// Opens a blob for streaming, if present.

@@ -154,6 +154,8 @@ async fn serve(config: Config) -> Result<(), String> {
         crate::db::open(&config.db_path).await.map_err(|e| format!("database {}: {e}", config.db_path.display()))?;
     let addr = config.addr;
     let state = crate::server::AppState::new(config, db, rotation_key, jwk);
+    crate::repo::refs::backfill(&state).await.map_err(|e| format!("indexing existing repos: {e:?}"))?;
+    crate::xrpc::blobs::start_sweeper(state.clone());
     crate::crawl::start(state.clone());
     let app = crate::server::router(state);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;

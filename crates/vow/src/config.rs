@@ -66,6 +66,22 @@ pub struct Config {
     /// Seconds a write waits for the user's signer before failing with SigningTimeout.
     #[arg(long, env = "VOW_SIGNER_TIMEOUT", default_value_t = 30, global = true)]
     pub signer_timeout: u64,
+    /// Kubo RPC address of an IPFS node for repo blocks and blobs (e.g. `http://127.0.0.1:5001`).
+    /// Unset: everything stays in the embedded store (SQLite and the blob directory).
+    #[arg(long, env = "VOW_IPFS_NODE_URL", global = true)]
+    pub ipfs_node_url: Option<String>,
+    /// Public IPFS gateway; when set with an IPFS node, getBlob redirects to `<gateway>/ipfs/<cid>`.
+    #[arg(long, env = "VOW_IPFS_GATEWAY_URL", global = true)]
+    pub ipfs_gateway_url: Option<String>,
+    /// Seconds any one call to the IPFS node may take (reads pass it on as the node's `timeout`).
+    #[arg(long, env = "VOW_IPFS_TIMEOUT", default_value_t = 10, global = true)]
+    pub ipfs_timeout: u64,
+    /// Megabytes of repo blocks cached in memory in front of the IPFS node.
+    #[arg(long, env = "VOW_IPFS_CACHE_MB", default_value_t = 64, global = true)]
+    pub ipfs_cache_mb: u64,
+    /// Seconds an uploaded blob may stay unreferenced by any record before it is removed.
+    #[arg(long, env = "VOW_BLOB_GRACE_SECS", default_value_t = 6 * 60 * 60, global = true)]
+    pub blob_grace_secs: u64,
 }
 
 /// Settings `run` needs, all present and checked.
@@ -90,6 +106,16 @@ pub struct ServerConfig {
     pub firehose_retention: std::time::Duration,
     pub blob_upload_limit: u64,
     pub blob_dir: PathBuf,
+    pub ipfs: Option<IpfsConfig>,
+    pub blob_grace: std::time::Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct IpfsConfig {
+    pub node_url: String,
+    pub gateway_url: Option<String>,
+    pub timeout: std::time::Duration,
+    pub cache_bytes: u64,
 }
 
 /// A setting that `run` cannot start without.
@@ -132,6 +158,17 @@ impl Config {
             blob_dir: self.blob_dir.clone().unwrap_or_else(|| {
                 self.db_name.parent().map(|p| p.join("blobs")).unwrap_or_else(|| PathBuf::from("blobs"))
             }),
+            ipfs: self.ipfs_node_url.as_deref().filter(|u| !u.is_empty()).map(|url| IpfsConfig {
+                node_url: url.trim_end_matches('/').to_owned(),
+                gateway_url: self
+                    .ipfs_gateway_url
+                    .as_deref()
+                    .filter(|u| !u.is_empty())
+                    .map(|u| u.trim_end_matches('/').to_owned()),
+                timeout: std::time::Duration::from_secs(self.ipfs_timeout.clamp(1, 600)),
+                cache_bytes: self.ipfs_cache_mb * 1024 * 1024,
+            }),
+            blob_grace: std::time::Duration::from_secs(self.blob_grace_secs.max(1)),
             hostname,
         })
     }

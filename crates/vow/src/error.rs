@@ -82,7 +82,7 @@ impl From<crate::storage::StoreError> for XrpcError {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "StorageUnavailable",
-            format!("The PDS could not reach its block storage; nothing was written. Try again later. ({err})"),
+            format!("The PDS could not reach its storage, so nothing was changed; try again later. ({err})"),
         )
     }
 }

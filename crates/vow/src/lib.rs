@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod firehose;
 pub mod identity;
+pub mod ipfs;
 pub mod keys;
 pub mod repo;
 pub mod server;

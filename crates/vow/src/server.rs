@@ -15,7 +15,7 @@ use crate::config::ServerConfig;
 use crate::identity::plc::PlcClient;
 use crate::repo::writer::RepoLocks;
 use crate::signer::SignerHub;
-use crate::storage::EmbeddedStore;
+use crate::storage::{Blocks, EmbeddedStore, IpfsStore};
 
 /// Everything handlers share.
 #[derive(Clone)]
@@ -27,12 +27,14 @@ pub struct AppState {
     pub plc: PlcClient,
     pub http: reqwest::Client,
     pub tids: Arc<TidGenerator>,
-    pub blocks: EmbeddedStore,
+    pub blocks: Blocks,
     pub signers: Arc<SignerHub>,
     pub repo_locks: Arc<RepoLocks>,
     pub lexicons: &'static atproto::lexicon::Catalog,
     pub firehose: Arc<crate::firehose::Firehose>,
-    pub blob_files: crate::blobs::BlobFiles,
+    pub blob_store: crate::blobs::BlobStore,
+    /// Uploads hold this shared and the unreferenced-blob sweep exclusively.
+    pub blob_sweep: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl AppState {
@@ -43,11 +45,23 @@ impl AppState {
             .build()
             .expect("HTTP client builds");
         let plc = PlcClient::new(&config.plc_url, http.clone());
+        let files = crate::blobs::BlobFiles::new(config.blob_dir.clone());
+        let (blocks, blob_store) = match &config.ipfs {
+            None => (Blocks::Embedded(EmbeddedStore::new(db.clone())), crate::blobs::BlobStore::Files(files)),
+            Some(ipfs) => {
+                let kubo = crate::ipfs::Kubo::new(&ipfs.node_url, ipfs.timeout);
+                (
+                    Blocks::Ipfs(IpfsStore::new(kubo.clone(), ipfs.cache_bytes)),
+                    crate::blobs::BlobStore::Ipfs { kubo, staging: files, gateway: ipfs.gateway_url.clone() },
+                )
+            }
+        };
         Self {
             firehose: crate::firehose::Firehose::start(db.clone(), config.firehose_retention),
-            blob_files: crate::blobs::BlobFiles::new(config.blob_dir.clone()),
+            blob_store,
+            blob_sweep: Arc::default(),
             config: Arc::new(config),
-            blocks: EmbeddedStore::new(db.clone()),
+            blocks,
             db,
             rotation_key: Arc::new(rotation_key),
             jwk: Arc::new(jwk),

@@ -6,11 +6,13 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use atproto::Cid;
 use atproto::blocks::{BlockMap, BlockSource, BlockSourceError};
 use sqlx::SqlitePool;
+
+use crate::ipfs::{IpfsError, Kubo};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -45,6 +47,44 @@ pub trait BlockStore: Send + Sync + 'static {
     /// the same transaction as the new root (see [`insert_blocks`]) instead of before it.
     fn in_metadata_db(&self) -> bool {
         false
+    }
+    /// Keeps `cids` from being released by [`BlockStore::release_unreferenced`] until the
+    /// returned guard is dropped. A writer takes this before storing its blocks and drops it
+    /// once the root referencing them is committed, so a concurrent clean-up of another account
+    /// cannot unpin a block this write is about to reference.
+    fn protect(&self, _cids: Vec<Cid>) -> impl Future<Output = Protected> + Send {
+        async { Protected(None) }
+    }
+    /// Releases those of `candidates` that no repo references any more (per `repo_blocks`).
+    /// The embedded store does this inside the write transaction instead.
+    fn release_unreferenced(
+        &self,
+        _db: &SqlitePool,
+        _candidates: Vec<Cid>,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send {
+        async { Ok(0) }
+    }
+}
+
+/// See [`BlockStore::protect`].
+pub struct Protected(Option<(Arc<Pending>, Vec<Cid>)>);
+
+/// Blocks that writes in progress are about to reference, with how many writes.
+type Pending = Mutex<HashMap<Cid, u32>>;
+
+impl Drop for Protected {
+    fn drop(&mut self) {
+        if let Some((pending, cids)) = self.0.take() {
+            let mut pending = pending.lock().expect("pending lock");
+            for cid in cids {
+                if let Some(n) = pending.get_mut(&cid) {
+                    *n -= 1;
+                    if *n == 0 {
+                        pending.remove(&cid);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -114,6 +154,186 @@ impl BlockStore for EmbeddedStore {
 
     fn in_metadata_db(&self) -> bool {
         true
+    }
+}
+
+impl From<IpfsError> for StoreError {
+    fn from(e: IpfsError) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+/// Repo blocks on an IPFS node (Kubo RPC): each block put with its codec and checked, pinned
+/// directly (not recursively), read through a bounded cache and verified against its CID.
+#[derive(Clone)]
+pub struct IpfsStore {
+    kubo: Kubo,
+    cache: moka::sync::Cache<Cid, Arc<[u8]>>,
+    pending: Arc<Pending>,
+    /// Held by clean-up for its whole run, and briefly by writers protecting their blocks.
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// js-ipfs refuses RPC bodies over 1 MiB, multipart framing included; Kubo refuses blocks over
+/// 1 or 2 MiB depending on the version.
+const IPFS_MAX_BLOCK: usize = 1024 * 1024 - 4096;
+
+impl IpfsStore {
+    pub fn new(kubo: Kubo, cache_bytes: u64) -> Self {
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(cache_bytes)
+            .weigher(|_: &Cid, v: &Arc<[u8]>| u32::try_from(v.len() + 64).unwrap_or(u32::MAX))
+            .build();
+        Self { kubo, cache, pending: Arc::default(), gate: Arc::default() }
+    }
+
+    pub fn kubo(&self) -> &Kubo {
+        &self.kubo
+    }
+}
+
+impl BlockStore for IpfsStore {
+    async fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(hit) = self.cache.get(cid) {
+            return Ok(Some(hit.to_vec()));
+        }
+        let bytes = match self.kubo.block_get(cid).await {
+            Ok(bytes) => bytes,
+            Err(IpfsError::Node(m)) if m.contains("not found") => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if !atproto::cid::matches(cid, &bytes) {
+            return Err(StoreError::Unavailable(format!("IPFS node returned wrong bytes for {cid}")));
+        }
+        self.cache.insert(*cid, bytes.clone().into());
+        Ok(Some(bytes))
+    }
+
+    async fn get_many(&self, cids: &[Cid]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        use futures_util::StreamExt;
+        // Futures built up front: a closure inside the stream trips the Send check of the trait.
+        let reads: Vec<_> = cids.iter().map(|cid| self.get(cid)).collect();
+        futures_util::stream::iter(reads).buffered(16).collect::<Vec<_>>().await.into_iter().collect()
+    }
+
+    async fn put_many(&self, blocks: &BlockMap) -> Result<(), StoreError> {
+        use futures_util::{StreamExt, TryStreamExt};
+        let mut puts = Vec::new();
+        for (cid, bytes) in blocks.iter() {
+            if bytes.len() > IPFS_MAX_BLOCK {
+                return Err(StoreError::TooLarge(*cid));
+            }
+            let (cid, bytes) = (*cid, bytes.to_vec());
+            puts.push(async move { self.kubo.block_put(&cid, bytes).await.map_err(StoreError::from) });
+        }
+        futures_util::stream::iter(puts).buffer_unordered(8).try_collect::<()>().await?;
+        let cids: Vec<Cid> = blocks.iter().map(|(cid, _)| *cid).collect();
+        self.kubo.pin_direct(&cids).await?;
+        for (cid, bytes) in blocks.iter() {
+            self.cache.insert(*cid, bytes.to_vec().into());
+        }
+        Ok(())
+    }
+
+    fn max_block_size(&self) -> usize {
+        IPFS_MAX_BLOCK
+    }
+
+    async fn protect(&self, cids: Vec<Cid>) -> Protected {
+        let _gate = self.gate.lock().await;
+        let mut pending = self.pending.lock().expect("pending lock");
+        for cid in &cids {
+            *pending.entry(*cid).or_default() += 1;
+        }
+        Protected(Some((self.pending.clone(), cids)))
+    }
+
+    async fn release_unreferenced(&self, db: &SqlitePool, candidates: Vec<Cid>) -> Result<usize, StoreError> {
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        let _gate = self.gate.lock().await;
+        let candidates: Vec<Cid> = {
+            let pending = self.pending.lock().expect("pending lock");
+            candidates.into_iter().filter(|c| !pending.contains_key(c)).collect()
+        };
+        let referenced =
+            referenced_blocks(db, &candidates).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut released = 0;
+        for cid in candidates.iter().filter(|c| !referenced.contains(&c.to_string())) {
+            self.kubo.unpin(cid, false).await?;
+            self.cache.invalidate(cid);
+            released += 1;
+        }
+        Ok(released)
+    }
+}
+
+/// Those of `cids` that some repo still references.
+async fn referenced_blocks(db: &SqlitePool, cids: &[Cid]) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    let mut found = std::collections::HashSet::new();
+    for chunk in cids.chunks(500) {
+        let mut query = sqlx::QueryBuilder::new("SELECT DISTINCT cid FROM repo_blocks WHERE cid IN (");
+        let mut list = query.separated(", ");
+        for cid in chunk {
+            list.push_bind(cid.to_string());
+        }
+        query.push(")");
+        let rows: Vec<(String,)> = query.build_query_as().fetch_all(db).await?;
+        found.extend(rows.into_iter().map(|r| r.0));
+    }
+    Ok(found)
+}
+
+/// The configured block store.
+#[derive(Clone)]
+pub enum Blocks {
+    Embedded(EmbeddedStore),
+    Ipfs(IpfsStore),
+}
+
+impl BlockStore for Blocks {
+    async fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Blocks::Embedded(s) => s.get(cid).await,
+            Blocks::Ipfs(s) => s.get(cid).await,
+        }
+    }
+    async fn get_many(&self, cids: &[Cid]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        match self {
+            Blocks::Embedded(s) => s.get_many(cids).await,
+            Blocks::Ipfs(s) => s.get_many(cids).await,
+        }
+    }
+    async fn put_many(&self, blocks: &BlockMap) -> Result<(), StoreError> {
+        match self {
+            Blocks::Embedded(s) => s.put_many(blocks).await,
+            Blocks::Ipfs(s) => s.put_many(blocks).await,
+        }
+    }
+    fn max_block_size(&self) -> usize {
+        match self {
+            Blocks::Embedded(s) => s.max_block_size(),
+            Blocks::Ipfs(s) => s.max_block_size(),
+        }
+    }
+    fn in_metadata_db(&self) -> bool {
+        match self {
+            Blocks::Embedded(s) => s.in_metadata_db(),
+            Blocks::Ipfs(s) => s.in_metadata_db(),
+        }
+    }
+    async fn protect(&self, cids: Vec<Cid>) -> Protected {
+        match self {
+            Blocks::Embedded(s) => s.protect(cids).await,
+            Blocks::Ipfs(s) => s.protect(cids).await,
+        }
+    }
+    async fn release_unreferenced(&self, db: &SqlitePool, candidates: Vec<Cid>) -> Result<usize, StoreError> {
+        match self {
+            Blocks::Embedded(s) => s.release_unreferenced(db, candidates).await,
+            Blocks::Ipfs(s) => s.release_unreferenced(db, candidates).await,
+        }
     }
 }
 

@@ -3,30 +3,13 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
-
-/// Runs one of the e2e scripts and fails the test with its output if it exits non-zero.
-fn run_script(script: &str, args: &[&str]) {
-    let out = Command::new("node").arg(e2e_dir().join(script)).args(args).output().expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{script} failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
-    assert!(stdout.contains("\"ok\":true"), "{script} printed no summary:\n{stdout}");
-    println!("{stdout}");
-}
 
 #[tokio::test]
 async fn atproto_api_signs_up_and_logs_in() {
     let s = stack(true);
     let code = s.invite(1).await;
     run_script("account-flow.js", &[&s.url, "--plc", &s.plc, "--invite", &code, "--public-url", "http://pds.test"]);
-}
-
-/// A free loopback port, for servers whose public URL must be known before they start.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[tokio::test]
@@ -152,14 +135,6 @@ async fn firehose_is_verified_by_atproto_sync_live_and_replayed() {
     use futures_util::StreamExt;
     let first = socket.next().await.unwrap().unwrap().into_data();
     assert!(first.windows(12).any(|w| w == b"FutureCursor"), "{first:?}");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn blobs_round_trip_through_atproto_api() {
-    let s = stack_with(false, &[("VOW_BLOB_UPLOAD_LIMIT", "5000000")]);
-    let jo = s.account("joan").await;
-    let _signer = s.signer(&jo, &s.dir.path().join("joan.key"));
-    run_script("blob-flow.js", &[&s.url, &jo.handle, &jo.password, "--too-big", "6000000"]);
 }
 
 /// No relay can run here, so a stand-in records what a relay would receive (a mock, on

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use crate::db::{self, accounts};
 use crate::error::{XrpcError, XrpcResult};
 use crate::events::{Event, RepoOp};
+use crate::repo::refs;
 use crate::server::AppState;
 use crate::signer::OpSummary;
 use crate::storage::{BlockCache, BlockStore, SyncReader};
@@ -161,13 +162,21 @@ fn prepare_record(state: &AppState, collection: &Nsid, value: &Value, validate: 
         },
     };
     let bytes = atproto::data::encode(&ipld).map_err(|e| invalid(format!("Invalid record: {e}")))?;
-    if bytes.len() > MAX_RECORD_BYTES {
+    let limit = MAX_RECORD_BYTES.min(state.blocks.max_block_size());
+    if bytes.len() > limit {
         return Err(XrpcError::named(
             "RecordTooLarge",
-            format!("Record is {} bytes; the limit is {MAX_RECORD_BYTES}", bytes.len()),
+            format!("Record is {} bytes; the limit is {limit}", bytes.len()),
         ));
     }
     Ok(Prepared { cid: atproto::cid::cbor_cid(&bytes), blobs: atproto::data::blob_refs(&ipld), bytes, status })
+}
+
+fn blob_not_found(cid: &Cid) -> XrpcError {
+    XrpcError::named(
+        "BlobNotFound",
+        format!("Could not find blob {cid}; upload it with com.atproto.repo.uploadBlob before referencing it"),
+    )
 }
 
 fn check_swap(path: &str, swap: &Option<Option<Cid>>, current: Option<Cid>) -> XrpcResult<()> {
@@ -186,24 +195,6 @@ fn check_swap(path: &str, swap: &Option<Option<Cid>>, current: Option<Cid>) -> X
 
 fn mst_error(e: atproto::mst::MstError) -> XrpcError {
     XrpcError::internal("repo tree could not be read", e)
-}
-
-/// Remembers a commit by revision (for getRepo's `since`).
-pub async fn record_commit(
-    conn: &mut sqlx::SqliteConnection,
-    did: &str,
-    rev: &str,
-    cid: Cid,
-    data: Cid,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO repo_commits (did, rev, cid, data) VALUES (?, ?, ?, ?)")
-        .bind(did)
-        .bind(rev)
-        .bind(cid.to_string())
-        .bind(data.to_string())
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
 }
 
 /// The `#commit` event's CAR (signed commit, new blocks, covering proofs), ops and blobs.
@@ -374,6 +365,15 @@ pub async fn apply(
         return Ok(Committed { cid: head, rev: prev_rev.to_string(), results });
     }
 
+    // Every blob a new record references must have been uploaded by this account.
+    let referenced: Vec<Cid> = changes.iter().flat_map(|c| c.blobs.iter().copied()).collect();
+    if !referenced.is_empty() {
+        let mut conn = state.db.acquire().await?;
+        if let Some(cid) = refs::missing_blobs(&mut conn, did.as_str(), &referenced).await?.first() {
+            return Err(blob_not_found(cid));
+        }
+    }
+
     let data = tree.commit();
     blocks.extend(data.blocks);
     let rev = state.tids.next_after(Some(&prev_rev));
@@ -389,9 +389,17 @@ pub async fn apply(
     // through the new blocks and the account's cache.
     let proof_reader = SyncReader::with_cache(&state.blocks, std::mem::take(&mut cache.blocks));
     let parts = commit_event_parts(&Overlay(&blocks, &proof_reader), &blocks, data.root, commit_cid, &changes);
+    // Blocks this commit stops referencing: replaced tree nodes, the old commit, and the old
+    // versions of changed records (kept if another key still holds the same CID).
+    let removed = atproto::mst::diff(&Overlay(&blocks, &proof_reader), Some(prev_data), data.root);
     cache.blocks = proof_reader.into_cache();
     let (event_car, event_ops, event_blobs) = parts?;
+    let mut released: Vec<Cid> = removed.map_err(mst_error)?.removed_nodes.into_iter().collect();
+    released.push(head);
+    released.extend(changes.iter().filter_map(|c| c.prev));
     let embedded = state.blocks.in_metadata_db();
+    // Until the new root is committed, no clean-up elsewhere may release these blocks.
+    let _protected = state.blocks.protect(blocks.iter().map(|(cid, _)| *cid).collect()).await;
     if !embedded {
         state.blocks.put_many(&blocks).await?;
     }
@@ -438,8 +446,18 @@ pub async fn apply(
                     .await?;
             }
         }
+        if c.prev.is_some() || !c.blobs.is_empty() {
+            refs::set_record_blobs(&mut tx, did.as_str(), &c.collection, &c.rkey, &c.blobs, c.prev.is_some()).await?;
+        }
     }
-    record_commit(&mut tx, did.as_str(), rev.as_str(), commit_cid, data.root).await?;
+    if !referenced.is_empty() {
+        // The clean-up of unreferenced blobs may have run since the check above.
+        if let Some(cid) = refs::missing_blobs(&mut tx, did.as_str(), &referenced).await?.first() {
+            return Err(blob_not_found(cid));
+        }
+    }
+    refs::add_blocks(&mut tx, did.as_str(), rev.as_str(), blocks.iter().map(|(cid, _)| cid)).await?;
+    refs::drop_blocks(&mut tx, did.as_str(), &released, embedded).await?;
     events
         .append(
             &mut tx,
@@ -457,6 +475,14 @@ pub async fn apply(
         .await?;
     tx.commit().await?;
     events.publish();
+    if !embedded {
+        let (store, db) = (state.blocks.clone(), state.db.clone());
+        tokio::spawn(async move {
+            if let Err(e) = store.release_unreferenced(&db, released).await {
+                tracing::warn!(error = %e, "could not release blocks no repo references");
+            }
+        });
+    }
     // The next write starts from here; the new tree nodes are the ones it will read.
     for (cid, bytes) in blocks.iter() {
         cache.blocks.insert(*cid, bytes.to_vec().into());

@@ -1,4 +1,5 @@
-//! uploadBlob, sync.getBlob and sync.listBlobs on the embedded blob store.
+//! uploadBlob, sync.getBlob, sync.listBlobs and repo.listMissingBlobs, and the clean-up of
+//! blobs no record references.
 
 use atproto::Cid;
 use axum::Json;
@@ -12,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::XrpcQuery;
 use crate::auth::AccessAuth;
-use crate::blobs::BlobError;
+use crate::blobs::{BlobBody, BlobError};
 use crate::db;
 use crate::error::{XrpcError, XrpcResult};
 use crate::server::AppState;
@@ -24,6 +25,7 @@ fn blob_error(e: BlobError) -> XrpcError {
         }
         BlobError::Body(m) => XrpcError::invalid_request(format!("Upload failed: {m}")),
         BlobError::Io(e) => XrpcError::internal("blob storage failed", e),
+        BlobError::Ipfs(e) => crate::storage::StoreError::Unavailable(e.to_string()).into(),
     }
 }
 
@@ -53,16 +55,21 @@ pub async fn upload_blob(
     {
         return Err(blob_error(BlobError::TooLarge(limit)));
     }
-    let stored = state.blob_files.put(body, limit).await.map_err(blob_error)?;
+    // Clean-up must not remove these bytes between storing them and recording the row.
+    let _no_sweep = state.blob_sweep.read().await;
+    let stored = state.blob_store.put(body, limit).await.map_err(blob_error)?;
+    // A re-upload restarts the grace period and may move the bytes (embedded store to IPFS).
     sqlx::query(
-        "INSERT INTO blobs (did, cid, mime, size, created_at) VALUES (?, ?, ?, ?, ?) \
-         ON CONFLICT (did, cid) DO UPDATE SET mime = excluded.mime",
+        "INSERT INTO blobs (did, cid, mime, size, created_at, ipfs_cid) VALUES (?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (did, cid) DO UPDATE SET mime = excluded.mime, created_at = excluded.created_at, \
+         ipfs_cid = excluded.ipfs_cid",
     )
     .bind(&auth.did)
     .bind(stored.cid.to_string())
     .bind(&mime)
     .bind(stored.size as i64)
     .bind(db::now())
+    .bind(stored.ipfs_cid.map(|c| c.to_string()))
     .execute(&state.db)
     .await?;
     Ok(Json(json!({ "blob": {
@@ -79,15 +86,21 @@ pub struct GetBlobParams {
 pub async fn get_blob(State(state): State<AppState>, XrpcQuery(p): XrpcQuery<GetBlobParams>) -> XrpcResult<Response> {
     let cid: Cid = p.cid.parse().map_err(|e| XrpcError::invalid_request(format!("Invalid cid: {e}")))?;
     super::active_account(&state, &p.did).await?;
-    let row: Option<(String, i64)> = sqlx::query_as("SELECT mime, size FROM blobs WHERE did = ? AND cid = ?")
-        .bind(&p.did)
-        .bind(cid.to_string())
-        .fetch_optional(&state.db)
-        .await?;
+    let row: Option<(String, i64, Option<String>)> =
+        sqlx::query_as("SELECT mime, size, ipfs_cid FROM blobs WHERE did = ? AND cid = ?")
+            .bind(&p.did)
+            .bind(cid.to_string())
+            .fetch_optional(&state.db)
+            .await?;
     let not_found = || XrpcError::named("BlobNotFound", format!("Blob not found: {cid}"));
-    let (mime, size) = row.ok_or_else(not_found)?;
-    let file = state.blob_files.open(&cid).await.map_err(blob_error)?.ok_or_else(not_found)?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let (mime, size, ipfs_cid) = row.ok_or_else(not_found)?;
+    let body = match state.blob_store.open(&cid, ipfs_cid.as_deref()).await.map_err(blob_error)? {
+        None => return Err(not_found()),
+        Some(BlobBody::Redirect(url)) => {
+            return Ok((StatusCode::FOUND, [(axum::http::header::LOCATION, url)]).into_response());
+        }
+        Some(BlobBody::Stream(body)) => body,
+    };
     let mut res = (StatusCode::OK, body).into_response();
     let h = res.headers_mut();
     h.insert(
@@ -121,16 +134,111 @@ pub async fn list_blobs(
         return Err(XrpcError::invalid_request("limit must be between 1 and 1000"));
     }
     super::active_account(&state, &p.did).await?;
-    let rows: Vec<(String,)> = sqlx::query_as("SELECT cid FROM blobs WHERE did = ? AND cid > ? ORDER BY cid LIMIT ?")
-        .bind(&p.did)
-        .bind(p.cursor.as_deref().unwrap_or(""))
-        .bind(limit)
-        .fetch_all(&state.db)
-        .await?;
+    // The account's blobs that its current records reference.
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT DISTINCT b.cid FROM blobs b JOIN record_blobs r ON r.did = b.did AND r.cid = b.cid \
+         WHERE b.did = ? AND b.cid > ? ORDER BY b.cid LIMIT ?",
+    )
+    .bind(&p.did)
+    .bind(p.cursor.as_deref().unwrap_or(""))
+    .bind(limit)
+    .fetch_all(&state.db)
+    .await?;
     let cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.0.clone())).flatten();
     let mut out = json!({ "cids": rows.into_iter().map(|r| r.0).collect::<Vec<_>>() });
     if let Some(c) = cursor {
         out["cursor"] = json!(c);
     }
     Ok(Json(out))
+}
+
+#[derive(Deserialize)]
+pub struct ListMissingParams {
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// Blobs the caller's records reference but that were never uploaded here (an account moving
+/// in brings its records first and its blobs after).
+pub async fn list_missing_blobs(
+    State(state): State<AppState>,
+    auth: AccessAuth,
+    XrpcQuery(p): XrpcQuery<ListMissingParams>,
+) -> XrpcResult<Json<Value>> {
+    let limit = p.limit.unwrap_or(500);
+    if !(1..=1000).contains(&limit) {
+        return Err(XrpcError::invalid_request("limit must be between 1 and 1000"));
+    }
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT r.cid, MIN(r.collection), MIN(r.rkey) FROM record_blobs r \
+         WHERE r.did = ? AND r.cid > ? \
+         AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.did = r.did AND b.cid = r.cid) \
+         GROUP BY r.cid ORDER BY r.cid LIMIT ?",
+    )
+    .bind(&auth.did)
+    .bind(p.cursor.as_deref().unwrap_or(""))
+    .bind(limit)
+    .fetch_all(&state.db)
+    .await?;
+    let cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.0.clone())).flatten();
+    let blobs: Vec<Value> = rows
+        .into_iter()
+        .map(|(cid, collection, rkey)| json!({ "cid": cid, "recordUri": format!("at://{}/{collection}/{rkey}", auth.did) }))
+        .collect();
+    let mut out = json!({ "blobs": blobs });
+    if let Some(c) = cursor {
+        out["cursor"] = json!(c);
+    }
+    Ok(Json(out))
+}
+
+/// Removes blobs that no record references and that are older than the grace period: their
+/// rows, then their bytes once no account holds the same blob. Returns how many rows went.
+pub async fn sweep_unreferenced(state: &AppState) -> Result<usize, XrpcError> {
+    let _exclusive = state.blob_sweep.write().await;
+    let cutoff = db::format_timestamp(
+        (std::time::SystemTime::now() - state.config.blob_grace)
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as i64,
+    );
+    let gone: Vec<(String, Option<String>)> = sqlx::query_as(
+        "DELETE FROM blobs WHERE created_at < ? \
+         AND NOT EXISTS (SELECT 1 FROM record_blobs r WHERE r.did = blobs.did AND r.cid = blobs.cid) \
+         RETURNING cid, ipfs_cid",
+    )
+    .bind(&cutoff)
+    .fetch_all(&state.db)
+    .await?;
+    for (cid, ipfs_cid) in &gone {
+        let (others,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM blobs WHERE cid = ?").bind(cid).fetch_one(&state.db).await?;
+        if others > 0 {
+            continue;
+        }
+        let Ok(parsed) = cid.parse::<Cid>() else { continue };
+        if let Err(e) = state.blob_store.remove(&parsed, ipfs_cid.as_deref()).await {
+            tracing::warn!(%cid, error = %e, "could not remove an unreferenced blob's bytes");
+        }
+    }
+    Ok(gone.len())
+}
+
+/// Runs [`sweep_unreferenced`] periodically: every tenth of the grace period, between a
+/// second and ten minutes.
+pub fn start_sweeper(state: AppState) {
+    let every =
+        (state.config.blob_grace / 10).clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(600));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match sweep_unreferenced(&state).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "removed unreferenced blobs"),
+                Err(e) => tracing::warn!(error = ?e, "blob clean-up failed"),
+            }
+        }
+    });
 }

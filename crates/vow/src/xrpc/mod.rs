@@ -1,7 +1,7 @@
 //! XRPC endpoints: thin handlers that parse typed input, call the services, map errors.
 //! One module per namespace.
 
-mod blobs;
+pub mod blobs;
 mod identity;
 mod repo;
 mod repo_write;
@@ -55,6 +55,7 @@ pub fn routes() -> Router<AppState> {
         .route("/xrpc/com.atproto.repo.uploadBlob", post(blobs::upload_blob))
         .route("/xrpc/com.atproto.sync.getBlob", get(blobs::get_blob))
         .route("/xrpc/com.atproto.sync.listBlobs", get(blobs::list_blobs))
+        .route("/xrpc/com.atproto.repo.listMissingBlobs", get(blobs::list_missing_blobs))
         .route("/xrpc/com.atproto.server.signerConnect", get(signer::signer_connect))
         .route("/xrpc/app.vow.signer.getKeyChallenge", get(signer::get_key_challenge))
         .route("/xrpc/app.vow.signer.registerKey", post(signer::register_key))

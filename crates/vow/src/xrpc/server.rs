@@ -3,6 +3,8 @@
 use atproto::syntax::{Did, Handle};
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -15,8 +17,28 @@ use crate::identity::plc::Operation;
 use crate::server::AppState;
 use crate::storage::BlockStore;
 
-pub async fn health() -> Json<Value> {
-    Json(json!({ "version": env!("CARGO_PKG_VERSION") }))
+/// 200 with the version when everything the server depends on answers; 503 naming what does
+/// not otherwise (the database, the IPFS node).
+pub async fn health(State(state): State<AppState>) -> Response {
+    let mut problems = Vec::new();
+    if let Err(e) = sqlx::query("SELECT 1").execute(&state.db).await {
+        problems.push(format!("database: {e}"));
+    }
+    if let crate::storage::Blocks::Ipfs(ipfs) = &state.blocks {
+        let check = tokio::time::timeout(std::time::Duration::from_secs(3), ipfs.kubo().version()).await;
+        match check {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => problems.push(e.to_string()),
+            Err(_) => problems.push("IPFS node did not answer within 3 s".into()),
+        }
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    if problems.is_empty() {
+        Json(json!({ "version": version })).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "version": version, "error": problems.join("; ") })))
+            .into_response()
+    }
 }
 
 pub async fn describe_server(State(state): State<AppState>) -> Json<Value> {
@@ -184,6 +206,7 @@ pub async fn create_account(
     let commit = crate::repo::genesis_commit(&did_typed, &state.rotation_key, &state.tids);
 
     // Blocks first: if the transaction below fails they are merely unreferenced.
+    let _protected = state.blocks.protect(commit.blocks.iter().map(|(cid, _)| *cid).collect()).await;
     state.blocks.put_many(&commit.blocks).await?;
     let mut events = state.firehose.sequencer().await?;
     let mut tx = state.db.begin().await?;
@@ -227,7 +250,7 @@ pub async fn create_account(
         });
     }
     inserted?;
-    crate::repo::writer::record_commit(&mut tx, &did, &commit.rev, commit.cid, commit.data).await?;
+    crate::repo::refs::add_blocks(&mut tx, &did, &commit.rev, commit.blocks.iter().map(|(cid, _)| cid)).await?;
     // The genesis commit is not announced: it is signed by the PDS key, which stops being the
     // account's key at the handover, so a consumer replaying later could not verify it. The
     // first user-signed #commit carries prevData, which is all a consumer needs.

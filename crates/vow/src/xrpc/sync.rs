@@ -14,7 +14,7 @@ use super::XrpcQuery;
 use crate::db::accounts::{self, Account};
 use crate::error::{XrpcError, XrpcResult};
 use crate::server::AppState;
-use crate::storage::{BlockStore, SyncReader};
+use crate::storage::{BlockStore, Blocks, SyncReader};
 
 #[derive(Deserialize)]
 pub struct DidParams {
@@ -46,49 +46,33 @@ pub struct GetRepoParams {
     since: Option<String>,
 }
 
-/// The repo as a CAR, streamed: blocks are read in batches and sent through a small channel as
-/// they are read; only CIDs are kept, so memory does not grow with the repo's bytes. With `since`, only
-/// the blocks added after that revision (a full export when the revision is unknown).
+/// The repo as a CAR, streamed from the per-repo block index (`repo_blocks`): one indexed query
+/// inside a read transaction, so the export is one consistent revision even while writes go
+/// on, and memory stays flat whatever the repo's size. With `since`, only the blocks the repo
+/// gained after that revision, plus the head commit.
 pub async fn get_repo(State(state): State<AppState>, XrpcQuery(p): XrpcQuery<GetRepoParams>) -> XrpcResult<Response> {
-    let (_, root) = hosted(&state, &p.did).await?;
-    let missing = |cid: atproto::Cid| XrpcError::internal("repo block missing", cid);
-    let commit_bytes = state.blocks.get(&root).await?.ok_or_else(|| missing(root))?;
-    let commit = SignedCommit::from_block(&commit_bytes).map_err(|e| XrpcError::internal("bad head commit", e))?;
-    let old_data = match p.since.as_deref() {
-        None => None,
-        Some(rev) => sqlx::query_as::<_, (String,)>("SELECT data FROM repo_commits WHERE did = ? AND rev = ?")
-            .bind(&p.did)
-            .bind(rev)
-            .fetch_optional(&state.db)
-            .await?
-            .and_then(|(data,)| data.parse().ok()),
-    };
-    // With `since`, the blocks new since that revision come from a diff of the two trees.
-    // Without, the whole tree is walked level by level, a batched read per level.
-    let since_cids = match old_data {
-        Some(old) => {
-            let reader = SyncReader::uncached(&state.blocks);
-            let walk = atproto::mst::diff(&reader, Some(old), commit.unsigned.data)
-                .map_err(|e| XrpcError::internal("repo tree could not be read", e))?;
-            Some(walk.new_nodes.into_iter().chain(walk.ops.into_iter().filter_map(|op| op.new)).collect::<Vec<_>>())
-        }
-        None => None,
-    };
-    let data = commit.unsigned.data;
+    super::active_account(&state, &p.did).await?;
+    let mut tx = state.db.begin().await?;
+    let (root,): (Option<String>,) =
+        sqlx::query_as("SELECT repo_root FROM accounts WHERE did = ?").bind(&p.did).fetch_one(&mut *tx).await?;
+    let root: atproto::Cid = root
+        .ok_or_else(|| XrpcError::named("RepoNotFound", format!("No repo for DID: {}", p.did)))?
+        .parse()
+        .map_err(|e| XrpcError::internal("stored root is invalid", e))?;
+    let commit_bytes = state.blocks.get(&root).await?.ok_or_else(|| XrpcError::internal("repo block missing", root))?;
 
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(16);
+    let (out_tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(16);
     let store = state.blocks.clone();
+    let (did, since) = (p.did, p.since.unwrap_or_default());
     tokio::spawn(async move {
-        let mut out = CarStream { car: atproto::car::CarWriter::new(Vec::new(), &[root]).expect("Vec"), tx };
+        let mut out = CarStream { car: atproto::car::CarWriter::new(Vec::new(), &[root]).expect("Vec"), tx: out_tx };
         out.car.write_block(&root, &commit_bytes).expect("writing to a Vec cannot fail");
-        let result = match since_cids {
-            Some(cids) => out.blocks(&store, &cids).await,
-            None => out.whole_tree(&store, data).await,
-        };
+        let result = out.repo_blocks(&store, &mut tx, &did, &since, root).await;
         if let Err(e) = result {
             tracing::warn!(error = %e, "getRepo stream ended early");
             let _ = out.tx.send(Err(std::io::Error::other(e))).await;
         }
+        let _ = tx.rollback().await;
     });
     let stream = tokio_stream_from(rx);
     Ok(([(CONTENT_TYPE, "application/vnd.ipld.car")], axum::body::Body::from_stream(stream)).into_response())
@@ -100,9 +84,54 @@ struct CarStream {
     tx: tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
 }
 
+/// Bytes gathered before a batch is sent on.
+const CAR_CHUNK: usize = 256 * 1024;
+
 impl CarStream {
     async fn flush(&mut self) -> Result<(), String> {
         self.tx.send(Ok(self.car.take_bytes())).await.map_err(|_| "client went away".to_owned())
+    }
+
+    /// Streams the repo's indexed blocks (bar the head, already written) newer than `since`.
+    async fn repo_blocks(
+        &mut self,
+        store: &Blocks,
+        conn: &mut sqlx::SqliteConnection,
+        did: &str,
+        since: &str,
+        root: atproto::Cid,
+    ) -> Result<(), String> {
+        use futures_util::TryStreamExt;
+        let root = root.to_string();
+        let db_err = |e: sqlx::Error| e.to_string();
+        if store.in_metadata_db() {
+            let mut rows = sqlx::query_as::<_, (String, Vec<u8>)>(
+                "SELECT r.cid, b.bytes FROM repo_blocks r JOIN blocks b ON b.cid = r.cid \
+                 WHERE r.did = ? AND r.rev > ? AND r.cid != ?",
+            )
+            .bind(did)
+            .bind(since)
+            .bind(&root)
+            .fetch(&mut *conn);
+            while let Some((cid, bytes)) = rows.try_next().await.map_err(db_err)? {
+                let cid: atproto::Cid = cid.parse().map_err(|e| format!("bad CID {cid}: {e}"))?;
+                self.car.write_block(&cid, &bytes).expect("writing to a Vec cannot fail");
+                if self.car.buffered() >= CAR_CHUNK {
+                    self.flush().await?;
+                }
+            }
+            return self.flush().await;
+        }
+        let cids: Vec<(String,)> = sqlx::query_as("SELECT cid FROM repo_blocks WHERE did = ? AND rev > ? AND cid != ?")
+            .bind(did)
+            .bind(since)
+            .bind(&root)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        let cids: Vec<atproto::Cid> =
+            cids.into_iter().map(|(c,)| c.parse()).collect::<Result<_, _>>().map_err(|e| format!("bad CID: {e}"))?;
+        self.blocks(store, &cids).await
     }
 
     /// Reads `cids` in batches and writes them.
@@ -117,49 +146,6 @@ impl CarStream {
         }
         self.flush().await
     }
-
-    /// Walks the MST from `root` breadth first, writing nodes as they are read, then the
-    /// records. Only CIDs are kept.
-    async fn whole_tree(&mut self, store: &impl BlockStore, root: atproto::Cid) -> Result<(), String> {
-        let mut level = vec![root];
-        let mut records = Vec::new();
-        while !level.is_empty() {
-            let mut next = Vec::new();
-            for batch in level.chunks(256) {
-                let blocks = store.get_many(batch).await.map_err(|e| e.to_string())?;
-                for (cid, bytes) in batch.iter().zip(blocks) {
-                    let bytes = bytes.ok_or_else(|| format!("MST node {cid} missing"))?;
-                    node_links(&bytes, &mut next, &mut records).map_err(|e| format!("MST node {cid}: {e}"))?;
-                    self.car.write_block(cid, &bytes).expect("writing to a Vec cannot fail");
-                }
-                self.flush().await?;
-            }
-            level = next;
-        }
-        self.blocks(store, &records).await
-    }
-}
-
-/// The subtrees (`l`, `e[].t`) and records (`e[].v`) an MST node links to.
-fn node_links(bytes: &[u8], subtrees: &mut Vec<atproto::Cid>, records: &mut Vec<atproto::Cid>) -> Result<(), String> {
-    use atproto::Ipld;
-    let node = atproto::data::decode(bytes).map_err(|e| e.to_string())?;
-    let Ipld::Map(map) = node else { return Err("not a map".into()) };
-    if let Some(Ipld::Link(l)) = map.get("l") {
-        subtrees.push(*l);
-    }
-    let Some(Ipld::List(entries)) = map.get("e") else { return Err("no entries".into()) };
-    for entry in entries {
-        let Ipld::Map(e) = entry else { return Err("entry is not a map".into()) };
-        match e.get("v") {
-            Some(Ipld::Link(v)) => records.push(*v),
-            _ => return Err("entry without a value".into()),
-        }
-        if let Some(Ipld::Link(t)) = e.get("t") {
-            subtrees.push(*t);
-        }
-    }
-    Ok(())
 }
 
 fn tokio_stream_from(

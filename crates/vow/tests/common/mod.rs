@@ -6,28 +6,124 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
 
-pub struct Proc(Child);
+pub struct Proc(Option<Child>);
+impl Proc {
+    fn none() -> Proc {
+        Proc(None)
+    }
+}
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts a process and waits for a stdout line containing `marker`; returns that line.
+pub fn start_until(mut cmd: Command, marker: &str) -> (Proc, String) {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let proc = Proc(Some(child));
+    let mut seen = Vec::new();
+    loop {
+        let Some(Ok(line)) = lines.next() else {
+            panic!("process exited before it was ready; its output:\n{}", seen.join("\n"));
+        };
+        if line.contains(marker) {
+            std::thread::spawn(move || for _ in lines.by_ref() {});
+            return (proc, line);
+        }
+        seen.push(line);
     }
 }
 
 /// Starts a process and waits for a stdout line containing `marker`; returns the URL in it.
-pub fn start(mut cmd: Command, marker: &str) -> (Proc, String) {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let proc = Proc(child);
-    loop {
-        let line = lines.next().expect("process exited before it was ready").unwrap();
-        if line.contains(marker) {
-            let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_owned();
-            std::thread::spawn(move || for _ in lines.by_ref() {});
-            return (proc, url);
+pub fn start(cmd: Command, marker: &str) -> (Proc, String) {
+    let (proc, line) = start_until(cmd, marker);
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_owned();
+    (proc, url)
+}
+
+/// A free loopback port, for servers whose address must be known before they start.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A real IPFS node (js-ipfs, offline, loopback only) with its repo in `dir`.
+pub struct Ipfs {
+    proc: Option<Proc>,
+    pub api: String,
+    pub gateway: String,
+    dir: std::path::PathBuf,
+    ports: (u16, u16, u16),
+}
+
+impl Ipfs {
+    pub fn start(dir: &std::path::Path) -> Ipfs {
+        assert!(
+            e2e_dir().join("ipfs/node_modules/.bin/jsipfs").exists(),
+            "run `npm ci` in e2e/ipfs first (scripts/test.sh does)"
+        );
+        let ports = (free_port(), free_port(), free_port());
+        let mut node = Ipfs {
+            proc: None,
+            api: format!("http://127.0.0.1:{}", ports.0),
+            gateway: format!("http://127.0.0.1:{}", ports.1),
+            dir: dir.to_owned(),
+            ports,
+        };
+        node.restart();
+        node
+    }
+
+    /// Kills the node outright (SIGKILL), as a crash would. js-ipfs's repo lock is a lock
+    /// directory that outlives the process (for about ten seconds, until it counts as stale), so
+    /// it is removed here once the process is gone, as an operator would after a crash.
+    pub fn kill(&mut self) {
+        if self.proc.take().is_some() {
+            let _ = std::fs::remove_dir_all(self.dir.join("repo.lock"));
         }
     }
+
+    /// Starts the node again on the same repo and ports.
+    pub fn restart(&mut self) {
+        self.kill();
+        let mut cmd = Command::new("bash");
+        cmd.arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/ipfs-node.sh"))
+            .arg(&self.dir)
+            .arg(self.ports.0.to_string())
+            .arg(self.ports.1.to_string())
+            .arg(self.ports.2.to_string());
+        self.proc = Some(start_until(cmd, "Daemon is ready").0);
+    }
+
+    /// Calls the node's RPC API directly: (status, body).
+    pub async fn rpc(&self, call: &str, query: &[(&str, &str)]) -> (u16, Vec<u8>) {
+        let res = reqwest::Client::new().post(format!("{}/api/v0/{call}", self.api)).query(query).send().await.unwrap();
+        (res.status().as_u16(), res.bytes().await.unwrap().to_vec())
+    }
+
+    /// Whether the node holds a direct or recursive pin on `cid`.
+    pub async fn pinned(&self, cid: &str) -> bool {
+        self.rpc("pin/ls", &[("arg", cid)]).await.0 == 200
+    }
+}
+
+/// Runs one of the e2e scripts, fails the test with its output if it exits non-zero, and returns
+/// the JSON summary it prints last.
+pub fn run_script(script: &str, args: &[&str]) -> Value {
+    let out = Command::new("node").arg(e2e_dir().join(script)).args(args).output().expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{script} failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
+    println!("{stdout}");
+    let last = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or("");
+    let summary: Value = serde_json::from_str(last).unwrap_or(Value::Null);
+    assert_eq!(summary["ok"], true, "{script} printed no summary:\n{stdout}");
+    summary
 }
 
 pub fn e2e_dir() -> std::path::PathBuf {
@@ -41,6 +137,8 @@ pub struct Stack {
     pub url: String,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
+    require_invite: bool,
+    env: Vec<(String, String)>,
 }
 
 pub fn stack(require_invite: bool) -> Stack {
@@ -56,28 +154,45 @@ pub fn stack_with(require_invite: bool, env: &[(&str, &str)]) -> Stack {
     plc.arg(e2e_dir().join("plc-server.js")).arg("0");
     let (plc_proc, plc_url) = start(plc, "PLC listening");
     let dir = tempfile::tempdir().unwrap();
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let (vow_proc, url) = spawn_vow(dir.path(), &plc_url, require_invite, &env);
+    Stack { plc_proc, vow: vow_proc, plc: plc_url, url, http: reqwest::Client::new(), dir, require_invite, env }
+}
+
+fn spawn_vow(dir: &std::path::Path, plc_url: &str, require_invite: bool, env: &[(String, String)]) -> (Proc, String) {
     let mut vow = Command::new(env!("CARGO_BIN_EXE_vow"));
     vow.arg("run")
-        .current_dir(dir.path())
+        .current_dir(dir)
         .env("VOW_ADDR", "127.0.0.1:0")
-        .env("VOW_DB_NAME", dir.path().join("vow.db"))
+        .env("VOW_DB_NAME", dir.join("vow.db"))
         .env("VOW_HOSTNAME", "pds.test")
         .env("VOW_DID", "did:web:pds.test")
         .env("VOW_PUBLIC_URL", "http://pds.test")
-        .env("VOW_ROTATION_KEY_PATH", dir.path().join("keys/rotation.key"))
-        .env("VOW_JWK_PATH", dir.path().join("keys/jwk.json"))
+        .env("VOW_ROTATION_KEY_PATH", dir.join("keys/rotation.key"))
+        .env("VOW_JWK_PATH", dir.join("keys/jwk.json"))
         .env("VOW_CONTACT_EMAIL", "admin@pds.test")
         .env("VOW_ADMIN_PASSWORD", "admin-secret")
         .env("VOW_SESSION_SECRET", "session-secret")
         .env("VOW_REQUIRE_INVITE", require_invite.to_string())
-        .env("VOW_PLC_URL", &plc_url)
+        .env("VOW_PLC_URL", plc_url)
         .env("VOW_MAX_JSON_BODY", "65536")
         .env("VOW_LOG_LEVEL", "warn");
     for (k, v) in env {
         vow.env(k, v);
     }
-    let (vow_proc, url) = start(vow, "vow listening");
-    Stack { plc_proc, vow: vow_proc, plc: plc_url, url, http: reqwest::Client::new(), dir }
+    start(vow, "vow listening")
+}
+
+impl Stack {
+    /// Stops the server and starts it again on the same data, with `extra` settings added.
+    pub fn restart_vow(&mut self, extra: &[(&str, &str)]) {
+        // The old process must be gone before the new one opens the database.
+        let _ = std::mem::replace(&mut self.vow, Proc::none());
+        self.env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let (vow, url) = spawn_vow(self.dir.path(), &self.plc, self.require_invite, &self.env);
+        self.vow = vow;
+        self.url = url;
+    }
 }
 
 impl Stack {
@@ -160,7 +275,7 @@ impl Stack {
             .env("VOW_LOG_LEVEL", "warn");
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn signer");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let proc = Proc(child);
+        let proc = Proc(Some(child));
         loop {
             let line = lines.next().expect("signer exited before connecting").unwrap();
             if line.contains("signer connected") {
