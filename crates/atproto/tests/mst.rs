@@ -102,6 +102,14 @@ fn commit_proof_fixtures() {
         let expected: BTreeSet<Cid> =
             f["blocksInProof"].as_array().unwrap().iter().map(|v| cid(v.as_str().unwrap())).collect();
         assert_eq!(proof, expected, "{name}: proof blocks");
+
+        // The firehose event builder carries the new blocks plus exactly those proofs.
+        let changed = adds.iter().chain(&dels).map(String::as_str);
+        let event = mst::commit_event_blocks(&all, &after.blocks, after.root, changed).unwrap();
+        let carried: BTreeSet<Cid> = event.cids().copied().collect();
+        let mut wanted: BTreeSet<Cid> = after.blocks.cids().copied().collect();
+        wanted.extend(expected);
+        assert_eq!(carried, wanted, "{name}: #commit event blocks");
     }
 }
 

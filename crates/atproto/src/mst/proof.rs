@@ -80,3 +80,19 @@ pub fn covering_proof(store: &impl BlockSource, root: Cid, key: &str) -> Result<
     }
     Ok(out)
 }
+
+/// The blocks a sync 1.1 `#commit` event carries besides the signed commit: every block the
+/// commit created plus the covering proof, in the new tree, of each key it changed. A consumer
+/// holding only these can check every op and invert the commit back to `prevData`.
+pub fn commit_event_blocks<'k>(
+    store: &impl BlockSource,
+    new_blocks: &BlockMap,
+    root: Cid,
+    changed_keys: impl IntoIterator<Item = &'k str>,
+) -> Result<BlockMap, MstError> {
+    let mut out = new_blocks.clone();
+    for key in changed_keys {
+        out.extend(covering_proof(store, root, key)?);
+    }
+    Ok(out)
+}

@@ -205,12 +205,12 @@ fn commit_event_parts(
     commit: Cid,
     changes: &[Change],
 ) -> XrpcResult<(Vec<u8>, Vec<RepoOp>, Vec<Cid>)> {
-    let mut car_blocks = new_blocks.clone();
+    let paths: Vec<String> = changes.iter().map(|c| format!("{}/{}", c.collection, c.rkey)).collect();
+    let car_blocks = atproto::mst::commit_event_blocks(source, new_blocks, root, paths.iter().map(String::as_str))
+        .map_err(mst_error)?;
     let mut blobs = std::collections::BTreeSet::new();
     let mut ops = Vec::with_capacity(changes.len());
-    for c in changes {
-        let path = format!("{}/{}", c.collection, c.rkey);
-        car_blocks.extend(atproto::mst::covering_proof(source, root, &path).map_err(mst_error)?);
+    for (c, path) in changes.iter().zip(paths) {
         blobs.extend(c.blobs.iter().copied());
         ops.push(RepoOp { action: c.action.name(), path, cid: c.cid, prev: c.prev });
     }
