@@ -9,8 +9,12 @@ use atproto::Cid;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
+use tokio_util::io::ReaderStream;
 
 use crate::ipfs::{IpfsError, Kubo};
+
+/// Read size when streaming a blob file out (the default 4 KiB caps a download near 150 MB/s).
+const CHUNK: usize = 256 * 1024;
 
 /// How much of an over-limit upload is still read (and thrown away) so the client gets the
 /// `BlobTooLarge` answer rather than a connection reset; beyond this the connection is dropped.
@@ -79,7 +83,7 @@ impl BlobStore {
             BlobStore::Files(files) => Ok(files
                 .open(cid)
                 .await?
-                .map(|f| BlobBody::Stream(axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(f))))),
+                .map(|f| BlobBody::Stream(axum::body::Body::from_stream(ReaderStream::with_capacity(f, CHUNK))))),
             BlobStore::Ipfs { kubo, gateway, .. } => {
                 let Some(ipfs_cid) = ipfs_cid.and_then(|c| Cid::try_from(c).ok()) else { return Ok(None) };
                 if let Some(gateway) = gateway {

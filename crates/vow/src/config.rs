@@ -60,6 +60,9 @@ pub struct Config {
     /// Hours of firehose events kept for cursor replay.
     #[arg(long, env = "VOW_FIREHOSE_RETENTION_HOURS", default_value_t = 72, global = true)]
     pub firehose_retention_hours: u64,
+    /// Events a firehose subscriber may fall behind before it is cut off with ConsumerTooSlow.
+    #[arg(long, env = "VOW_FIREHOSE_BACKLOG", default_value_t = 16_384, global = true)]
+    pub firehose_backlog: usize,
     /// Lifetime of access tokens, in seconds.
     #[arg(long, env = "VOW_ACCESS_TOKEN_TTL", default_value_t = 2 * 60 * 60, global = true)]
     pub access_token_ttl: i64,
@@ -104,6 +107,7 @@ pub struct ServerConfig {
     pub signer_timeout: std::time::Duration,
     pub access_token_ttl: i64,
     pub firehose_retention: std::time::Duration,
+    pub firehose_backlog: usize,
     pub blob_upload_limit: u64,
     pub blob_dir: PathBuf,
     pub ipfs: Option<IpfsConfig>,
@@ -154,6 +158,7 @@ impl Config {
             signer_timeout: std::time::Duration::from_secs(self.signer_timeout.clamp(1, 600)),
             access_token_ttl: self.access_token_ttl.clamp(1, 24 * 60 * 60),
             firehose_retention: std::time::Duration::from_secs(self.firehose_retention_hours.max(1) * 3600),
+            firehose_backlog: self.firehose_backlog.clamp(1, 1 << 20),
             blob_upload_limit: self.blob_upload_limit,
             blob_dir: self.blob_dir.clone().unwrap_or_else(|| {
                 self.db_name.parent().map(|p| p.join("blobs")).unwrap_or_else(|| PathBuf::from("blobs"))

@@ -15,8 +15,8 @@ use tokio::sync::{Mutex, MutexGuard, broadcast};
 
 use crate::events::{Event, error_frame, info_frame};
 
-/// Frames a subscriber may fall behind the newest before it is cut off.
-const BACKLOG: usize = 16_384;
+/// How long one frame may take to reach a subscriber before it counts as gone.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Rows read per query when replaying or publishing.
 const PAGE: i64 = 500;
 
@@ -71,8 +71,9 @@ impl Sequencer<'_> {
 
 impl Firehose {
     /// Starts the retention sweeper.
-    pub fn start(db: SqlitePool, retention: Duration) -> Arc<Self> {
-        let (live, _) = broadcast::channel(BACKLOG);
+    /// `backlog`: frames a subscriber may fall behind the newest before it is cut off.
+    pub fn start(db: SqlitePool, retention: Duration, backlog: usize) -> Arc<Self> {
+        let (live, _) = broadcast::channel(backlog.max(1));
         let firehose = Arc::new(Self { live, last_seq: Mutex::new(None), db });
         let sweeper = firehose.clone();
         tokio::spawn(async move { sweeper.sweep(retention).await });
@@ -150,14 +151,19 @@ impl Firehose {
                             continue;
                         }
                         last = frame.0;
-                        if socket.send(Message::Binary(frame.1.clone().into())).await.is_err() {
+                        let sent = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Binary(frame.1.clone().into())));
+                        if !matches!(sent.await, Ok(Ok(()))) {
                             return;
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         let bye = error_frame("ConsumerTooSlow", "Stream consumer too slow; reconnect with a cursor");
-                        let _ = socket.send(Message::Binary(bye.into())).await;
-                        let _ = socket.send(Message::Close(None)).await;
+                        // A consumer this far behind may not be reading at all: do not wait long.
+                        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                            socket.send(Message::Binary(bye.into())).await?;
+                            socket.send(Message::Close(None)).await
+                        })
+                        .await;
                         return;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,

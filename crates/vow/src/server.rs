@@ -33,6 +33,8 @@ pub struct AppState {
     pub lexicons: &'static atproto::lexicon::Catalog,
     pub firehose: Arc<crate::firehose::Firehose>,
     pub blob_store: crate::blobs::BlobStore,
+    /// Session tokens whose signature has been verified, by their exact text.
+    pub verified_tokens: moka::sync::Cache<String, crate::auth::jwt::Claims>,
     /// Uploads hold this shared and the unreferenced-blob sweep exclusively.
     pub blob_sweep: Arc<tokio::sync::RwLock<()>>,
 }
@@ -57,9 +59,13 @@ impl AppState {
             }
         };
         Self {
-            firehose: crate::firehose::Firehose::start(db.clone(), config.firehose_retention),
+            firehose: crate::firehose::Firehose::start(db.clone(), config.firehose_retention, config.firehose_backlog),
             blob_store,
             blob_sweep: Arc::default(),
+            verified_tokens: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(std::time::Duration::from_secs(15 * 60))
+                .build(),
             config: Arc::new(config),
             blocks,
             db,

@@ -112,7 +112,8 @@ async fn storage_suite(s: &Stack, ipfs: Option<&Ipfs>) {
     let mut cids = Vec::new();
     let mine = json!({ "$type": "com.example.shared", "text": "alan's own" });
     let body = json!({ "repo": al.did, "collection": "com.example.shared", "rkey": "mine", "record": mine });
-    assert_eq!(s.call("POST", "com.atproto.repo.putRecord", Some(&al.access), Some(body)).await.0, 200);
+    let (status, out) = s.call("POST", "com.atproto.repo.putRecord", Some(&al.access), Some(body)).await;
+    assert_eq!(status, 200, "{out}");
     for acct in [&jo, &al] {
         let (status, out) = s
             .call(

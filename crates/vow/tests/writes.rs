@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use atproto::commit::SignedCommit;
 use atproto::crypto::{Algorithm, Keypair, PublicKey};
 use base64::Engine;
@@ -505,4 +507,50 @@ async fn expired_tokens_close_the_signer_socket_and_vow_signer_reconnects() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(last.0, 200, "{:?}", last.1);
+}
+
+/// A firehose subscriber that stops reading is cut off with `ConsumerTooSlow` once it falls
+/// more than the backlog (16 events here) behind, rather than buffered without bound.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscriber_that_stops_reading_is_cut_off_with_consumer_too_slow() {
+    let s = stack_with(false, &[("VOW_FIREHOSE_BACKLOG", "16"), ("VOW_MAX_JSON_BODY", "2000000")]);
+    let jo = s.account("joan").await;
+    let _signer = s.signer(&jo, &s.dir.path().join("joan.key"));
+    // A small receive window, and nothing read until the writes are done.
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr.parse().unwrap()).await.unwrap();
+    let url = format!("ws://{addr}/xrpc/com.atproto.sync.subscribeRepos");
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    // Twelve large events (about 800 kB each: the records differ, so none share a block) fill the socket buffers; the forty small ones
+    // after them overflow the backlog.
+    for batch in 0..52 {
+        let (count, size) = if batch < 12 { (100, 8000) } else { (1, 10) };
+        let writes: Vec<Value> = (0..count)
+            .map(|i| {
+                json!({ "$type": "com.atproto.repo.applyWrites#create", "collection": "com.example.bulk",
+                        "rkey": format!("b{batch:03}n{i:03}"), "value": { "$type": "com.example.bulk", "text": format!("{batch}/{i} {}", "x".repeat(size)) } })
+            })
+            .collect();
+        let body = json!({ "repo": jo.did, "writes": writes });
+        let (status, out) = s.call("POST", "com.atproto.repo.applyWrites", Some(&jo.access), Some(body)).await;
+        assert_eq!(status, 200, "{out}");
+    }
+    let mut frames = 0;
+    let mut cut_off = false;
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+        match msg {
+            Ok(Message::Binary(bytes)) => {
+                frames += 1;
+                if bytes.windows(15).any(|w| w == b"ConsumerTooSlow") {
+                    cut_off = true;
+                }
+            }
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    assert!(cut_off, "no ConsumerTooSlow after {frames} frames");
+    assert!(frames < 52, "the subscriber got every event ({frames}) instead of being cut off");
 }

@@ -106,7 +106,7 @@ pub struct RepoCache {
     blocks: BlockCache,
 }
 
-/// Blocks kept per account; beyond this the cache starts over.
+/// Blocks kept per account; beyond this the cache starts over at the next commit.
 const CACHE_BLOCKS: usize = 4096;
 
 /// Per-account write locks, each guarding that account's [`RepoCache`].
@@ -358,9 +358,6 @@ pub async fn apply(
     }
     // Whatever happens next, the blocks read so far stay useful.
     cache.blocks = reader.into_cache();
-    if cache.blocks.len() > CACHE_BLOCKS {
-        cache.blocks.clear();
-    }
     if changes.is_empty() {
         return Ok(Committed { cid: head, rev: prev_rev.to_string(), results });
     }
@@ -406,74 +403,95 @@ pub async fn apply(
 
     let now = db::now();
     let mut events = state.firehose.sequencer().await?;
-    let mut tx = state.db.begin().await?;
-    if embedded {
-        crate::storage::insert_blocks(&mut tx, &blocks).await?;
+    // The sequencer orders every repo transaction, so this commit's place is now fixed: the
+    // account's next write may build on it (and be signed) while it is stored. If storing
+    // fails, that write's compare-and-swap on the root fails as well and the cache starts over.
+    // Every earlier commit is stored by now, so the cache may start over here, as long as it
+    // keeps this commit's blocks until they are.
+    if cache.blocks.len() > CACHE_BLOCKS {
+        cache.blocks.clear();
     }
-    let moved = sqlx::query("UPDATE accounts SET repo_root = ?, repo_rev = ? WHERE did = ? AND repo_root = ?")
-        .bind(commit_cid.to_string())
-        .bind(rev.as_str())
-        .bind(did.as_str())
-        .bind(head.to_string())
-        .execute(&mut *tx)
-        .await?;
-    if moved.rows_affected() != 1 {
-        // Something outside this pipeline moved the root; start the next write from the database.
-        cache.head = None;
-        return Err(XrpcError::internal("repo root moved during a locked write", did));
+    for (cid, bytes) in blocks.iter() {
+        cache.blocks.insert(*cid, bytes.to_vec().into());
     }
-    for c in &changes {
-        match c.cid {
-            Some(cid) => {
-                sqlx::query(
-                    "INSERT INTO records (did, collection, rkey, cid, indexed_at) VALUES (?, ?, ?, ?, ?) \
-                     ON CONFLICT (did, collection, rkey) DO UPDATE SET cid = excluded.cid, indexed_at = excluded.indexed_at",
-                )
-                .bind(did.as_str())
-                .bind(&c.collection)
-                .bind(&c.rkey)
-                .bind(cid.to_string())
-                .bind(&now)
-                .execute(&mut *tx)
-                .await?;
-            }
-            None => {
-                sqlx::query("DELETE FROM records WHERE did = ? AND collection = ? AND rkey = ?")
+    cache.head = Some((commit_cid, data.root, rev.clone()));
+    drop(cache);
+    let stored = async {
+        let mut tx = state.db.begin().await?;
+        if embedded {
+            crate::storage::insert_blocks(&mut tx, &blocks).await?;
+        }
+        let moved = sqlx::query("UPDATE accounts SET repo_root = ?, repo_rev = ? WHERE did = ? AND repo_root = ?")
+            .bind(commit_cid.to_string())
+            .bind(rev.as_str())
+            .bind(did.as_str())
+            .bind(head.to_string())
+            .execute(&mut *tx)
+            .await?;
+        if moved.rows_affected() != 1 {
+            // The root is not the one this commit builds on: something outside this pipeline moved
+            // it, or the commit before this one failed to store.
+            return Err(XrpcError::internal("repo root moved during a locked write", did));
+        }
+        for c in &changes {
+            match c.cid {
+                Some(cid) => {
+                    sqlx::query(
+                        "INSERT INTO records (did, collection, rkey, cid, indexed_at) VALUES (?, ?, ?, ?, ?) \
+                         ON CONFLICT (did, collection, rkey) DO UPDATE SET cid = excluded.cid, indexed_at = excluded.indexed_at",
+                    )
                     .bind(did.as_str())
                     .bind(&c.collection)
                     .bind(&c.rkey)
+                    .bind(cid.to_string())
+                    .bind(&now)
                     .execute(&mut *tx)
                     .await?;
+                }
+                None => {
+                    sqlx::query("DELETE FROM records WHERE did = ? AND collection = ? AND rkey = ?")
+                        .bind(did.as_str())
+                        .bind(&c.collection)
+                        .bind(&c.rkey)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            if c.prev.is_some() || !c.blobs.is_empty() {
+                refs::set_record_blobs(&mut tx, did.as_str(), &c.collection, &c.rkey, &c.blobs, c.prev.is_some()).await?;
             }
         }
-        if c.prev.is_some() || !c.blobs.is_empty() {
-            refs::set_record_blobs(&mut tx, did.as_str(), &c.collection, &c.rkey, &c.blobs, c.prev.is_some()).await?;
+        if !referenced.is_empty() {
+            // The clean-up of unreferenced blobs may have run since the check above.
+            if let Some(cid) = refs::missing_blobs(&mut tx, did.as_str(), &referenced).await?.first() {
+                return Err(blob_not_found(cid));
+            }
         }
+        refs::add_blocks(&mut tx, did.as_str(), rev.as_str(), blocks.iter().map(|(cid, _)| cid)).await?;
+        refs::drop_blocks(&mut tx, did.as_str(), &released, embedded).await?;
+        events
+            .append(
+                &mut tx,
+                Event::Commit {
+                    did: did.as_str(),
+                    commit: commit_cid,
+                    rev: rev.as_str(),
+                    since: Some(prev_rev.as_str()),
+                    blocks: event_car,
+                    ops: event_ops,
+                    blobs: event_blobs,
+                    prev_data: Some(prev_data),
+                },
+            )
+            .await?;
+        tx.commit().await?;
+        Ok::<_, XrpcError>(())
     }
-    if !referenced.is_empty() {
-        // The clean-up of unreferenced blobs may have run since the check above.
-        if let Some(cid) = refs::missing_blobs(&mut tx, did.as_str(), &referenced).await?.first() {
-            return Err(blob_not_found(cid));
-        }
+    .await;
+    if let Err(e) = stored {
+        lock.lock().await.head = None;
+        return Err(e);
     }
-    refs::add_blocks(&mut tx, did.as_str(), rev.as_str(), blocks.iter().map(|(cid, _)| cid)).await?;
-    refs::drop_blocks(&mut tx, did.as_str(), &released, embedded).await?;
-    events
-        .append(
-            &mut tx,
-            Event::Commit {
-                did: did.as_str(),
-                commit: commit_cid,
-                rev: rev.as_str(),
-                since: Some(prev_rev.as_str()),
-                blocks: event_car,
-                ops: event_ops,
-                blobs: event_blobs,
-                prev_data: Some(prev_data),
-            },
-        )
-        .await?;
-    tx.commit().await?;
     events.publish();
     if !embedded {
         let (store, db) = (state.blocks.clone(), state.db.clone());
@@ -483,10 +501,5 @@ pub async fn apply(
             }
         });
     }
-    // The next write starts from here; the new tree nodes are the ones it will read.
-    for (cid, bytes) in blocks.iter() {
-        cache.blocks.insert(*cid, bytes.to_vec().into());
-    }
-    cache.head = Some((commit_cid, data.root, rev.clone()));
     Ok(Committed { cid: commit_cid, rev: rev.into_string(), results })
 }

@@ -160,9 +160,15 @@ async fn connect_and_sign(url: &str, session: &Session, key: &Keypair) -> Result
         .headers_mut()
         .insert("authorization", format!("Bearer {}", session.access).parse().map_err(|_| "bad token")?);
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| e.to_string())?;
-    println!("signer connected for {}", session.did);
+    // The server pings once it has registered this connection; only then do writes reach us.
+    let mut announced = false;
     while let Some(msg) = socket.next().await {
-        match msg.map_err(|e| e.to_string())? {
+        let msg = msg.map_err(|e| e.to_string())?;
+        if !announced && !matches!(msg, Message::Close(_)) {
+            announced = true;
+            println!("signer connected for {}", session.did);
+        }
+        match msg {
             Message::Text(text) => {
                 let Some(reply) = answer(&text, &session.did, key) else { continue };
                 socket.send(Message::Text(reply.to_string().into())).await.map_err(|e| e.to_string())?;

@@ -36,6 +36,10 @@ struct InFlight {
 pub async fn serve(mut socket: WebSocket, hub: &SignerHub, info: ConnectionInfo) {
     let mut registered = hub.register(&info.did);
     tracing::info!(did = %info.did, "signer connected");
+    // A first ping tells the signer it is registered: from now on writes reach it.
+    if socket.send(Message::Ping(b"ready".to_vec().into())).await.is_err() {
+        return;
+    }
     let mut queue: VecDeque<Job> = VecDeque::new();
     let mut in_flight: Option<InFlight> = None;
     let mut ping = tokio::time::interval(PING_EVERY);
