@@ -29,6 +29,11 @@ async function main() {
   check(verified.creates.length > 0, `getRepo verifies against ${key} (${verified.creates.length} records)`)
   const latest = (await agent.com.atproto.sync.getLatestCommit({ did })).data
   check(latest.cid === root.toString() && latest.rev === verified.commit.rev, 'getLatestCommit matches the export')
+  const head = (await agent.com.atproto.sync.getHead({ did })).data
+  check(head.root === root.toString(), 'getHead (deprecated) names the same head')
+  const checkout = new Uint8Array((await agent.com.atproto.sync.getCheckout({ did })).data)
+  const fromCheckout = await verifyRepoCar(checkout, did, key)
+  check(fromCheckout.creates.length === verified.creates.length, 'getCheckout (deprecated) verifies like getRepo')
   for (const c of verified.creates) {
     const proof = new Uint8Array((await agent.com.atproto.sync.getRecord({ did, collection: c.collection, rkey: c.rkey })).data)
     const claims = await verifyRecords(proof, did, key)

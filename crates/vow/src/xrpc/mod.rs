@@ -47,6 +47,8 @@ pub fn routes() -> Router<AppState> {
         .route("/xrpc/com.atproto.repo.applyWrites", post(repo_write::apply_writes))
         .route("/xrpc/com.atproto.sync.getRepo", get(sync::get_repo))
         .route("/xrpc/com.atproto.sync.getLatestCommit", get(sync::get_latest_commit))
+        .route("/xrpc/com.atproto.sync.getHead", get(sync::get_head))
+        .route("/xrpc/com.atproto.sync.getCheckout", get(sync::get_checkout))
         .route("/xrpc/com.atproto.sync.getRecord", get(sync::get_record))
         .route("/xrpc/com.atproto.sync.getBlocks", get(sync::get_blocks))
         .route("/xrpc/com.atproto.sync.getRepoStatus", get(sync::get_repo_status))

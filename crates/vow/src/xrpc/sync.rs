@@ -40,6 +40,17 @@ pub async fn get_latest_commit(
     Ok(Json(json!({ "cid": root.to_string(), "rev": account.repo_rev })))
 }
 
+/// Deprecated `getHead`: the head commit's CID.
+pub async fn get_head(State(state): State<AppState>, XrpcQuery(p): XrpcQuery<DidParams>) -> XrpcResult<Json<Value>> {
+    let (_, root) = hosted(&state, &p.did).await?;
+    Ok(Json(json!({ "root": root.to_string() })))
+}
+
+/// Deprecated `getCheckout`: the whole repo, as `getRepo` without `since`.
+pub async fn get_checkout(state: State<AppState>, XrpcQuery(p): XrpcQuery<DidParams>) -> XrpcResult<Response> {
+    get_repo(state, XrpcQuery(GetRepoParams { did: p.did, since: None })).await
+}
+
 #[derive(Deserialize)]
 pub struct GetRepoParams {
     did: String,
