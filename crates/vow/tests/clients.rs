@@ -127,7 +127,11 @@ async fn firehose_is_verified_by_atproto_sync_live_and_replayed() {
     assert!(out.status.success(), "live follower: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     println!("live: {stdout}");
     // Replaying from cursor 0 gives the same operations, all verified, without gaps.
-    run_script("firehose-follow.js", &[&s.url, "--plc", &s.plc, "--ops", "36", "--cursor", "0", "--seconds", "60"]);
+    let replay =
+        run_script("firehose-follow.js", &[&s.url, "--plc", &s.plc, "--ops", "36", "--cursor", "0", "--seconds", "60"]);
+    // Each account's genesis commit (signed by the PDS key) was re-signed by the user's key when
+    // its signer connected, and announced with a #sync that @atproto/sync verified.
+    assert_eq!(replay["byType"]["sync"], 3, "{replay}");
 
     // A cursor beyond the head is refused with an error frame.
     let url = format!("{}/xrpc/com.atproto.sync.subscribeRepos?cursor=999999", s.url.replacen("http", "ws", 1));

@@ -503,3 +503,69 @@ pub async fn apply(
     }
     Ok(Committed { cid: commit_cid, rev: rev.into_string(), results })
 }
+
+/// Re-signs the head commit with the account's key when that key did not sign it: the genesis
+/// commit (signed by the PDS key, which stops being the account's key at the handover) or a
+/// commit signed by a key since replaced. The new commit has the same tree and a new rev, and
+/// is announced with `#sync`, so a relay can verify the repo with the key the DID document
+/// names before the account's next write. Needs the user's signer; returns whether it re-signed.
+pub async fn resign_head(state: &AppState, did: &Did) -> XrpcResult<bool> {
+    let Some(account) = accounts::by_did(&state.db, did.as_str()).await? else { return Ok(false) };
+    let Some(key_did) = account.signing_key.as_deref() else { return Ok(false) };
+    let key = PublicKey::from_did_key(key_did).map_err(|e| XrpcError::internal("stored signing key is invalid", e))?;
+    let lock = state.repo_locks.get(did.as_str());
+    let mut cache = lock.lock().await;
+    let (root,): (Option<String>,) =
+        sqlx::query_as("SELECT repo_root FROM accounts WHERE did = ?").bind(did.as_str()).fetch_one(&state.db).await?;
+    let Some(head) = root.and_then(|r| r.parse::<Cid>().ok()) else { return Ok(false) };
+    let block = state.blocks.get(&head).await?.ok_or_else(|| XrpcError::internal("head commit missing", head))?;
+    let current =
+        SignedCommit::from_block(&block).map_err(|e| XrpcError::internal("head commit does not decode", e))?;
+    if current.verify(&key).is_ok() {
+        return Ok(false);
+    }
+    let rev = state.tids.next_after(Some(&current.unsigned.rev));
+    let unsigned = UnsignedCommit::new(did.clone(), current.unsigned.data, rev.clone());
+    let summary =
+        OpSummary { kind: "com.atproto.sync.subscribeRepos#sync".into(), collection: "repo".into(), rkey: None };
+    let sig = state
+        .signers
+        .request_with_deadline(did.as_str(), key, unsigned.bytes_to_sign(), vec![summary], state.config.signer_timeout)
+        .await?;
+    let (commit_cid, commit_bytes) = unsigned.with_signature(sig).to_block_with_cid();
+    let mut blocks = BlockMap::new();
+    blocks.insert(commit_cid, commit_bytes);
+    let embedded = state.blocks.in_metadata_db();
+    let _protected = state.blocks.protect(vec![commit_cid]).await;
+    if !embedded {
+        state.blocks.put_many(&blocks).await?;
+    }
+    let car = atproto::car::encode(&[commit_cid], blocks.iter());
+    let mut events = state.firehose.sequencer().await?;
+    let mut tx = state.db.begin().await?;
+    if embedded {
+        crate::storage::insert_blocks(&mut tx, &blocks).await?;
+    }
+    let moved = sqlx::query("UPDATE accounts SET repo_root = ?, repo_rev = ? WHERE did = ? AND repo_root = ?")
+        .bind(commit_cid.to_string())
+        .bind(rev.as_str())
+        .bind(did.as_str())
+        .bind(head.to_string())
+        .execute(&mut *tx)
+        .await?;
+    if moved.rows_affected() != 1 {
+        return Err(XrpcError::internal("repo root moved during a locked re-sign", did));
+    }
+    refs::add_blocks(&mut tx, did.as_str(), rev.as_str(), [&commit_cid]).await?;
+    refs::drop_blocks(&mut tx, did.as_str(), &[head], embedded).await?;
+    events.append(&mut tx, Event::Sync { did: did.as_str(), rev: rev.as_str(), blocks: car }).await?;
+    tx.commit().await?;
+    events.publish();
+    cache.head = None;
+    if !embedded {
+        let (store, db) = (state.blocks.clone(), state.db.clone());
+        tokio::spawn(async move { store.release_unreferenced(&db, vec![head]).await });
+    }
+    tracing::info!(%did, %rev, "head re-signed with the account's key and announced with #sync");
+    Ok(true)
+}

@@ -33,9 +33,12 @@ struct InFlight {
     job: Job,
 }
 
-pub async fn serve(mut socket: WebSocket, hub: &SignerHub, info: ConnectionInfo) {
+/// Serves one signer connection. `on_ready` runs once the connection is registered, when sign
+/// requests for the account start reaching it.
+pub async fn serve(mut socket: WebSocket, hub: &SignerHub, info: ConnectionInfo, on_ready: impl FnOnce()) {
     let mut registered = hub.register(&info.did);
     tracing::info!(did = %info.did, "signer connected");
+    on_ready();
     // A first ping tells the signer it is registered: from now on writes reach it.
     if socket.send(Message::Ping(b"ready".to_vec().into())).await.is_err() {
         return;

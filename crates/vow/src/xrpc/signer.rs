@@ -127,5 +127,8 @@ pub async fn signer_connect(
         expires_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(exp.max(0) as u64)),
     };
     let hub = state.signers.clone();
-    Ok(upgrade.max_message_size(64 * 1024).on_upgrade(move |socket| async move { ws::serve(socket, &hub, info).await }))
+    let ready = crate::signer::resign_when_ready(state.clone(), info.did.clone());
+    Ok(upgrade
+        .max_message_size(64 * 1024)
+        .on_upgrade(move |socket| async move { ws::serve(socket, &hub, info, ready).await }))
 }
