@@ -4,7 +4,6 @@
 
 use atproto::Cid;
 use serde::Serialize;
-use sqlx::SqliteConnection;
 
 /// One change of a commit, as `#commit` lists it (sync 1.1: `prev` on updates and deletes).
 #[derive(Debug, Clone, Serialize)]
@@ -179,19 +178,19 @@ pub fn encode(seq: i64, event: &Event<'_>, time: &str) -> Vec<u8> {
     }
 }
 
-/// Stores `event` as number `seq` inside the caller's transaction; returns its frame.
-pub(crate) async fn insert(conn: &mut SqliteConnection, seq: i64, event: &Event<'_>) -> Result<Vec<u8>, sqlx::Error> {
+/// Adds the statement storing `event` as number `seq` to a batch; returns its frame.
+pub(crate) fn push_insert(q: &mut crate::repo::refs::Batch, seq: i64, event: &Event<'_>) -> Vec<u8> {
     let now_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
     let time = crate::db::format_timestamp(now_ms);
     let frame = encode(seq, event, &time);
-    sqlx::query("INSERT INTO firehose (seq, did, kind, frame, created_at) VALUES (?, ?, ?, ?, ?)")
-        .bind(seq)
-        .bind(event.did())
-        .bind(event.kind())
-        .bind(&frame)
-        .bind(now_ms)
-        .execute(&mut *conn)
-        .await?;
-    Ok(frame)
+    q.push("INSERT INTO firehose (seq, did, kind, frame, created_at) VALUES (");
+    let mut values = q.separated(", ");
+    values.push_bind(seq);
+    values.push_bind(event.did().to_owned());
+    values.push_bind(event.kind());
+    values.push_bind(frame.clone());
+    values.push_bind(now_ms);
+    q.push("); ");
+    frame
 }

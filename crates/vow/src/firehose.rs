@@ -42,19 +42,19 @@ pub struct Sequencer<'a> {
 impl Sequencer<'_> {
     /// Stores `event` in the caller's transaction under the next sequence number.
     pub async fn append(&mut self, conn: &mut sqlx::SqliteConnection, event: Event<'_>) -> Result<i64, sqlx::Error> {
+        let mut q = crate::repo::refs::batch();
+        let seq = self.push(&mut q, event);
+        crate::repo::refs::execute(conn, q).await?;
+        Ok(seq)
+    }
+
+    /// Adds the statement storing `event` under the next sequence number to the caller's batch,
+    /// which must run in the transaction this sequencer is held around.
+    pub fn push(&mut self, q: &mut crate::repo::refs::Batch, event: Event<'_>) -> i64 {
         let seq = self.next;
-        match crate::events::insert(conn, seq, &event).await {
-            Ok(frame) => {
-                self.frames.push((seq, frame));
-                self.next += 1;
-                Ok(seq)
-            }
-            Err(e) => {
-                // Something else wrote the table: count again from it next time.
-                *self.last = None;
-                Err(e)
-            }
-        }
+        self.frames.push((seq, crate::events::push_insert(q, seq, &event)));
+        self.next += 1;
+        seq
     }
 
     /// Call once the transaction has committed: sends the frames to live subscribers.
@@ -65,6 +65,16 @@ impl Sequencer<'_> {
         *self.last = Some(self.next - 1);
         for (seq, frame) in self.frames.drain(..) {
             let _ = self.firehose.live.send(Arc::new((seq, frame))); // no subscribers is fine
+        }
+    }
+}
+
+impl Drop for Sequencer<'_> {
+    /// Events appended but never published: their transaction failed, perhaps because the
+    /// table holds more than this process numbered. Count again from the table next time.
+    fn drop(&mut self) {
+        if !self.frames.is_empty() {
+            *self.last = None;
         }
     }
 }

@@ -88,18 +88,23 @@ impl Drop for Protected {
     }
 }
 
-/// Inserts blocks into the embedded store's table on an open connection or transaction.
-/// Multi-row statements: one per 100 blocks rather than one per block.
-pub async fn insert_blocks(conn: &mut sqlx::SqliteConnection, blocks: &BlockMap) -> Result<(), sqlx::Error> {
+/// Inserts blocks into the embedded store's table, as part of a statement batch.
+pub fn push_insert_blocks(q: &mut crate::repo::refs::Batch, blocks: &BlockMap) {
     let all: Vec<_> = blocks.iter().collect();
     for chunk in all.chunks(100) {
-        let mut query = sqlx::QueryBuilder::new("INSERT OR IGNORE INTO blocks (cid, bytes) ");
-        query.push_values(chunk, |mut row, (cid, bytes)| {
+        q.push("INSERT OR IGNORE INTO blocks (cid, bytes) ");
+        q.push_values(chunk, |mut row, (cid, bytes)| {
             row.push_bind(cid.to_string()).push_bind(bytes.to_vec());
         });
-        query.build().execute(&mut *conn).await?;
+        q.push("; ");
     }
-    Ok(())
+}
+
+/// Inserts blocks into the embedded store's table on an open connection or transaction.
+pub async fn insert_blocks(conn: &mut sqlx::SqliteConnection, blocks: &BlockMap) -> Result<(), sqlx::Error> {
+    let mut q = crate::repo::refs::batch();
+    push_insert_blocks(&mut q, blocks);
+    crate::repo::refs::execute(conn, q).await
 }
 
 /// The default store: a table in the server's SQLite database.

@@ -95,7 +95,9 @@ pub async fn register_and_hand_over(
 ) -> XrpcResult<()> {
     // Writes need the key; holding the repo lock keeps any in-flight write ordered around us.
     let lock = state.repo_locks.get(did);
-    let _guard = lock.lock().await;
+    let mut guard = lock.lock().await;
+    // Whatever happens below, the next write reads the account's key afresh.
+    guard.forget_account();
     let account = accounts::by_did(&state.db, did)
         .await?
         .ok_or_else(|| XrpcError::named("AccountNotFound", "No such account"))?;

@@ -6,83 +6,109 @@
 use atproto::Cid;
 use sqlx::SqliteConnection;
 
+/// Several statements sent to SQLite as one (each `;`-separated statement takes its share of
+/// the bound values), so a write's transaction costs a few round trips to the database thread
+/// rather than one per statement.
+pub type Batch = sqlx::QueryBuilder<sqlx::Sqlite>;
+
+pub fn batch() -> Batch {
+    sqlx::QueryBuilder::new("")
+}
+
+/// Runs a batch (nothing to do when empty).
+pub async fn execute(conn: &mut SqliteConnection, mut batch: Batch) -> Result<(), sqlx::Error> {
+    if batch.sql().as_str().trim().is_empty() {
+        return Ok(());
+    }
+    batch.build().execute(&mut *conn).await?;
+    Ok(())
+}
+
 /// Records that the repo of `did` references `cids` as of `rev` (a block already referenced
 /// moves to `rev`: it is new again for anyone syncing since an older revision).
-pub async fn add_blocks<'a>(
-    conn: &mut SqliteConnection,
-    did: &str,
-    rev: &str,
-    cids: impl IntoIterator<Item = &'a Cid>,
-) -> Result<(), sqlx::Error> {
-    let cids: Vec<String> = cids.into_iter().map(Cid::to_string).collect();
+pub fn push_add_blocks(q: &mut Batch, did: &str, rev: &str, cids: &[Cid]) {
     for chunk in cids.chunks(300) {
-        let mut query = sqlx::QueryBuilder::new("INSERT OR REPLACE INTO repo_blocks (did, cid, rev) ");
-        query.push_values(chunk, |mut row, cid| {
-            row.push_bind(did).push_bind(cid).push_bind(rev);
+        q.push("INSERT OR REPLACE INTO repo_blocks (cid, did, rev) ");
+        q.push_values(chunk, |mut row, cid| {
+            row.push_bind(cid.to_string()).push_bind(did.to_owned()).push_bind(rev.to_owned());
         });
-        query.build().execute(&mut *conn).await?;
+        q.push("; ");
     }
-    Ok(())
 }
 
 /// Drops the repo's references to those of `candidates` it no longer holds (a record CID that
-/// another key of the repo still has stays). Must run after the record index is updated. With
-/// `delete_blocks` (the embedded store) it also deletes blocks no repo references any more.
-pub async fn drop_blocks(
-    conn: &mut SqliteConnection,
-    did: &str,
-    candidates: &[Cid],
-    delete_blocks: bool,
-) -> Result<(), sqlx::Error> {
+/// another key of the repo still has stays), so must follow the record index's update. On the
+/// embedded store a trigger deletes the blocks no repo references any more.
+pub fn push_drop_blocks(q: &mut Batch, did: &str, candidates: &[Cid]) {
     for chunk in candidates.chunks(300) {
-        let mut query = sqlx::QueryBuilder::new("DELETE FROM repo_blocks WHERE did = ");
-        query.push_bind(did).push(" AND cid IN (");
-        let mut list = query.separated(", ");
+        q.push("DELETE FROM repo_blocks WHERE did = ");
+        q.push_bind(did.to_owned()).push(" AND cid IN (");
+        let mut list = q.separated(", ");
         for cid in chunk {
             list.push_bind(cid.to_string());
         }
-        query.push(
-            ") AND NOT EXISTS (SELECT 1 FROM records r WHERE r.did = repo_blocks.did AND r.cid = repo_blocks.cid)",
+        q.push(
+            ") AND NOT EXISTS (SELECT 1 FROM records r WHERE r.did = repo_blocks.did AND r.cid = repo_blocks.cid); ",
         );
-        query.build().execute(&mut *conn).await?;
-        if delete_blocks {
-            let mut query = sqlx::QueryBuilder::new("DELETE FROM blocks WHERE cid IN (");
-            let mut list = query.separated(", ");
-            for cid in chunk {
-                list.push_bind(cid.to_string());
-            }
-            query.push(") AND NOT EXISTS (SELECT 1 FROM repo_blocks r WHERE r.cid = blocks.cid)");
-            query.build().execute(&mut *conn).await?;
-        }
     }
-    Ok(())
 }
 
 /// Replaces the blob references of one record (none for a deleted record).
-pub async fn set_record_blobs(
-    conn: &mut SqliteConnection,
-    did: &str,
-    collection: &str,
-    rkey: &str,
-    blobs: &[Cid],
-    existed: bool,
-) -> Result<(), sqlx::Error> {
+pub fn push_set_record_blobs(q: &mut Batch, did: &str, collection: &str, rkey: &str, blobs: &[Cid], existed: bool) {
     if existed {
-        sqlx::query("DELETE FROM record_blobs WHERE did = ? AND collection = ? AND rkey = ?")
-            .bind(did)
-            .bind(collection)
-            .bind(rkey)
-            .execute(&mut *conn)
-            .await?;
+        q.push("DELETE FROM record_blobs WHERE did = ");
+        q.push_bind(did.to_owned()).push(" AND collection = ");
+        q.push_bind(collection.to_owned()).push(" AND rkey = ");
+        q.push_bind(rkey.to_owned()).push("; ");
     }
     if !blobs.is_empty() {
-        let mut query = sqlx::QueryBuilder::new("INSERT OR IGNORE INTO record_blobs (did, collection, rkey, cid) ");
-        query.push_values(blobs, |mut row, cid| {
-            row.push_bind(did).push_bind(collection).push_bind(rkey).push_bind(cid.to_string());
+        q.push("INSERT OR IGNORE INTO record_blobs (did, collection, rkey, cid) ");
+        q.push_values(blobs, |mut row, cid| {
+            row.push_bind(did.to_owned())
+                .push_bind(collection.to_owned())
+                .push_bind(rkey.to_owned())
+                .push_bind(cid.to_string());
         });
-        query.build().execute(&mut *conn).await?;
+        q.push("; ");
     }
-    Ok(())
+}
+
+/// Points the record index at `cid` for one key, or removes the key (`None`).
+pub fn push_set_record(q: &mut Batch, did: &str, collection: &str, rkey: &str, cid: Option<Cid>, now: &str) {
+    match cid {
+        Some(cid) => {
+            q.push("INSERT INTO records (did, collection, rkey, cid, indexed_at) VALUES (");
+            let mut values = q.separated(", ");
+            values.push_bind(did.to_owned());
+            values.push_bind(collection.to_owned());
+            values.push_bind(rkey.to_owned());
+            values.push_bind(cid.to_string());
+            values.push_bind(now.to_owned());
+            q.push(
+                ") ON CONFLICT (did, collection, rkey) DO UPDATE SET cid = excluded.cid, indexed_at = excluded.indexed_at; ",
+            );
+        }
+        None => {
+            q.push("DELETE FROM records WHERE did = ");
+            q.push_bind(did.to_owned()).push(" AND collection = ");
+            q.push_bind(collection.to_owned()).push(" AND rkey = ");
+            q.push_bind(rkey.to_owned()).push("; ");
+        }
+    }
+}
+
+/// [`push_add_blocks`] on its own.
+pub async fn add_blocks(conn: &mut SqliteConnection, did: &str, rev: &str, cids: &[Cid]) -> Result<(), sqlx::Error> {
+    let mut q = batch();
+    push_add_blocks(&mut q, did, rev, cids);
+    execute(conn, q).await
+}
+
+/// [`push_drop_blocks`] on its own.
+pub async fn drop_blocks(conn: &mut SqliteConnection, did: &str, candidates: &[Cid]) -> Result<(), sqlx::Error> {
+    let mut q = batch();
+    push_drop_blocks(&mut q, did, candidates);
+    execute(conn, q).await
 }
 
 /// Those of `blobs` that `did` has not uploaded.

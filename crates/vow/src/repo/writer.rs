@@ -100,10 +100,21 @@ impl Committed {
 /// What an account's lock keeps between writes: the head it last saw and the tree blocks it
 /// read or wrote, so the next write does not fetch them again. Blocks are content-addressed and
 /// so never stale; the head is checked against the database on every write.
+/// The account's signing key is kept too: anything that changes an account's key or status
+/// must hold the lock and call [`RepoCache::forget_account`].
 #[derive(Default)]
 pub struct RepoCache {
     head: Option<(Cid, Cid, Tid)>, // commit, data root, rev
+    key: Option<PublicKey>,
     blocks: BlockCache,
+}
+
+impl RepoCache {
+    /// Makes the next write read the account (key, status) and head from the database again.
+    pub fn forget_account(&mut self) {
+        self.key = None;
+        self.head = None;
+    }
 }
 
 /// Blocks kept per account; beyond this the cache starts over at the next commit.
@@ -218,6 +229,36 @@ fn commit_event_parts(
     Ok((car, ops, blobs.into_iter().collect()))
 }
 
+/// Waits until every commit already sequenced is stored. A write releases its account's lock
+/// once its commit is sequenced, before the transaction ends (see [`apply`]), so whoever
+/// takes the lock and reads the root from the database must settle first or read a stale one.
+async fn settle(state: &AppState) -> Result<(), sqlx::Error> {
+    drop(state.firehose.sequencer().await?);
+    Ok(())
+}
+
+fn block_cids_of(blocks: &BlockMap) -> Vec<Cid> {
+    blocks.iter().map(|(cid, _)| *cid).collect()
+}
+
+/// The key an account's commits must be signed with, if the account may write.
+async fn writable_key(state: &AppState, did: &Did) -> XrpcResult<PublicKey> {
+    let account = accounts::by_did(&state.db, did.as_str())
+        .await?
+        .ok_or_else(|| XrpcError::named("RepoNotFound", format!("Could not find repo: {did}")))?;
+    if !account.active() {
+        return Err(XrpcError::named("RepoDeactivated", "This account is deactivated"));
+    }
+    let key_did = account.signing_key.as_deref().ok_or_else(|| {
+        XrpcError::named(
+            "SigningKeyRequired",
+            "This account has no signing key yet. Register a passkey on your account page (or run `vow signer`) \
+             before writing.",
+        )
+    })?;
+    PublicKey::from_did_key(key_did).map_err(|e| XrpcError::internal("stored signing key is invalid", e))
+}
+
 /// Applies `writes` to the repo of `did` and commits them with the user's signature.
 pub async fn apply(
     state: &AppState,
@@ -234,26 +275,20 @@ pub async fn apply(
     }
     // Read outside the lock: only the head needs the lock, and the final compare-and-swap on
     // the root catches anything that moved it in between.
-    let account = accounts::by_did(&state.db, did.as_str())
-        .await?
-        .ok_or_else(|| XrpcError::named("RepoNotFound", format!("Could not find repo: {did}")))?;
-    if !account.active() {
-        return Err(XrpcError::named("RepoDeactivated", "This account is deactivated"));
-    }
-    let key_did = account.signing_key.as_deref().ok_or_else(|| {
-        XrpcError::named(
-            "SigningKeyRequired",
-            "This account has no signing key yet. Register a passkey on your account page (or run `vow signer`) \
-             before writing.",
-        )
-    })?;
-    let key = PublicKey::from_did_key(key_did).map_err(|e| XrpcError::internal("stored signing key is invalid", e))?;
-
     let lock = state.repo_locks.get(did.as_str());
     let mut cache = lock.lock().await;
+    let key = match &cache.key {
+        Some(key) => key.clone(),
+        None => {
+            let key = writable_key(state, did).await?;
+            cache.key = Some(key.clone());
+            key
+        }
+    };
     let (head, prev_data, prev_rev) = match &cache.head {
         Some((head, data, rev)) => (*head, *data, rev.clone()),
         None => {
+            settle(state).await?;
             let (root,): (Option<String>,) = sqlx::query_as("SELECT repo_root FROM accounts WHERE did = ?")
                 .bind(did.as_str())
                 .fetch_one(&state.db)
@@ -396,7 +431,7 @@ pub async fn apply(
     released.extend(changes.iter().filter_map(|c| c.prev));
     let embedded = state.blocks.in_metadata_db();
     // Until the new root is committed, no clean-up elsewhere may release these blocks.
-    let _protected = state.blocks.protect(blocks.iter().map(|(cid, _)| *cid).collect()).await;
+    let _protected = state.blocks.protect(block_cids_of(&blocks)).await;
     if !embedded {
         state.blocks.put_many(&blocks).await?;
     }
@@ -418,9 +453,6 @@ pub async fn apply(
     drop(cache);
     let stored = async {
         let mut tx = state.db.begin().await?;
-        if embedded {
-            crate::storage::insert_blocks(&mut tx, &blocks).await?;
-        }
         let moved = sqlx::query("UPDATE accounts SET repo_root = ?, repo_rev = ? WHERE did = ? AND repo_root = ?")
             .bind(commit_cid.to_string())
             .bind(rev.as_str())
@@ -433,63 +465,60 @@ pub async fn apply(
             // it, or the commit before this one failed to store.
             return Err(XrpcError::internal("repo root moved during a locked write", did));
         }
+        // Blocks, record index, blob references and block references in one round trip; the
+        // record index goes before the block references that consult it.
+        let mut batch = refs::batch();
+        if embedded {
+            crate::storage::push_insert_blocks(&mut batch, &blocks);
+        }
         for c in &changes {
-            match c.cid {
-                Some(cid) => {
-                    sqlx::query(
-                        "INSERT INTO records (did, collection, rkey, cid, indexed_at) VALUES (?, ?, ?, ?, ?) \
-                         ON CONFLICT (did, collection, rkey) DO UPDATE SET cid = excluded.cid, indexed_at = excluded.indexed_at",
-                    )
-                    .bind(did.as_str())
-                    .bind(&c.collection)
-                    .bind(&c.rkey)
-                    .bind(cid.to_string())
-                    .bind(&now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                None => {
-                    sqlx::query("DELETE FROM records WHERE did = ? AND collection = ? AND rkey = ?")
-                        .bind(did.as_str())
-                        .bind(&c.collection)
-                        .bind(&c.rkey)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
+            refs::push_set_record(&mut batch, did.as_str(), &c.collection, &c.rkey, c.cid, &now);
             if c.prev.is_some() || !c.blobs.is_empty() {
-                refs::set_record_blobs(&mut tx, did.as_str(), &c.collection, &c.rkey, &c.blobs, c.prev.is_some()).await?;
+                refs::push_set_record_blobs(
+                    &mut batch,
+                    did.as_str(),
+                    &c.collection,
+                    &c.rkey,
+                    &c.blobs,
+                    c.prev.is_some(),
+                );
             }
         }
+        refs::push_add_blocks(&mut batch, did.as_str(), rev.as_str(), &block_cids_of(&blocks));
+        refs::push_drop_blocks(&mut batch, did.as_str(), &released);
         if !referenced.is_empty() {
             // The clean-up of unreferenced blobs may have run since the check above.
             if let Some(cid) = refs::missing_blobs(&mut tx, did.as_str(), &referenced).await?.first() {
                 return Err(blob_not_found(cid));
             }
         }
-        refs::add_blocks(&mut tx, did.as_str(), rev.as_str(), blocks.iter().map(|(cid, _)| cid)).await?;
-        refs::drop_blocks(&mut tx, did.as_str(), &released, embedded).await?;
-        events
-            .append(
-                &mut tx,
-                Event::Commit {
-                    did: did.as_str(),
-                    commit: commit_cid,
-                    rev: rev.as_str(),
-                    since: Some(prev_rev.as_str()),
-                    blocks: event_car,
-                    ops: event_ops,
-                    blobs: event_blobs,
-                    prev_data: Some(prev_data),
-                },
-            )
-            .await?;
+        events.push(
+            &mut batch,
+            Event::Commit {
+                did: did.as_str(),
+                commit: commit_cid,
+                rev: rev.as_str(),
+                since: Some(prev_rev.as_str()),
+                blocks: event_car,
+                ops: event_ops,
+                blobs: event_blobs,
+                prev_data: Some(prev_data),
+            },
+        );
+        refs::execute(&mut tx, batch).await?;
         tx.commit().await?;
         Ok::<_, XrpcError>(())
     }
     .await;
     if let Err(e) = stored {
         lock.lock().await.head = None;
+        drop(events);
+        drop(_protected);
+        if !embedded {
+            // Blocks stored for a commit that never became the root: unpin those no repo holds.
+            let (store, db) = (state.blocks.clone(), state.db.clone());
+            tokio::spawn(async move { store.release_unreferenced(&db, block_cids_of(&blocks)).await });
+        }
         return Err(e);
     }
     events.publish();
@@ -515,6 +544,7 @@ pub async fn resign_head(state: &AppState, did: &Did) -> XrpcResult<bool> {
     let key = PublicKey::from_did_key(key_did).map_err(|e| XrpcError::internal("stored signing key is invalid", e))?;
     let lock = state.repo_locks.get(did.as_str());
     let mut cache = lock.lock().await;
+    settle(state).await?;
     let (root,): (Option<String>,) =
         sqlx::query_as("SELECT repo_root FROM accounts WHERE did = ?").bind(did.as_str()).fetch_one(&state.db).await?;
     let Some(head) = root.and_then(|r| r.parse::<Cid>().ok()) else { return Ok(false) };
@@ -556,8 +586,8 @@ pub async fn resign_head(state: &AppState, did: &Did) -> XrpcResult<bool> {
     if moved.rows_affected() != 1 {
         return Err(XrpcError::internal("repo root moved during a locked re-sign", did));
     }
-    refs::add_blocks(&mut tx, did.as_str(), rev.as_str(), [&commit_cid]).await?;
-    refs::drop_blocks(&mut tx, did.as_str(), &[head], embedded).await?;
+    refs::add_blocks(&mut tx, did.as_str(), rev.as_str(), &[commit_cid]).await?;
+    refs::drop_blocks(&mut tx, did.as_str(), &[head]).await?;
     events.append(&mut tx, Event::Sync { did: did.as_str(), rev: rev.as_str(), blocks: car }).await?;
     tx.commit().await?;
     events.publish();

@@ -250,7 +250,8 @@ pub async fn create_account(
         });
     }
     inserted?;
-    crate::repo::refs::add_blocks(&mut tx, &did, &commit.rev, commit.blocks.iter().map(|(cid, _)| cid)).await?;
+    let cids: Vec<_> = commit.blocks.iter().map(|(cid, _)| *cid).collect();
+    crate::repo::refs::add_blocks(&mut tx, &did, &commit.rev, &cids).await?;
     // The genesis commit is not announced: it is signed by the PDS key, which stops being the
     // account's key at the handover, so a consumer replaying later could not verify it. The
     // first user-signed #commit carries prevData, which is all a consumer needs.
