@@ -554,3 +554,37 @@ async fn a_subscriber_that_stops_reading_is_cut_off_with_consumer_too_slow() {
     assert!(cut_off, "no ConsumerTooSlow after {frames} frames");
     assert!(frames < 52, "the subscriber got every event ({frames}) instead of being cut off");
 }
+
+/// A cursor older than the oldest event kept gets an `#info` `OutdatedCursor` frame, then the
+/// events that remain. The retention sweep is simulated by deleting the oldest rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outdated_cursor_is_told_so_then_replayed() {
+    let s = stack(false);
+    let jo = s.account("joan").await;
+    let _signer = s.signer(&jo, &s.dir.path().join("joan.key"));
+    for i in 0..5 {
+        let body = json!({ "repo": jo.did, "collection": "com.example.note", "record": { "$type": "com.example.note", "n": i } });
+        assert_eq!(s.call("POST", "com.atproto.repo.createRecord", Some(&jo.access), Some(body)).await.0, 200);
+    }
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(s.dir.path().join("vow.db"));
+    let db = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+    let (head,): (i64,) = sqlx::query_as("SELECT MAX(seq) FROM firehose").fetch_one(&db).await.unwrap();
+    sqlx::query("DELETE FROM firehose WHERE seq <= ?").bind(head - 3).execute(&db).await.unwrap();
+    db.close().await;
+
+    let url = format!("{}/xrpc/com.atproto.sync.subscribeRepos?cursor=1", s.url.replacen("http", "ws", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut frames = Vec::new();
+    while frames.len() < 4 {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Binary(bytes)))) => frames.push(bytes),
+            other => panic!("expected 4 frames, got {} then {other:?}", frames.len()),
+        }
+    }
+    let has = |frame: &[u8], text: &[u8]| frame.windows(text.len()).any(|w| w == text);
+    assert!(has(&frames[0], b"#info") && has(&frames[0], b"OutdatedCursor"), "first frame is the #info");
+    for frame in &frames[1..] {
+        // (the #sync of the re-signed genesis commit may land among the writes)
+        assert!(has(frame, b"#commit") || has(frame, b"#sync"), "then the three events kept");
+    }
+}
