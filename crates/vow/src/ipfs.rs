@@ -129,6 +129,14 @@ impl Kubo {
         Ok(())
     }
 
+    /// Stores every block of a CAR in one call, pinning nothing (a recursive pin of the root
+    /// would follow links to blobs and older blocks the node may not hold). Callers pin after.
+    pub async fn dag_import(&self, car: Vec<u8>) -> Result<(), IpfsError> {
+        let form =
+            reqwest::multipart::Form::new().part("file", octet_stream(reqwest::multipart::Part::bytes(car), "car"));
+        self.post("dag/import", &[("pin-roots", "false")], Some(form), Some(self.timeout)).await.map(drop)
+    }
+
     /// One block's bytes. The node gives up after the timeout.
     pub async fn block_get(&self, cid: &Cid) -> Result<Vec<u8>, IpfsError> {
         let arg = cid.to_string();

@@ -223,15 +223,27 @@ impl BlockStore for IpfsStore {
 
     async fn put_many(&self, blocks: &BlockMap) -> Result<(), StoreError> {
         use futures_util::{StreamExt, TryStreamExt};
-        let mut puts = Vec::new();
+        let mut size = 0;
         for (cid, bytes) in blocks.iter() {
             if bytes.len() > IPFS_MAX_BLOCK {
                 return Err(StoreError::TooLarge(*cid));
             }
-            let (cid, bytes) = (*cid, bytes.to_vec());
-            puts.push(async move { self.kubo.block_put(&cid, bytes).await.map_err(StoreError::from) });
+            size += bytes.len() + 64;
         }
-        futures_util::stream::iter(puts).buffer_unordered(8).try_collect::<()>().await?;
+        let Some((first, _)) = blocks.iter().next() else { return Ok(()) };
+        if size <= IPFS_MAX_BLOCK {
+            // A commit's blocks usually fit one CAR under the node's body limit: one call.
+            self.kubo.dag_import(atproto::car::encode(&[*first], blocks.iter())).await?;
+        } else {
+            let mut puts = Vec::new();
+            for (cid, bytes) in blocks.iter() {
+                let (cid, bytes) = (*cid, bytes.to_vec());
+                puts.push(async move { self.kubo.block_put(&cid, bytes).await.map_err(StoreError::from) });
+            }
+            futures_util::stream::iter(puts).buffer_unordered(8).try_collect::<()>().await?;
+        }
+        // The direct pin also proves the node holds every block (it fails, after the timeout,
+        // on a missing one).
         let cids: Vec<Cid> = blocks.iter().map(|(cid, _)| *cid).collect();
         self.kubo.pin_direct(&cids).await?;
         for (cid, bytes) in blocks.iter() {

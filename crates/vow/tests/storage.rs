@@ -65,6 +65,17 @@ async fn storage_suite(s: &Stack, ipfs: Option<&Ipfs>) {
     let jo = s.account("joan").await;
     let _jo_signer = s.signer(&jo, &s.dir.path().join("joan.key"));
     let summary = run_script("storage-flow.js", &[&s.url, &jo.handle, &jo.password, "--too-big", "41000000"]);
+    // A commit larger than one RPC body (12 records of 100 kB): stored block by block on IPFS
+    // rather than as one CAR.
+    let writes: Vec<Value> = (0..12)
+        .map(|i| {
+            json!({ "$type": "com.atproto.repo.applyWrites#create", "collection": "com.example.big", "rkey": format!("r{i}"),
+                    "value": { "$type": "com.example.big", "text": format!("{i} {}", "y".repeat(100_000)) } })
+        })
+        .collect();
+    let body = json!({ "repo": jo.did, "writes": writes });
+    let (status, out) = s.call("POST", "com.atproto.repo.applyWrites", Some(&jo.access), Some(body)).await;
+    assert_eq!(status, 200, "{out}");
     run_script("verify-repo.js", &[&s.url, &jo.did, "--plc", &s.plc]);
 
     // The head commit's block is in the store itself (the IPFS node's own block/get).
@@ -169,7 +180,8 @@ async fn storage_suite(s: &Stack, ipfs: Option<&Ipfs>) {
     run_script("verify-repo.js", &[&s.url, &al.did, "--plc", &s.plc]);
 }
 
-const SUITE_ENV: [(&str, &str); 2] = [("VOW_BLOB_GRACE_SECS", "2"), ("VOW_BLOB_UPLOAD_LIMIT", "40000000")];
+const SUITE_ENV: [(&str, &str); 3] =
+    [("VOW_BLOB_GRACE_SECS", "2"), ("VOW_BLOB_UPLOAD_LIMIT", "40000000"), ("VOW_MAX_JSON_BODY", "2000000")];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn storage_on_the_embedded_store() {
