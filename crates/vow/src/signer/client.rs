@@ -214,12 +214,12 @@ fn answer(text: &str, did: &str, key: &Keypair) -> Option<Value> {
         .map(|ops| {
             ops.iter()
                 .map(|o| {
-                    format!(
-                        "{} {}/{}",
-                        o["type"].as_str().unwrap_or("?").rsplit('#').next().unwrap_or("?"),
-                        o["collection"].as_str().unwrap_or("?"),
-                        o["rkey"].as_str().unwrap_or("")
-                    )
+                    let kind = o["type"].as_str().unwrap_or("?").rsplit('#').next().unwrap_or("?");
+                    let collection = o["collection"].as_str().unwrap_or("?");
+                    match o["rkey"].as_str() {
+                        Some(rkey) => format!("{kind} {collection}/{rkey}"),
+                        None => format!("{kind} {collection}"),
+                    }
                 })
                 .collect()
         })
