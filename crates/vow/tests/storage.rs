@@ -287,33 +287,19 @@ async fn acknowledged_writes_survive_an_ipfs_crash() {
     // The server restarts while the node is still down: with nothing cached, reads say the
     // storage is unavailable rather than that the record does not exist.
     s.restart_vow(&[]);
-    let first = format!("com.atproto.repo.getRecord?repo={}&collection=com.example.note&rkey={}", jo.did, ok[0]);
-    assert_error(&s.call("GET", &first, None, None).await, 503, "StorageUnavailable");
+    let note =
+        |rkey: &str| format!("com.atproto.repo.getRecord?repo={}&collection=com.example.note&rkey={rkey}", jo.did);
+    assert_error(&s.call("GET", &note(&ok[0]), None, None).await, 503, "StorageUnavailable");
 
     // Once the node is back, every read below comes from it.
     node.restart();
     assert_eq!(health(s.url.clone()).await.0, 200);
     for rkey in &ok {
-        let (status, out) = s
-            .call(
-                "GET",
-                &format!("com.atproto.repo.getRecord?repo={}&collection=com.example.note&rkey={rkey}", jo.did),
-                None,
-                None,
-            )
-            .await;
+        let (status, out) = s.call("GET", &note(rkey), None, None).await;
         assert_eq!(status, 200, "acknowledged write {rkey} lost: {out}");
     }
     for rkey in &failed {
-        let res = s
-            .call(
-                "GET",
-                &format!("com.atproto.repo.getRecord?repo={}&collection=com.example.note&rkey={rkey}", jo.did),
-                None,
-                None,
-            )
-            .await;
-        assert_error(&res, 400, "RecordNotFound");
+        assert_error(&s.call("GET", &note(rkey), None, None).await, 400, "RecordNotFound");
     }
     let (_, listed) = s
         .call(

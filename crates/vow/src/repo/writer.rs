@@ -237,6 +237,37 @@ async fn settle(state: &AppState) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// Moves the account's root from `old` to `new` at `rev`, failing if it is not at `old`: the
+/// compare-and-swap behind the account lock. It fails when something outside the write
+/// pipeline moved the root, or when the commit before this one failed to store.
+async fn move_root(conn: &mut sqlx::SqliteConnection, did: &Did, old: Cid, new: Cid, rev: &Tid) -> XrpcResult<()> {
+    let moved = sqlx::query("UPDATE accounts SET repo_root = ?, repo_rev = ? WHERE did = ? AND repo_root = ?")
+        .bind(new.to_string())
+        .bind(rev.as_str())
+        .bind(did.as_str())
+        .bind(old.to_string())
+        .execute(&mut *conn)
+        .await?;
+    if moved.rows_affected() != 1 {
+        return Err(XrpcError::internal("repo root moved during a locked write", did));
+    }
+    Ok(())
+}
+
+/// Releases, after the fact, those of `candidates` no repo references (a no-op on the
+/// embedded store, which does it inside the transaction).
+fn release_later(state: &AppState, candidates: Vec<Cid>) {
+    if state.blocks.in_metadata_db() {
+        return;
+    }
+    let (store, db) = (state.blocks.clone(), state.db.clone());
+    tokio::spawn(async move {
+        if let Err(e) = store.release_unreferenced(&db, candidates).await {
+            tracing::warn!(error = %e, "could not release blocks no repo references");
+        }
+    });
+}
+
 fn block_cids_of(blocks: &BlockMap) -> Vec<Cid> {
     blocks.iter().map(|(cid, _)| *cid).collect()
 }
@@ -453,18 +484,7 @@ pub async fn apply(
     drop(cache);
     let stored = async {
         let mut tx = state.db.begin().await?;
-        let moved = sqlx::query("UPDATE accounts SET repo_root = ?, repo_rev = ? WHERE did = ? AND repo_root = ?")
-            .bind(commit_cid.to_string())
-            .bind(rev.as_str())
-            .bind(did.as_str())
-            .bind(head.to_string())
-            .execute(&mut *tx)
-            .await?;
-        if moved.rows_affected() != 1 {
-            // The root is not the one this commit builds on: something outside this pipeline moved
-            // it, or the commit before this one failed to store.
-            return Err(XrpcError::internal("repo root moved during a locked write", did));
-        }
+        move_root(&mut tx, did, head, commit_cid, &rev).await?;
         // Blocks, record index, blob references and block references in one round trip; the
         // record index goes before the block references that consult it.
         let mut batch = refs::batch();
@@ -514,22 +534,12 @@ pub async fn apply(
         lock.lock().await.head = None;
         drop(events);
         drop(_protected);
-        if !embedded {
-            // Blocks stored for a commit that never became the root: unpin those no repo holds.
-            let (store, db) = (state.blocks.clone(), state.db.clone());
-            tokio::spawn(async move { store.release_unreferenced(&db, block_cids_of(&blocks)).await });
-        }
+        // Blocks stored for a commit that never became the root: unpin those no repo holds.
+        release_later(state, block_cids_of(&blocks));
         return Err(e);
     }
     events.publish();
-    if !embedded {
-        let (store, db) = (state.blocks.clone(), state.db.clone());
-        tokio::spawn(async move {
-            if let Err(e) = store.release_unreferenced(&db, released).await {
-                tracing::warn!(error = %e, "could not release blocks no repo references");
-            }
-        });
-    }
+    release_later(state, released);
     Ok(Committed { cid: commit_cid, rev: rev.into_string(), results })
 }
 
@@ -576,26 +586,14 @@ pub async fn resign_head(state: &AppState, did: &Did) -> XrpcResult<bool> {
     if embedded {
         crate::storage::insert_blocks(&mut tx, &blocks).await?;
     }
-    let moved = sqlx::query("UPDATE accounts SET repo_root = ?, repo_rev = ? WHERE did = ? AND repo_root = ?")
-        .bind(commit_cid.to_string())
-        .bind(rev.as_str())
-        .bind(did.as_str())
-        .bind(head.to_string())
-        .execute(&mut *tx)
-        .await?;
-    if moved.rows_affected() != 1 {
-        return Err(XrpcError::internal("repo root moved during a locked re-sign", did));
-    }
+    move_root(&mut tx, did, head, commit_cid, &rev).await?;
     refs::add_blocks(&mut tx, did.as_str(), rev.as_str(), &[commit_cid]).await?;
     refs::drop_blocks(&mut tx, did.as_str(), &[head]).await?;
     events.append(&mut tx, Event::Sync { did: did.as_str(), rev: rev.as_str(), blocks: car }).await?;
     tx.commit().await?;
     events.publish();
     cache.head = None;
-    if !embedded {
-        let (store, db) = (state.blocks.clone(), state.db.clone());
-        tokio::spawn(async move { store.release_unreferenced(&db, vec![head]).await });
-    }
+    release_later(state, vec![head]);
     tracing::info!(%did, %rev, "head re-signed with the account's key and announced with #sync");
     Ok(true)
 }

@@ -129,10 +129,7 @@ pub async fn list_blobs(
     State(state): State<AppState>,
     XrpcQuery(p): XrpcQuery<ListBlobsParams>,
 ) -> XrpcResult<Json<Value>> {
-    let limit = p.limit.unwrap_or(500);
-    if !(1..=1000).contains(&limit) {
-        return Err(XrpcError::invalid_request("limit must be between 1 and 1000"));
-    }
+    let limit = super::page_limit(p.limit, 500, 1000)?;
     super::active_account(&state, &p.did).await?;
     // The account's blobs that its current records reference.
     let rows: Vec<(String,)> = sqlx::query_as(
@@ -144,7 +141,7 @@ pub async fn list_blobs(
     .bind(limit)
     .fetch_all(&state.db)
     .await?;
-    let cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.0.clone())).flatten();
+    let cursor = super::next_cursor(&rows, limit, |r| r.0.clone());
     let mut out = json!({ "cids": rows.into_iter().map(|r| r.0).collect::<Vec<_>>() });
     if let Some(c) = cursor {
         out["cursor"] = json!(c);
@@ -165,10 +162,7 @@ pub async fn list_missing_blobs(
     auth: AccessAuth,
     XrpcQuery(p): XrpcQuery<ListMissingParams>,
 ) -> XrpcResult<Json<Value>> {
-    let limit = p.limit.unwrap_or(500);
-    if !(1..=1000).contains(&limit) {
-        return Err(XrpcError::invalid_request("limit must be between 1 and 1000"));
-    }
+    let limit = super::page_limit(p.limit, 500, 1000)?;
     let rows: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT r.cid, MIN(r.collection), MIN(r.rkey) FROM record_blobs r \
          WHERE r.did = ? AND r.cid > ? \
@@ -180,7 +174,7 @@ pub async fn list_missing_blobs(
     .bind(limit)
     .fetch_all(&state.db)
     .await?;
-    let cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.0.clone())).flatten();
+    let cursor = super::next_cursor(&rows, limit, |r| r.0.clone());
     let blobs: Vec<Value> = rows
         .into_iter()
         .map(|(cid, collection, rkey)| json!({ "cid": cid, "recordUri": format!("at://{}/{collection}/{rkey}", auth.did) }))

@@ -18,7 +18,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
 
-use crate::error::XrpcError;
+use crate::error::{XrpcError, XrpcResult};
 use crate::server::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -122,4 +122,18 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> axum::extract::FromRequestParts
             .map(|q| Self(q.0))
             .map_err(|e| XrpcError::invalid_request(format!("Invalid query parameters: {}", e.body_text())))
     }
+}
+
+/// A page size from `limit`: `default` when absent, otherwise between 1 and `max`.
+pub(crate) fn page_limit(limit: Option<i64>, default: i64, max: i64) -> XrpcResult<i64> {
+    let limit = limit.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(XrpcError::invalid_request(format!("limit must be between 1 and {max}")));
+    }
+    Ok(limit)
+}
+
+/// The cursor for the page after `rows`: the last row's key when the page is full.
+pub(crate) fn next_cursor<T>(rows: &[T], limit: i64, key: impl Fn(&T) -> String) -> Option<String> {
+    (rows.len() as i64 == limit).then(|| rows.last().map(key)).flatten()
 }

@@ -111,10 +111,7 @@ pub async fn list_records(
 ) -> XrpcResult<Json<Value>> {
     let account = find_repo(&state, &p.repo).await?;
     let collection = parse_nsid(&p.collection)?;
-    let limit = p.limit.unwrap_or(50);
-    if !(1..=100).contains(&limit) {
-        return Err(XrpcError::invalid_request("limit must be between 1 and 100"));
-    }
+    let limit = super::page_limit(p.limit, 50, 100)?;
     // Newest first by default: rkeys are TIDs, so descending rkey order is newest first.
     let reverse = p.reverse.unwrap_or(false);
     let sql = if reverse {
@@ -130,7 +127,7 @@ pub async fn list_records(
         .bind(limit)
         .fetch_all(&state.db)
         .await?;
-    let cursor = if rows.len() as i64 == limit { rows.last().map(|r| r.0.clone()) } else { None };
+    let cursor = super::next_cursor(&rows, limit, |r| r.0.clone());
     let mut records = Vec::with_capacity(rows.len());
     for (rkey, cid) in rows {
         let value = record_value(&state, &cid).await?;

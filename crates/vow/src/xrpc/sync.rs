@@ -258,10 +258,7 @@ pub async fn list_repos(
     State(state): State<AppState>,
     XrpcQuery(p): XrpcQuery<ListReposParams>,
 ) -> XrpcResult<Json<Value>> {
-    let limit = p.limit.unwrap_or(500);
-    if !(1..=1000).contains(&limit) {
-        return Err(XrpcError::invalid_request("limit must be between 1 and 1000"));
-    }
+    let limit = super::page_limit(p.limit, 500, 1000)?;
     // Accounts without a repo (none yet: every account gets a genesis commit) are skipped
     // rather than breaking the page.
     #[derive(sqlx::FromRow)]
@@ -279,7 +276,7 @@ pub async fn list_repos(
     .bind(limit)
     .fetch_all(&state.db)
     .await?;
-    let cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.did.clone())).flatten();
+    let cursor = super::next_cursor(&rows, limit, |r| r.did.clone());
     let repos: Vec<Value> = rows
         .into_iter()
         .map(|row| {
