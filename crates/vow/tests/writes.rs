@@ -588,3 +588,46 @@ async fn an_outdated_cursor_is_told_so_then_replayed() {
         assert!(has(frame, b"#commit") || has(frame, b"#sync"), "then the three events kept");
     }
 }
+
+/// Taken-down and deactivated repos are not served, with the error names the lexicons give,
+/// and getRepoStatus/listRepos say why. No operator endpoint sets these states yet, so the test
+/// sets the columns the way one would.
+#[tokio::test(flavor = "multi_thread")]
+async fn taken_down_and_deactivated_repos_are_not_served() {
+    let s = stack(false);
+    let (tess, dana) = (s.account("tess").await, s.account("dana").await);
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(s.dir.path().join("vow.db"));
+    let db = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+    sqlx::query("UPDATE accounts SET takedown_ref = 'mod-1' WHERE did = ?").bind(&tess.did).execute(&db).await.unwrap();
+    sqlx::query("UPDATE accounts SET deactivated_at = '2026-11-24T00:00:00.000Z' WHERE did = ?")
+        .bind(&dana.did)
+        .execute(&db)
+        .await
+        .unwrap();
+    db.close().await;
+    let blob = atproto::cid::raw_cid(b"x").to_string();
+    let (_, repos) = s.call("GET", "com.atproto.sync.listRepos", None, None).await;
+    for (acct, error, status) in [(&tess, "RepoTakendown", "takendown"), (&dana, "RepoDeactivated", "deactivated")] {
+        let did = &acct.did;
+        for path in [
+            format!("com.atproto.sync.getLatestCommit?did={did}"),
+            format!("com.atproto.sync.getRepo?did={did}"),
+            format!("com.atproto.sync.getHead?did={did}"),
+            format!("com.atproto.sync.getRecord?did={did}&collection=app.bsky.feed.post&rkey=abc"),
+            format!("com.atproto.sync.listBlobs?did={did}"),
+            format!("com.atproto.sync.getBlob?did={did}&cid={blob}"),
+        ] {
+            assert_error(&s.call("GET", &path, None, None).await, 400, error);
+        }
+        let (code, out) = s.call("GET", &format!("com.atproto.sync.getRepoStatus?did={did}"), None, None).await;
+        assert_eq!((code, out["active"].as_bool(), out["status"].as_str()), (200, Some(false), Some(status)), "{out}");
+        let listed = repos["repos"].as_array().unwrap().iter().find(|r| r["did"] == did.as_str()).unwrap();
+        assert_eq!((listed["active"].as_bool(), listed["status"].as_str()), (Some(false), Some(status)), "{listed}");
+        let body = json!({ "repo": did, "collection": "app.bsky.feed.post", "record": { "$type": "app.bsky.feed.post", "text": "x", "createdAt": "2026-11-24T00:00:00.000Z" } });
+        assert_error(
+            &s.call("POST", "com.atproto.repo.createRecord", Some(&acct.access), Some(body)).await,
+            400,
+            error,
+        );
+    }
+}

@@ -16,11 +16,26 @@ pub struct Account {
     pub created_at: String,
     pub passkey_credential_id: Option<String>,
     pub passkey_public_key: Option<Vec<u8>>,
+    pub takedown_ref: Option<String>,
 }
 
 impl Account {
     pub fn active(&self) -> bool {
-        self.deactivated_at.is_none()
+        self.status().is_none()
+    }
+
+    /// Why the repo is not served, as `getRepoStatus` names it; `None` when active.
+    pub fn status(&self) -> Option<&'static str> {
+        status_of(self.takedown_ref.is_some(), self.deactivated_at.is_some())
+    }
+}
+
+/// The status of an account taken down and/or deactivated (a takedown wins).
+pub fn status_of(taken_down: bool, deactivated: bool) -> Option<&'static str> {
+    match (taken_down, deactivated) {
+        (true, _) => Some("takendown"),
+        (false, true) => Some("deactivated"),
+        (false, false) => None,
     }
 }
 

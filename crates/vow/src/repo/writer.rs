@@ -277,8 +277,10 @@ async fn writable_key(state: &AppState, did: &Did) -> XrpcResult<PublicKey> {
     let account = accounts::by_did(&state.db, did.as_str())
         .await?
         .ok_or_else(|| XrpcError::named("RepoNotFound", format!("Could not find repo: {did}")))?;
-    if !account.active() {
-        return Err(XrpcError::named("RepoDeactivated", "This account is deactivated"));
+    match account.status() {
+        None => {}
+        Some("takendown") => return Err(XrpcError::named("RepoTakendown", "This repo has been taken down")),
+        Some(_) => return Err(XrpcError::named("RepoDeactivated", "This account is deactivated")),
     }
     let key_did = account.signing_key.as_deref().ok_or_else(|| {
         XrpcError::named(

@@ -70,10 +70,11 @@ async fn active_account(state: &AppState, did: &str) -> Result<crate::db::accoun
     let account = crate::db::accounts::by_did(&state.db, did)
         .await?
         .ok_or_else(|| XrpcError::named("RepoNotFound", format!("Could not find repo for DID: {did}")))?;
-    if !account.active() {
-        return Err(XrpcError::named("RepoDeactivated", format!("Repo has been deactivated: {did}")));
+    match account.status() {
+        None => Ok(account),
+        Some("takendown") => Err(XrpcError::named("RepoTakendown", format!("Repo has been taken down: {did}"))),
+        Some(_) => Err(XrpcError::named("RepoDeactivated", format!("Repo has been deactivated: {did}"))),
     }
-    Ok(account)
 }
 
 /// Unknown paths: XRPC methods get `MethodNotImplemented`, anything else a plain 404 body.

@@ -240,10 +240,9 @@ pub async fn get_repo_status(
         .await?
         .ok_or_else(|| XrpcError::named("RepoNotFound", format!("Could not find repo for DID: {}", p.did)))?;
     let mut out = json!({ "did": account.did, "active": account.active() });
-    if account.active() {
-        out["rev"] = json!(account.repo_rev);
-    } else {
-        out["status"] = json!("deactivated");
+    match account.status() {
+        None => out["rev"] = json!(account.repo_rev),
+        Some(status) => out["status"] = json!(status),
     }
     Ok(Json(out))
 }
@@ -267,9 +266,10 @@ pub async fn list_repos(
         repo_root: Option<String>,
         repo_rev: Option<String>,
         deactivated_at: Option<String>,
+        takedown_ref: Option<String>,
     }
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT did, repo_root, repo_rev, deactivated_at FROM accounts WHERE did > ? AND repo_root IS NOT NULL \
+        "SELECT did, repo_root, repo_rev, deactivated_at, takedown_ref FROM accounts WHERE did > ? AND repo_root IS NOT NULL \
          ORDER BY did LIMIT ?",
     )
     .bind(p.cursor.as_deref().unwrap_or(""))
@@ -280,10 +280,11 @@ pub async fn list_repos(
     let repos: Vec<Value> = rows
         .into_iter()
         .map(|row| {
-            let active = row.deactivated_at.is_none();
-            let mut r = json!({ "did": row.did, "head": row.repo_root, "rev": row.repo_rev, "active": active });
-            if !active {
-                r["status"] = json!("deactivated");
+            let status = accounts::status_of(row.takedown_ref.is_some(), row.deactivated_at.is_some());
+            let mut r =
+                json!({ "did": row.did, "head": row.repo_root, "rev": row.repo_rev, "active": status.is_none() });
+            if let Some(status) = status {
+                r["status"] = json!(status);
             }
             r
         })
