@@ -370,19 +370,6 @@ async fn key_registration_needs_password_and_proof_of_possession() {
     assert_eq!(op["rotationKeys"], json!([key.public_key().to_did_key()]));
 }
 
-/// Waits until the server has (or no longer has) a signer registered for the account: it
-/// registers a socket just after the upgrade response and notices a dropped one a little later.
-async fn wait_for_signer(s: &Stack, access: &str, connected: bool) {
-    for _ in 0..100 {
-        let (_, status) = s.call("GET", "app.vow.signer.getStatus", Some(access), None).await;
-        if status["signerConnected"] == connected {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("signer never became connected={connected}");
-}
-
 /// How a hand-driven signer answers.
 #[derive(Clone, Copy)]
 enum Behaviour {

@@ -237,10 +237,10 @@ async fn settle(state: &AppState) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Moves the account's root from `old` to `new` at `rev`, failing if it is not at `old`: the
-/// compare-and-swap behind the account lock. It fails when something outside the write
-/// pipeline moved the root, or when the commit before this one failed to store.
-async fn move_root(conn: &mut sqlx::SqliteConnection, did: &Did, old: Cid, new: Cid, rev: &Tid) -> XrpcResult<()> {
+/// Moves the account's root from `old` to `new` at `rev` if it is at `old`: the
+/// compare-and-swap behind the account lock. Returns false when it was not there: something
+/// outside the write pipeline moved the root, or the commit before this one failed to store.
+async fn move_root(conn: &mut sqlx::SqliteConnection, did: &Did, old: Cid, new: Cid, rev: &Tid) -> XrpcResult<bool> {
     let moved = sqlx::query("UPDATE accounts SET repo_root = ?, repo_rev = ? WHERE did = ? AND repo_root = ?")
         .bind(new.to_string())
         .bind(rev.as_str())
@@ -248,10 +248,7 @@ async fn move_root(conn: &mut sqlx::SqliteConnection, did: &Did, old: Cid, new: 
         .bind(old.to_string())
         .execute(&mut *conn)
         .await?;
-    if moved.rows_affected() != 1 {
-        return Err(XrpcError::internal("repo root moved during a locked write", did));
-    }
-    Ok(())
+    Ok(moved.rows_affected() == 1)
 }
 
 /// Releases, after the fact, those of `candidates` no repo references (a no-op on the
@@ -292,60 +289,27 @@ async fn writable_key(state: &AppState, did: &Did) -> XrpcResult<PublicKey> {
     PublicKey::from_did_key(key_did).map_err(|e| XrpcError::internal("stored signing key is invalid", e))
 }
 
-/// Applies `writes` to the repo of `did` and commits them with the user's signature.
-pub async fn apply(
-    state: &AppState,
-    did: &Did,
-    writes: Vec<Write>,
-    swap_commit: Option<Cid>,
-    validate: Option<bool>,
-) -> XrpcResult<Committed> {
-    if writes.is_empty() {
-        return Err(invalid("No writes given"));
-    }
-    if writes.len() > MAX_WRITES {
-        return Err(invalid(format!("Too many writes: {} (at most {MAX_WRITES})", writes.len())));
-    }
-    // Read outside the lock: only the head needs the lock, and the final compare-and-swap on
-    // the root catches anything that moved it in between.
-    let lock = state.repo_locks.get(did.as_str());
-    let mut cache = lock.lock().await;
-    let key = match &cache.key {
-        Some(key) => key.clone(),
-        None => {
-            let key = writable_key(state, did).await?;
-            cache.key = Some(key.clone());
-            key
-        }
-    };
-    let (head, prev_data, prev_rev) = match &cache.head {
-        Some((head, data, rev)) => (*head, *data, rev.clone()),
-        None => {
-            settle(state).await?;
-            let (root,): (Option<String>,) = sqlx::query_as("SELECT repo_root FROM accounts WHERE did = ?")
-                .bind(did.as_str())
-                .fetch_one(&state.db)
-                .await?;
-            let head: Cid = root
-                .as_deref()
-                .ok_or_else(|| XrpcError::named("RepoNotFound", "This account has no repo"))?
-                .parse()
-                .map_err(|e| XrpcError::internal("stored repo root is invalid", e))?;
-            let block =
-                state.blocks.get(&head).await?.ok_or_else(|| XrpcError::internal("head commit missing", head))?;
-            let commit =
-                SignedCommit::from_block(&block).map_err(|e| XrpcError::internal("head commit does not decode", e))?;
-            (head, commit.unsigned.data, commit.unsigned.rev)
-        }
-    };
-    if let Some(swap) = swap_commit
-        && swap != head
-    {
-        return Err(XrpcError::named("InvalidSwap", format!("The repo is at commit {head}, not {swap}")));
-    }
+/// The writes of one batch applied to the tree: what changed, ready to be signed.
+struct Staged {
+    /// New record blocks and the new tree's blocks.
+    blocks: BlockMap,
+    root: Cid,
+    changes: Vec<Change>,
+    results: Vec<WriteResult>,
+    summaries: Vec<OpSummary>,
+}
 
-    let reader = SyncReader::with_cache(&state.blocks, std::mem::take(&mut cache.blocks));
-    let mut tree = Mst::load(&reader, prev_data).map_err(mst_error)?;
+/// Applies `writes` to the tree at `prev_data`, reading tree blocks through `reader`. Checks
+/// every write (existence, swaps, lexicon validation) and touches nothing outside the tree.
+fn stage(
+    state: &AppState,
+    reader: &impl BlockSource,
+    did: &Did,
+    prev_data: Cid,
+    writes: Vec<Write>,
+    validate: Option<bool>,
+) -> XrpcResult<Staged> {
+    let mut tree = Mst::load(reader, prev_data).map_err(mst_error)?;
     let mut blocks = BlockMap::new();
     let mut changes = Vec::new();
     let mut results = Vec::new();
@@ -364,7 +328,7 @@ pub async fn apply(
         };
         let path = format!("{collection}/{rkey}");
         let uri = format!("at://{did}/{path}");
-        let current = tree.get(&reader, &path).map_err(mst_error)?;
+        let current = tree.get(reader, &path).map_err(mst_error)?;
         let (action, value, swap) = match write {
             Write::Create { value, .. } => {
                 if current.is_some() {
@@ -391,7 +355,7 @@ pub async fn apply(
                 if current == Some(cid) {
                     continue; // identical record: nothing to commit
                 }
-                tree.insert(&reader, &path, cid).map_err(mst_error)?;
+                tree.insert(reader, &path, cid).map_err(mst_error)?;
                 blocks.insert(cid, bytes);
                 changes.push(Change {
                     action,
@@ -407,7 +371,7 @@ pub async fn apply(
                 if current.is_none() {
                     continue; // deleting what is not there changes nothing
                 }
-                tree.remove(&reader, &path).map_err(mst_error)?;
+                tree.remove(reader, &path).map_err(mst_error)?;
                 changes.push(Change {
                     action,
                     collection: collection.to_string(),
@@ -424,8 +388,125 @@ pub async fn apply(
             rkey: Some(rkey.to_string()),
         });
     }
-    // Whatever happens next, the blocks read so far stay useful.
+    let data = if changes.is_empty() { None } else { Some(tree.commit()) };
+    let root = data.as_ref().map_or(prev_data, |d| d.root);
+    if let Some(data) = data {
+        blocks.extend(data.blocks);
+    }
+    Ok(Staged { blocks, root, changes, results, summaries })
+}
+
+/// Why one attempt at a commit did not land.
+enum Attempt {
+    /// The client's answer.
+    Failed(XrpcError),
+    /// The root was not where this commit expected it: the commit it was built on (sequenced
+    /// before it, while it was being signed) failed to store. Nothing was stored; build again.
+    RootMoved,
+}
+
+impl From<XrpcError> for Attempt {
+    fn from(e: XrpcError) -> Self {
+        Attempt::Failed(e)
+    }
+}
+
+impl From<sqlx::Error> for Attempt {
+    fn from(e: sqlx::Error) -> Self {
+        Attempt::Failed(e.into())
+    }
+}
+
+impl From<crate::signer::SignError> for Attempt {
+    fn from(e: crate::signer::SignError) -> Self {
+        Attempt::Failed(e.into())
+    }
+}
+
+impl From<crate::storage::StoreError> for Attempt {
+    fn from(e: crate::storage::StoreError) -> Self {
+        Attempt::Failed(e.into())
+    }
+}
+
+/// How often a write is rebuilt after the commit it was built on failed to store.
+const ROOT_MOVED_RETRIES: usize = 3;
+
+/// Applies `writes` to the repo of `did` and commits them with the user's signature.
+pub async fn apply(
+    state: &AppState,
+    did: &Did,
+    writes: Vec<Write>,
+    swap_commit: Option<Cid>,
+    validate: Option<bool>,
+) -> XrpcResult<Committed> {
+    if writes.is_empty() {
+        return Err(invalid("No writes given"));
+    }
+    if writes.len() > MAX_WRITES {
+        return Err(invalid(format!("Too many writes: {} (at most {MAX_WRITES})", writes.len())));
+    }
+    for attempt in 1.. {
+        match apply_once(state, did, writes.clone(), swap_commit, validate).await {
+            Ok(committed) => return Ok(committed),
+            Err(Attempt::Failed(e)) => return Err(e),
+            Err(Attempt::RootMoved) if attempt < ROOT_MOVED_RETRIES => {
+                tracing::warn!(%did, attempt, "the commit this write was built on did not store; building it again");
+            }
+            Err(Attempt::RootMoved) => break,
+        }
+    }
+    Err(XrpcError::internal("repo root kept moving during a locked write", did))
+}
+
+/// The head of the account's repo: from the cache, or (after settling) from the database.
+async fn current_head(state: &AppState, did: &Did, cache: &RepoCache) -> XrpcResult<(Cid, Cid, Tid)> {
+    if let Some((head, data, rev)) = &cache.head {
+        return Ok((*head, *data, rev.clone()));
+    }
+    settle(state).await?;
+    let (root,): (Option<String>,) =
+        sqlx::query_as("SELECT repo_root FROM accounts WHERE did = ?").bind(did.as_str()).fetch_one(&state.db).await?;
+    let head: Cid = root
+        .as_deref()
+        .ok_or_else(|| XrpcError::named("RepoNotFound", "This account has no repo"))?
+        .parse()
+        .map_err(|e| XrpcError::internal("stored repo root is invalid", e))?;
+    let block = state.blocks.get(&head).await?.ok_or_else(|| XrpcError::internal("head commit missing", head))?;
+    let commit = SignedCommit::from_block(&block).map_err(|e| XrpcError::internal("head commit does not decode", e))?;
+    Ok((head, commit.unsigned.data, commit.unsigned.rev))
+}
+
+async fn apply_once(
+    state: &AppState,
+    did: &Did,
+    writes: Vec<Write>,
+    swap_commit: Option<Cid>,
+    validate: Option<bool>,
+) -> Result<Committed, Attempt> {
+    let lock = state.repo_locks.get(did.as_str());
+    let mut cache = lock.lock().await;
+    let key = match &cache.key {
+        Some(key) => key.clone(),
+        None => {
+            let key = writable_key(state, did).await?;
+            cache.key = Some(key.clone());
+            key
+        }
+    };
+    let (head, prev_data, prev_rev) = current_head(state, did, &cache).await?;
+    if let Some(swap) = swap_commit
+        && swap != head
+    {
+        return Err(XrpcError::named("InvalidSwap", format!("The repo is at commit {head}, not {swap}")).into());
+    }
+
+    // The cache holds blocks of commits sequenced but perhaps not yet stored, which the next
+    // write needs: it goes back to the cache whether or not these writes stage.
+    let reader = SyncReader::with_cache(&state.blocks, std::mem::take(&mut cache.blocks));
+    let staged = stage(state, &reader, did, prev_data, writes, validate);
     cache.blocks = reader.into_cache();
+    let Staged { mut blocks, root, changes, results, summaries } = staged?;
     if changes.is_empty() {
         return Ok(Committed { cid: head, rev: prev_rev.to_string(), results });
     }
@@ -435,14 +516,12 @@ pub async fn apply(
     if !referenced.is_empty() {
         let mut conn = state.db.acquire().await?;
         if let Some(cid) = refs::missing_blobs(&mut conn, did.as_str(), &referenced).await?.first() {
-            return Err(blob_not_found(cid));
+            return Err(blob_not_found(cid).into());
         }
     }
 
-    let data = tree.commit();
-    blocks.extend(data.blocks);
     let rev = state.tids.next_after(Some(&prev_rev));
-    let unsigned = UnsignedCommit::new(did.clone(), data.root, rev.clone());
+    let unsigned = UnsignedCommit::new(did.clone(), root, rev.clone());
     // The hub hands back only signatures it has verified against `key` over these bytes.
     let sig = state
         .signers
@@ -453,10 +532,10 @@ pub async fn apply(
     // The event carries the new blocks plus the covering proofs of every changed key, read
     // through the new blocks and the account's cache.
     let proof_reader = SyncReader::with_cache(&state.blocks, std::mem::take(&mut cache.blocks));
-    let parts = commit_event_parts(&Overlay(&blocks, &proof_reader), &blocks, data.root, commit_cid, &changes);
+    let parts = commit_event_parts(&Overlay(&blocks, &proof_reader), &blocks, root, commit_cid, &changes);
     // Blocks this commit stops referencing: replaced tree nodes, the old commit, and the old
     // versions of changed records (kept if another key still holds the same CID).
-    let removed = atproto::mst::diff(&Overlay(&blocks, &proof_reader), Some(prev_data), data.root);
+    let removed = atproto::mst::diff(&Overlay(&blocks, &proof_reader), Some(prev_data), root);
     cache.blocks = proof_reader.into_cache();
     let (event_car, event_ops, event_blobs) = parts?;
     let mut released: Vec<Cid> = removed.map_err(mst_error)?.removed_nodes.into_iter().collect();
@@ -473,7 +552,7 @@ pub async fn apply(
     let mut events = state.firehose.sequencer().await?;
     // The sequencer orders every repo transaction, so this commit's place is now fixed: the
     // account's next write may build on it (and be signed) while it is stored. If storing
-    // fails, that write's compare-and-swap on the root fails as well and the cache starts over.
+    // fails, that write's compare-and-swap on the root fails as well, and it is built again.
     // Every earlier commit is stored by now, so the cache may start over here, as long as it
     // keeps this commit's blocks until they are.
     if cache.blocks.len() > CACHE_BLOCKS {
@@ -482,11 +561,13 @@ pub async fn apply(
     for (cid, bytes) in blocks.iter() {
         cache.blocks.insert(*cid, bytes.to_vec().into());
     }
-    cache.head = Some((commit_cid, data.root, rev.clone()));
+    cache.head = Some((commit_cid, root, rev.clone()));
     drop(cache);
     let stored = async {
         let mut tx = state.db.begin().await?;
-        move_root(&mut tx, did, head, commit_cid, &rev).await?;
+        if !move_root(&mut tx, did, head, commit_cid, &rev).await? {
+            return Err(Attempt::RootMoved);
+        }
         // Blocks, record index, blob references and block references in one round trip; the
         // record index goes before the block references that consult it.
         let mut batch = refs::batch();
@@ -511,7 +592,7 @@ pub async fn apply(
         if !referenced.is_empty() {
             // The clean-up of unreferenced blobs may have run since the check above.
             if let Some(cid) = refs::missing_blobs(&mut tx, did.as_str(), &referenced).await?.first() {
-                return Err(blob_not_found(cid));
+                return Err(blob_not_found(cid).into());
             }
         }
         events.push(
@@ -529,7 +610,7 @@ pub async fn apply(
         );
         refs::execute(&mut tx, batch).await?;
         tx.commit().await?;
-        Ok::<_, XrpcError>(())
+        Ok::<_, Attempt>(())
     }
     .await;
     if let Err(e) = stored {
@@ -588,7 +669,9 @@ pub async fn resign_head(state: &AppState, did: &Did) -> XrpcResult<bool> {
     if embedded {
         crate::storage::insert_blocks(&mut tx, &blocks).await?;
     }
-    move_root(&mut tx, did, head, commit_cid, &rev).await?;
+    if !move_root(&mut tx, did, head, commit_cid, &rev).await? {
+        return Err(XrpcError::internal("repo root moved during a locked re-sign", did));
+    }
     refs::add_blocks(&mut tx, did.as_str(), rev.as_str(), &[commit_cid]).await?;
     refs::drop_blocks(&mut tx, did.as_str(), &[head]).await?;
     events.append(&mut tx, Event::Sync { did: did.as_str(), rev: rev.as_str(), blocks: car }).await?;

@@ -291,3 +291,16 @@ impl Stack {
         sqlx::SqlitePool::connect_with(opts).await.unwrap()
     }
 }
+
+/// Waits until the server has (or no longer has) a signer registered for the account: it
+/// registers a socket just after the upgrade response and notices a dropped one a little later.
+pub async fn wait_for_signer(s: &Stack, access: &str, connected: bool) {
+    for _ in 0..1200 {
+        let (_, status) = s.call("GET", "app.vow.signer.getStatus", Some(access), None).await;
+        if status["signerConnected"] == connected {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("signer never became connected={connected}");
+}

@@ -1,0 +1,206 @@
+//! Integration: what one client does never breaks another. The real `vow` binary, a real
+//! SQLite file and the real PLC server; a hand-driven signer with the account's real key that
+//! refuses or ignores the writes the test marks for it.
+
+mod common;
+
+use atproto::crypto::{Algorithm, Keypair};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// Collections the test signer refuses to sign, and ignores.
+const REJECTED: &str = "com.example.rejected";
+const IGNORED: &str = "com.example.ignored";
+
+/// A signer holding the account's key that signs every commit except those touching
+/// [`REJECTED`] (answered `sign_reject`) or [`IGNORED`] (never answered).
+async fn picky_signer(s: &Stack, access: &str, key: Keypair) -> tokio::task::JoinHandle<()> {
+    let url = format!("{}/xrpc/com.atproto.server.signerConnect", s.url.replacen("http", "ws", 1));
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert("authorization", format!("Bearer {access}").parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = socket.next().await {
+            let Message::Text(text) = msg else { continue };
+            let req: Value = serde_json::from_str(&text).unwrap();
+            if req["type"] != "sign_request" {
+                continue;
+            }
+            let touches = |c: &str| req["ops"].as_array().unwrap().iter().any(|o| o["collection"] == c);
+            let id = req["requestId"].clone();
+            let reply = if touches(IGNORED) {
+                continue;
+            } else if touches(REJECTED) {
+                json!({ "type": "sign_reject", "requestId": id })
+            } else {
+                let payload = URL_SAFE_NO_PAD.decode(req["payload"].as_str().unwrap()).unwrap();
+                json!({ "type": "sign_response", "requestId": id,
+                        "commitSignature": URL_SAFE_NO_PAD.encode(key.sign(&payload)) })
+            };
+            socket.send(Message::Text(reply.to_string().into())).await.unwrap();
+        }
+    })
+}
+
+fn post(text: &str) -> Value {
+    json!({ "$type": "app.bsky.feed.post", "text": text, "createdAt": "2026-12-01T10:00:00.000Z" })
+}
+
+/// The writes that must fail, each with the error it must get, and none with a 5xx.
+fn failing_write(kind: usize, did: &str, round: usize) -> (&'static str, Value, u16, &'static str) {
+    let bogus = "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm";
+    match kind {
+        0 => (
+            "com.atproto.repo.putRecord",
+            json!({ "repo": did, "collection": "app.bsky.feed.post", "rkey": "stale", "record": post("x"),
+                    "swapRecord": bogus }),
+            400,
+            "InvalidSwap",
+        ),
+        1 => (
+            "com.atproto.repo.createRecord",
+            json!({ "repo": did, "collection": "app.bsky.feed.post",
+                    "record": { "$type": "app.bsky.feed.post", "text": 7 } }),
+            400,
+            "InvalidRequest",
+        ),
+        2 => (
+            "com.atproto.repo.createRecord",
+            json!({ "repo": did, "collection": "app.bsky.feed.post", "record": {
+                "$type": "app.bsky.feed.post", "text": "with a picture", "createdAt": "2026-12-01T10:00:00.000Z",
+                "embed": { "$type": "app.bsky.embed.images", "images": [{ "alt": "",
+                    "image": { "$type": "blob", "ref": { "$link": "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku" },
+                               "mimeType": "image/png", "size": 10 } }] } } }),
+            400,
+            "BlobNotFound",
+        ),
+        3 => (
+            "com.atproto.repo.createRecord",
+            json!({ "repo": did, "collection": REJECTED, "record": { "$type": REJECTED, "n": round } }),
+            400,
+            "SigningRejected",
+        ),
+        4 => (
+            // One bad write sinks its whole batch, and only its batch.
+            "com.atproto.repo.applyWrites",
+            json!({ "repo": did, "writes": [
+                { "$type": "com.atproto.repo.applyWrites#create", "collection": "app.bsky.feed.post", "value": post("batch") },
+                { "$type": "com.atproto.repo.applyWrites#update", "collection": "app.bsky.feed.post", "rkey": "missing",
+                  "value": post("nothing to update") },
+            ] }),
+            400,
+            "InvalidRequest",
+        ),
+        _ => (
+            "com.atproto.repo.applyWrites",
+            json!({ "repo": did, "swapCommit": bogus, "writes": [
+                { "$type": "com.atproto.repo.applyWrites#create", "collection": "app.bsky.feed.post", "value": post("swap") },
+            ] }),
+            400,
+            "InvalidSwap",
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_writes_never_fail_anyone_elses() {
+    let s = stack_with(false, &[("VOW_SIGNER_TIMEOUT", "2")]);
+    let alice = s.account("alice").await;
+    let key_file = s.dir.path().join("alice.key");
+    drop(s.signer(&alice, &key_file)); // registers the key, then goes away
+    wait_for_signer(&s, &alice.access, false).await;
+    let key = Keypair::from_bytes(Algorithm::K256, &std::fs::read(&key_file).unwrap()).unwrap();
+    let _signer = picky_signer(&s, &alice.access, key).await;
+    wait_for_signer(&s, &alice.access, true).await;
+
+    const VALID_WRITERS: usize = 4;
+    const FAILING_KINDS: usize = 6;
+    const ROUNDS: usize = 40;
+    let s = std::sync::Arc::new(s);
+    let mut tasks = Vec::new();
+    for w in 0..VALID_WRITERS {
+        let (s, did, access) = (s.clone(), alice.did.clone(), alice.access.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut uris = Vec::new();
+            for round in 0..ROUNDS {
+                let body =
+                    json!({ "repo": did, "collection": "app.bsky.feed.post", "record": post(&format!("{w}/{round}")) });
+                let res = s.call("POST", "com.atproto.repo.createRecord", Some(&access), Some(body)).await;
+                assert_eq!(res.0, 200, "valid write {w}/{round} failed: {res:?}");
+                uris.push(res.1["uri"].as_str().unwrap().to_owned());
+            }
+            uris
+        }));
+    }
+    for kind in 0..FAILING_KINDS {
+        let (s, did, access) = (s.clone(), alice.did.clone(), alice.access.clone());
+        tasks.push(tokio::spawn(async move {
+            for round in 0..ROUNDS {
+                let (nsid, body, status, name) = failing_write(kind, &did, round);
+                let res = s.call("POST", nsid, Some(&access), Some(body)).await;
+                assert_error(&res, status, name);
+            }
+            Vec::new()
+        }));
+    }
+    // A write the signer never answers times out, and holds up the others meanwhile.
+    {
+        let (s, did, access) = (s.clone(), alice.did.clone(), alice.access.clone());
+        tasks.push(tokio::spawn(async move {
+            for round in 0..2 {
+                let body = json!({ "repo": did, "collection": IGNORED, "record": { "$type": IGNORED, "n": round } });
+                let res = s.call("POST", "com.atproto.repo.createRecord", Some(&access), Some(body)).await;
+                assert_error(&res, 400, "SigningTimeout");
+            }
+            Vec::new()
+        }));
+    }
+    let mut acknowledged = Vec::new();
+    for task in tasks {
+        acknowledged.extend(task.await.unwrap());
+    }
+    assert_eq!(acknowledged.len(), VALID_WRITERS * ROUNDS);
+
+    // Every acknowledged write is there, and nothing else.
+    let mut listed = std::collections::BTreeSet::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, page) = s
+            .call(
+                "GET",
+                &format!(
+                    "com.atproto.repo.listRecords?repo={}&collection=app.bsky.feed.post&limit=100{cursor}",
+                    alice.did
+                ),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200);
+        for r in page["records"].as_array().unwrap() {
+            listed.insert(r["uri"].as_str().unwrap().to_owned());
+        }
+        match page["cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    let acknowledged: std::collections::BTreeSet<_> = acknowledged.into_iter().collect();
+    assert_eq!(listed, acknowledged);
+    for collection in [REJECTED, IGNORED] {
+        let (_, page) = s
+            .call(
+                "GET",
+                &format!("com.atproto.repo.listRecords?repo={}&collection={collection}", alice.did),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(page["records"], json!([]), "{collection}");
+    }
+}
