@@ -36,6 +36,8 @@ pub enum BlobError {
 pub struct Stored {
     pub cid: Cid,
     pub size: u64,
+    /// The media type the bytes announce, if they are a format [`crate::mime::sniff`] knows.
+    pub sniffed_mime: Option<&'static str>,
     /// The UnixFS root on IPFS.
     pub ipfs_cid: Option<Cid>,
 }
@@ -72,7 +74,12 @@ impl BlobStore {
                 }
                 .await;
                 let _ = tokio::fs::remove_file(&staged.path).await;
-                Ok(Stored { cid: staged.cid, size: staged.size, ipfs_cid: Some(added?) })
+                Ok(Stored {
+                    cid: staged.cid,
+                    size: staged.size,
+                    sniffed_mime: staged.sniffed_mime,
+                    ipfs_cid: Some(added?),
+                })
             }
         }
     }
@@ -114,6 +121,7 @@ pub struct Staged {
     pub path: PathBuf,
     pub cid: Cid,
     pub size: u64,
+    pub sniffed_mime: Option<&'static str>,
 }
 
 #[derive(Clone)]
@@ -135,7 +143,12 @@ impl BlobFiles {
         tokio::fs::create_dir_all(&self.dir).await?;
         let tmp = self.dir.join(format!(".upload-{}", uuid::Uuid::new_v4()));
         match write_hashed(&tmp, body, limit).await {
-            Ok((digest, size)) => Ok(Staged { path: tmp, cid: atproto::cid::raw_cid_from_digest(digest), size }),
+            Ok((digest, size, head)) => Ok(Staged {
+                path: tmp,
+                cid: atproto::cid::raw_cid_from_digest(digest),
+                size,
+                sniffed_mime: crate::mime::sniff(&head),
+            }),
             Err(e) => {
                 let _ = tokio::fs::remove_file(&tmp).await;
                 Err(e)
@@ -147,7 +160,7 @@ impl BlobFiles {
     pub async fn put(&self, body: axum::body::Body, limit: u64) -> Result<Stored, BlobError> {
         let staged = self.stage(body, limit).await?;
         tokio::fs::rename(&staged.path, self.path(&staged.cid)).await?;
-        Ok(Stored { cid: staged.cid, size: staged.size, ipfs_cid: None })
+        Ok(Stored { cid: staged.cid, size: staged.size, sniffed_mime: staged.sniffed_mime, ipfs_cid: None })
     }
 
     /// Opens a blob for streaming, if present.
@@ -171,10 +184,12 @@ async fn drain(mut stream: axum::body::BodyDataStream, mut budget: u64) {
     }
 }
 
-async fn write_hashed(path: &Path, body: axum::body::Body, limit: u64) -> Result<([u8; 32], u64), BlobError> {
+/// Writes the body to `path`; returns its SHA-256, its size and its first bytes.
+async fn write_hashed(path: &Path, body: axum::body::Body, limit: u64) -> Result<([u8; 32], u64, Vec<u8>), BlobError> {
     let mut file = tokio::fs::File::create(path).await?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
+    let mut head = Vec::with_capacity(crate::mime::SNIFF_BYTES);
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| BlobError::Body(e.to_string()))?;
@@ -184,8 +199,10 @@ async fn write_hashed(path: &Path, body: axum::body::Body, limit: u64) -> Result
             return Err(BlobError::TooLarge(limit));
         }
         hasher.update(&chunk);
+        let wanted = crate::mime::SNIFF_BYTES - head.len();
+        head.extend_from_slice(&chunk[..wanted.min(chunk.len())]);
         file.write_all(&chunk).await?;
     }
     file.sync_all().await?;
-    Ok((hasher.finalize().into(), size))
+    Ok((hasher.finalize().into(), size, head))
 }

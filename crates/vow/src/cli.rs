@@ -66,6 +66,7 @@ enum Command {
 pub fn main() -> ExitCode {
     // `.env` first, so real environment variables and flags override it.
     let _ = dotenvy::dotenv();
+    return_large_allocations_promptly();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(format!("{},tower_http=info", cli.config.log_level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -77,6 +78,17 @@ pub fn main() -> ExitCode {
             eprintln!("error: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// glibc's allocator raises its mmap threshold each time a large block is freed, after which
+/// blocks of that size (a password hash's 16 MiB, a big CAR) come from per-thread arenas that
+/// keep the memory. A fixed threshold keeps them mapped on their own and returned at free.
+fn return_large_allocations_promptly() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; it is called before any other thread runs.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
 
@@ -123,7 +135,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::ResetPassword { did } => {
             let db = crate::db::open(&cli.config.db_name).await.map_err(|e| format!("database: {e}"))?;
             let password: String = format!("{}-{}", crate::xrpc::random_code(12), crate::xrpc::random_code(12));
-            let hash = crate::auth::password::hash_async(password.clone()).await;
+            let hash = crate::auth::password::hash_async(password.clone()).await.map_err(|e| e.message)?;
             let updated = sqlx::query("UPDATE accounts SET password_hash = ? WHERE did = ?")
                 .bind(hash)
                 .bind(&did)

@@ -16,6 +16,7 @@ pub mod firehose;
 pub mod identity;
 pub mod ipfs;
 pub mod keys;
+pub mod mime;
 pub mod repo;
 pub mod server;
 pub mod signer;

@@ -204,3 +204,85 @@ async fn failing_writes_never_fail_anyone_elses() {
         assert_eq!(page["records"], json!([]), "{collection}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_failed_logins_keep_memory_bounded() {
+    let s = std::sync::Arc::new(stack(false));
+    let bob = s.account("bob").await;
+    let before = s.vow.rss();
+    let logins: Vec<_> = (0..200)
+        .map(|_| {
+            let (s, handle) = (s.clone(), bob.handle.clone());
+            tokio::spawn(async move {
+                let body = json!({ "identifier": handle, "password": "not the password" });
+                s.call("POST", "com.atproto.server.createSession", None, Some(body)).await
+            })
+        })
+        .collect();
+    // The server keeps answering everything else meanwhile.
+    let (status, _) = s.call("GET", "com.atproto.server.describeServer", None, None).await;
+    assert_eq!(status, 200);
+    let mut peak = s.vow.rss();
+    let (mut denied, mut busy) = (0, 0);
+    for login in logins {
+        let res = login.await.unwrap();
+        match res.0 {
+            401 => {
+                assert_error(&res, 401, "AuthenticationRequired");
+                denied += 1;
+            }
+            _ => {
+                assert_error(&res, 429, "RateLimitExceeded");
+                busy += 1;
+            }
+        }
+        peak = peak.max(s.vow.rss());
+    }
+    assert!(denied > 0 && denied + busy == 200, "{denied} denied, {busy} turned away");
+    let mb = |b: u64| b / (1024 * 1024);
+    assert!(peak < 100 * 1024 * 1024, "RSS went from {} MB to {} MB", mb(before), mb(peak));
+    // And the right password still works.
+    let body = json!({ "identifier": bob.handle, "password": bob.password });
+    assert_eq!(s.call("POST", "com.atproto.server.createSession", None, Some(body)).await.0, 200);
+    println!("RSS before {} MB, peak {} MB, after {} MB", mb(before), mb(peak), mb(s.vow.rss()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploaded_blobs_get_the_type_their_bytes_say() {
+    let s = stack(false);
+    let carol = s.account("carol").await;
+    let _signer = s.signer(&carol, &s.dir.path().join("carol.key"));
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89".to_vec();
+    let upload = |bytes: Vec<u8>, content_type: &'static str| {
+        s.http
+            .post(format!("{}/xrpc/com.atproto.repo.uploadBlob", s.url))
+            .bearer_auth(&carol.access)
+            .header("content-type", content_type)
+            .body(bytes)
+            .send()
+    };
+    // As the Python SDK sends it: `*/*`. The bytes say PNG.
+    let blob: Value = upload(png.clone(), "*/*").await.unwrap().json().await.unwrap();
+    assert_eq!(blob["blob"]["mimeType"], "image/png", "{blob}");
+    // A wrong declared type loses to the bytes too; unknown bytes keep the declared type.
+    let other: Value = upload(png, "application/octet-stream").await.unwrap().json().await.unwrap();
+    assert_eq!(other["blob"]["mimeType"], "image/png");
+    let text: Value = upload(b"just text".to_vec(), "text/plain").await.unwrap().json().await.unwrap();
+    assert_eq!(text["blob"]["mimeType"], "text/plain");
+    let unknown: Value = upload(b"???".to_vec(), "*/*").await.unwrap().json().await.unwrap();
+    assert_eq!(unknown["blob"]["mimeType"], "application/octet-stream");
+
+    // So a post can embed it as an image.
+    let record = json!({ "$type": "app.bsky.feed.post", "text": "a picture", "createdAt": "2026-12-01T10:00:00.000Z",
+        "embed": { "$type": "app.bsky.embed.images", "images": [{ "alt": "one pixel", "image": blob["blob"] }] } });
+    let res = s
+        .call(
+            "POST",
+            "com.atproto.repo.createRecord",
+            Some(&carol.access),
+            Some(json!({ "repo": carol.did, "collection": "app.bsky.feed.post", "record": record })),
+        )
+        .await;
+    assert_eq!(res.0, 200, "{res:?}");
+    assert_eq!(res.1["validationStatus"], "valid");
+}

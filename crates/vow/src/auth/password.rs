@@ -1,7 +1,10 @@
 //! Password hashing with scrypt (memory-hard), in the reference PDS's `salt:hash` hex format
 //! and parameters (N=2^14, r=8, p=1, 64-byte key), so hashes move between implementations.
 
+use axum::http::StatusCode;
 use subtle::ConstantTimeEq;
+
+use crate::error::{XrpcError, XrpcResult};
 
 fn params() -> scrypt::Params {
     scrypt::Params::new(14, 8, 1).expect("valid scrypt parameters")
@@ -38,14 +41,68 @@ pub fn verify(password: &str, stored: &str) -> bool {
     out.ct_eq(&expected).into()
 }
 
-/// [`hash`] on the blocking pool.
-pub async fn hash_async(password: String) -> String {
-    tokio::task::spawn_blocking(move || hash(&password)).await.expect("hashing does not panic")
+/// Password hashing runs on a few threads of its own, never more at once: each scrypt call
+/// holds 16 MiB, so unbounded parallel logins would take unbounded memory (and, on the
+/// blocking pool's many threads, keep it). Callers beyond the queue are turned away.
+struct Pool {
+    queue: std::sync::mpsc::SyncSender<Box<dyn FnOnce() + Send>>,
 }
 
-/// [`verify`] on the blocking pool.
-pub async fn verify_async(password: String, stored: String) -> bool {
-    tokio::task::spawn_blocking(move || verify(&password, &stored)).await.unwrap_or(false)
+/// Jobs that may wait for a hashing thread, per thread.
+const QUEUED_PER_THREAD: usize = 16;
+
+fn pool() -> &'static Pool {
+    static POOL: std::sync::OnceLock<Pool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+        let (queue, jobs) = std::sync::mpsc::sync_channel::<Box<dyn FnOnce() + Send>>(threads * QUEUED_PER_THREAD);
+        let jobs = std::sync::Arc::new(std::sync::Mutex::new(jobs));
+        for i in 0..threads {
+            let jobs = jobs.clone();
+            std::thread::Builder::new()
+                .name(format!("vow-password-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = jobs.lock().expect("password queue").recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .expect("password hashing thread starts");
+        }
+        Pool { queue }
+    })
+}
+
+/// The answer when every hashing thread is busy and the queue is full.
+fn busy() -> XrpcError {
+    XrpcError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "RateLimitExceeded",
+        "Too many password checks are in progress; try again in a moment",
+    )
+}
+
+/// Runs `f` on the hashing threads, or refuses at once when too many are waiting.
+async fn on_pool<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> XrpcResult<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job = Box::new(move || {
+        let _ = tx.send(f());
+    });
+    pool().queue.try_send(job).map_err(|_| busy())?;
+    rx.await.map_err(|_| XrpcError::internal("password hashing failed", "the hashing thread dropped the job"))
+}
+
+/// [`hash`] on the hashing threads.
+pub async fn hash_async(password: String) -> XrpcResult<String> {
+    on_pool(move || hash(&password)).await
+}
+
+/// [`verify`] on the hashing threads.
+pub async fn verify_async(password: String, stored: String) -> XrpcResult<bool> {
+    on_pool(move || verify(&password, &stored)).await
 }
 
 #[cfg(test)]
@@ -57,5 +114,23 @@ mod tests {
         assert!(!super::verify("wrong", &h));
         assert!(!super::verify("correct horse", "garbage"));
         assert_ne!(super::hash("correct horse"), h, "salted");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_turns_callers_away() {
+        let h = super::hash("pw");
+        let calls: Vec<_> = (0..200).map(|_| tokio::spawn(super::verify_async("wrong".into(), h.clone()))).collect();
+        let mut refused = 0;
+        for call in calls {
+            match call.await.unwrap() {
+                Ok(ok) => assert!(!ok),
+                Err(e) => {
+                    assert_eq!((e.status.as_u16(), e.error.as_str()), (429, "RateLimitExceeded"));
+                    refused += 1;
+                }
+            }
+        }
+        assert!(refused > 0, "200 checks at once must overflow the queue");
+        assert!(super::verify_async("pw".into(), h).await.unwrap(), "the pool works again afterwards");
     }
 }

@@ -123,7 +123,10 @@ async fn signin(State(state): State<AppState>, headers: HeaderMap, Form(form): F
         }
     };
     let ok = match &account {
-        Some(a) => password::verify_async(form.password, a.password_hash.clone()).await,
+        Some(a) => match password::verify_async(form.password, a.password_hash.clone()).await {
+            Ok(ok) => ok,
+            Err(_) => return signin_form(Some("The server is busy; try again in a moment.")),
+        },
         None => false,
     };
     match account {

@@ -29,15 +29,16 @@ fn blob_error(e: BlobError) -> XrpcError {
     }
 }
 
-/// A MIME type safe to store and echo back: `type/subtype` from a small character set.
-fn clean_mime(headers: &HeaderMap) -> String {
+/// The MIME type the client declared, if it is safe to store and echo back (`type/subtype`
+/// from a small character set) and says something (`*/*` does not).
+fn declared_mime(headers: &HeaderMap) -> Option<String> {
     let raw = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let base = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let ok = base.split_once('/').is_some_and(|(t, s)| {
         let good = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
         good(t) && good(s)
     });
-    if ok { base } else { "application/octet-stream".into() }
+    ok.then_some(base)
 }
 
 pub async fn upload_blob(
@@ -46,7 +47,6 @@ pub async fn upload_blob(
     headers: HeaderMap,
     body: Body,
 ) -> XrpcResult<Json<Value>> {
-    let mime = clean_mime(&headers);
     let limit = state.config.blob_upload_limit;
     // Hopelessly large uploads are refused before reading; slightly large ones are read to the
     // end (and discarded) so the client sees the error instead of a reset connection.
@@ -58,6 +58,13 @@ pub async fn upload_blob(
     // Clean-up must not remove these bytes between storing them and recording the row.
     let _no_sweep = state.blob_sweep.read().await;
     let stored = state.blob_store.put(body, limit).await.map_err(blob_error)?;
+    // What the bytes are wins over what the client said, as on the reference PDS: many clients
+    // send `*/*` or `application/octet-stream` for images.
+    let mime = stored
+        .sniffed_mime
+        .map(str::to_owned)
+        .or_else(|| declared_mime(&headers))
+        .unwrap_or_else(|| "application/octet-stream".into());
     // A re-upload restarts the grace period and may move the bytes (embedded store to IPFS).
     sqlx::query(
         "INSERT INTO blobs (did, cid, mime, size, created_at, ipfs_cid) VALUES (?, ?, ?, ?, ?, ?) \

@@ -202,7 +202,7 @@ pub async fn create_account(
         .map_err(|e| XrpcError::upstream("Could not register the DID with the PLC directory", e))?;
     let did_typed = Did::new(did.as_str()).map_err(|e| XrpcError::internal("PLC produced an invalid DID", e))?;
 
-    let password_hash = password::hash_async(password).await;
+    let password_hash = password::hash_async(password).await?;
     let commit = crate::repo::genesis_commit(&did_typed, &state.rotation_key, &state.tids);
 
     // Blocks first: if the transaction below fails they are merely unreferenced.
@@ -290,7 +290,7 @@ pub async fn create_session(
 ) -> XrpcResult<Json<Value>> {
     let denied = || XrpcError::auth_required("Invalid identifier or password");
     let account = accounts::by_identifier(&state.db, &input.identifier).await?.ok_or_else(denied)?;
-    let app_password = if password::verify_async(input.password.clone(), account.password_hash.clone()).await {
+    let app_password = if password::verify_async(input.password.clone(), account.password_hash.clone()).await? {
         None
     } else {
         let rows: Vec<(String, String, i64)> =
@@ -300,7 +300,7 @@ pub async fn create_session(
                 .await?;
         let mut found = None;
         for (name, hash, privileged) in rows {
-            if password::verify_async(input.password.clone(), hash).await {
+            if password::verify_async(input.password.clone(), hash).await? {
                 found = Some((name, privileged != 0));
                 break;
             }
@@ -475,7 +475,7 @@ pub async fn create_app_password(
     }
     let secret = random_code(16).to_ascii_lowercase();
     let secret = format!("{}-{}-{}-{}", &secret[0..4], &secret[4..8], &secret[8..12], &secret[12..16]);
-    let hash = password::hash_async(secret.clone()).await;
+    let hash = password::hash_async(secret.clone()).await?;
     let created_at = db::now();
     let privileged = input.privileged.unwrap_or(false);
     let inserted = sqlx::query(

@@ -62,7 +62,7 @@ pub async fn register_key(
     let account = accounts::by_did(&state.db, &auth.did)
         .await?
         .ok_or_else(|| XrpcError::named("AccountNotFound", "No such account"))?;
-    if !password::verify_async(input.password, account.password_hash.clone()).await {
+    if !password::verify_async(input.password, account.password_hash.clone()).await? {
         return Err(XrpcError::auth_required("Invalid password"));
     }
     let key = handover::parse_user_key(&input.public_key)?;

@@ -12,6 +12,20 @@ impl Proc {
         Proc(None)
     }
 }
+impl Proc {
+    /// The resident memory of the process, in bytes (Linux).
+    pub fn rss(&self) -> u64 {
+        let pid = self.0.as_ref().expect("process is running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS");
+        kb * 1024
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         if let Some(child) = &mut self.0 {
