@@ -98,7 +98,7 @@ async function main() {
 
     const signingKey = await step('register a passkey (PRF-derived key, DID handed over)', async () => {
       await page.click('#register')
-      await page.waitForFunction(() => document.getElementById('signer-state').textContent.startsWith('Connected'), null, { timeout: 20000 })
+      await page.waitForFunction(() => document.getElementById('signer-state').textContent.startsWith('Connected'), null, { timeout: 60000 })
       const statusText = await page.textContent('#status')
       const m = statusText.match(/did:key:z[1-9A-HJ-NP-Za-km-z]+/)
       check(m, `status names the key: ${statusText}`)
@@ -165,7 +165,7 @@ async function main() {
       await page.waitForSelector('body[data-ready="1"]')
       check((await page.textContent('#signer-state')) === 'Locked', 'locked after reload')
       await page.click('#unlock')
-      await page.waitForFunction(() => document.getElementById('signer-state').textContent.startsWith('Connected'), null, { timeout: 20000 })
+      await page.waitForFunction(() => document.getElementById('signer-state').textContent.startsWith('Connected'), null, { timeout: 60000 })
       const r = (await writer.com.atproto.repo.createRecord({ repo: did, collection: 'app.bsky.feed.post', record: post('after unlock') })).data
       check(r.uri.startsWith(`at://${did}/`), 'write after unlock')
     })
@@ -173,7 +173,7 @@ async function main() {
     await step('replace the passkey: the change is signed by the current key in the tab', async () => {
       page.once('dialog', (d) => d.accept()) // identity operations always ask
       await page.click('#replace')
-      await page.waitForFunction(() => document.getElementById('status').textContent.startsWith('Passkey replaced'), null, { timeout: 20000 })
+      await page.waitForFunction(() => document.getElementById('status').textContent.startsWith('Passkey replaced'), null, { timeout: 60000 })
       const newKey = (await page.textContent('#status')).match(/did:key:z[1-9A-HJ-NP-Za-km-z]+/)[0]
       check(newKey !== signingKey, 'a new credential derives a new key')
       const audit = await (await fetch(`${plc}/${did}/log/audit`)).json()

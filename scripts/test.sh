@@ -23,13 +23,20 @@ if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 
-echo "== cargo fmt --check"
-cargo fmt --all -- --check
+# Every step runs even when an earlier one fails, so one run reports every failure.
+failed=()
+step() {
+  local name="$1"; shift
+  echo "== $name"
+  if ! "$@"; then failed+=("$name"); fi
+}
+step "cargo fmt --check" cargo fmt --all -- --check
+step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+# --no-fail-fast: every test binary runs and every failing test is listed at the end.
+step "cargo test" cargo test --workspace --locked --no-fail-fast
 
-echo "== cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
-
-echo "== cargo test"
-cargo test --workspace --locked
-
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "== FAILED: ${failed[*]}"
+  exit 1
+fi
 echo "== all tests passed"

@@ -174,7 +174,7 @@ async fn serve(config: Config) -> Result<(), String> {
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%local, "vow listening");
     println!("vow listening on http://{local}");
-    axum::serve(listener, app)
+    axum::serve(crate::edge::Listener(listener), app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -85,6 +85,10 @@ pub struct Config {
     /// Seconds an uploaded blob may stay unreferenced by any record before it is removed.
     #[arg(long, env = "VOW_BLOB_GRACE_SECS", default_value_t = 6 * 60 * 60, global = true)]
     pub blob_grace_secs: u64,
+    /// Seconds between two sweeps for such blobs (default: a tenth of the grace period, between
+    /// a second and ten minutes).
+    #[arg(long, env = "VOW_BLOB_SWEEP_SECS", global = true)]
+    pub blob_sweep_secs: Option<u64>,
 }
 
 /// Settings `run` needs, all present and checked.
@@ -112,6 +116,7 @@ pub struct ServerConfig {
     pub blob_dir: PathBuf,
     pub ipfs: Option<IpfsConfig>,
     pub blob_grace: std::time::Duration,
+    pub blob_sweep_every: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -174,6 +179,9 @@ impl Config {
                 cache_bytes: self.ipfs_cache_mb * 1024 * 1024,
             }),
             blob_grace: std::time::Duration::from_secs(self.blob_grace_secs.max(1)),
+            blob_sweep_every: std::time::Duration::from_secs(
+                self.blob_sweep_secs.unwrap_or(self.blob_grace_secs / 10).clamp(1, 600),
+            ),
             hostname,
         })
     }

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod crawl;
 pub mod db;
+pub mod edge;
 pub mod error;
 pub mod events;
 pub mod firehose;

@@ -107,11 +107,16 @@ pub fn router(state: AppState) -> Router {
         .expose_headers([HeaderName::from_static("dpop-nonce")])
         .max_age(std::time::Duration::from_secs(86_400));
     let limit = state.config.max_json_body;
+    let limits = crate::edge::BodyLimits { json: limit as u64 };
     crate::xrpc::routes()
         .merge(crate::wellknown::routes())
         .merge(crate::web::routes())
         .fallback(crate::xrpc::not_found)
+        .method_not_allowed_fallback(crate::edge::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(limits, crate::edge::refuse_oversized))
+        .layer(axum::middleware::from_fn(crate::edge::xrpc_error_bodies))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(crate::edge::BODY_IDLE_TIMEOUT))
         .layer(cors)
         .layer(TraceLayer::new_for_http())
         .with_state(state)

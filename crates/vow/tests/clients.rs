@@ -161,6 +161,6 @@ async fn relays_are_asked_to_crawl_at_start_up() {
     let relay = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
     let _s = stack_with(false, &[("VOW_RELAYS", &relay)]);
-    let body = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+    let body = tokio::time::timeout(std::time::Duration::from_secs(120), rx.recv()).await.unwrap().unwrap();
     assert_eq!(body, serde_json::json!({ "hostname": "pds.test" }));
 }

@@ -35,9 +35,10 @@ async fn block_kept(s: &Stack, ipfs: Option<&Ipfs>, cid: &str) -> bool {
     }
 }
 
-/// Polls `cond` for up to ten seconds (releases on IPFS happen just after the write returns).
+/// Polls `cond` until it holds (releases on IPFS happen just after the write returns); gives up
+/// after two minutes, so a broken build fails rather than hangs.
 async fn eventually<F: AsyncFn() -> bool>(what: &str, cond: F) {
-    for _ in 0..100 {
+    for _ in 0..1200 {
         if cond().await {
             return;
         }
@@ -84,8 +85,9 @@ async fn storage_suite(s: &Stack, ipfs: Option<&Ipfs>) {
     assert!(cid_of(&block, &head_cid));
     assert!(block_kept(s, ipfs, &head_cid).await);
 
-    // The 30 MB blob, no longer referenced, is removed after the grace period (2 s here);
-    // the referenced ones stay.
+    // The 30 MB blob, no longer referenced, is removed once the grace period is over (an hour
+    // here, so nothing is removed before the test has looked; the test then ages the blob,
+    // and the sweep, every second here, removes it); the referenced ones stay.
     let db = s.db().await;
     let blob_row = |cid: String| {
         let db = db.clone();
@@ -104,6 +106,7 @@ async fn storage_suite(s: &Stack, ipfs: Option<&Ipfs>) {
     if let (Some(node), Some(root)) = (ipfs, &big_ipfs) {
         assert!(node.pinned(root).await, "blob pinned while referenced");
     }
+    age_blob(s, &big).await;
     eventually("the unreferenced 30 MB blob is removed", async || blob_status(s, &jo.did, &big).await == 400).await;
     assert_eq!(blob_status(s, &jo.did, &small).await, 200, "a referenced blob stays");
     match (ipfs, &big_ipfs) {
@@ -168,7 +171,7 @@ async fn storage_suite(s: &Stack, ipfs: Option<&Ipfs>) {
         }
     };
     let mut held = 0;
-    for _ in 0..100 {
+    for _ in 0..1200 {
         held = kept().await;
         if held == referenced {
             break;
@@ -180,8 +183,29 @@ async fn storage_suite(s: &Stack, ipfs: Option<&Ipfs>) {
     run_script("verify-repo.js", &[&s.url, &al.did, "--plc", &s.plc]);
 }
 
-const SUITE_ENV: [(&str, &str); 3] =
-    [("VOW_BLOB_GRACE_SECS", "2"), ("VOW_BLOB_UPLOAD_LIMIT", "40000000"), ("VOW_MAX_JSON_BODY", "2000000")];
+const SUITE_ENV: [(&str, &str); 4] = [
+    ("VOW_BLOB_GRACE_SECS", "3600"),
+    ("VOW_BLOB_SWEEP_SECS", "1"),
+    ("VOW_BLOB_UPLOAD_LIMIT", "40000000"),
+    ("VOW_MAX_JSON_BODY", "2000000"),
+];
+
+/// Makes a blob look uploaded two hours ago, past the suite's grace period.
+async fn age_blob(s: &Stack, cid: &str) {
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(s.dir.path().join("vow.db"));
+    let db = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+    let aged = sqlx::query("UPDATE blobs SET created_at = ? WHERE cid = ?")
+        .bind(vow::db::format_timestamp(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+                - 2 * 60 * 60 * 1000,
+        ))
+        .bind(cid)
+        .execute(&db)
+        .await
+        .unwrap();
+    assert_eq!(aged.rows_affected(), 1);
+    db.close().await;
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn storage_on_the_embedded_store() {

@@ -447,7 +447,7 @@ async fn misbehaving_signers_leave_the_repo_unchanged() {
     let first = rogue_signer(&s, &dave.access, Behaviour::Silent).await;
     wait_for_signer(&s, &dave.access, true).await;
     let _second = rogue_signer(&s, &dave.access, Behaviour::Silent).await;
-    let code = tokio::time::timeout(std::time::Duration::from_secs(5), first).await.unwrap().unwrap();
+    let code = tokio::time::timeout(std::time::Duration::from_secs(60), first).await.unwrap().unwrap();
     assert_eq!(code, Some(4000));
 }
 
@@ -467,7 +467,7 @@ async fn expired_tokens_close_the_signer_socket_and_vow_signer_reconnects() {
         .await
         .1;
     let rogue = rogue_signer(&s, session["accessJwt"].as_str().unwrap(), Behaviour::Silent).await;
-    let code = tokio::time::timeout(std::time::Duration::from_secs(10), rogue).await.unwrap().unwrap();
+    let code = tokio::time::timeout(std::time::Duration::from_secs(60), rogue).await.unwrap().unwrap();
     assert_eq!(code, Some(4001));
     // The rogue replaced `vow signer`, which stopped; start it again, let its token expire, and
     // check it refreshed its session and reconnected by itself.
@@ -486,7 +486,7 @@ async fn expired_tokens_close_the_signer_socket_and_vow_signer_reconnects() {
     // With 2-second tokens the signer reconnects every 2 seconds; a write may land in the brief
     // gap between close and reconnect, so it may be retried, but it must get through.
     let mut last = (0, Value::Null);
-    for _ in 0..20 {
+    for _ in 0..600 {
         last = create(&s, &writer, "after the signer's token expired").await;
         if last.0 == 200 || last.1["error"] != "SignerUnavailable" {
             break;
@@ -526,7 +526,7 @@ async fn a_subscriber_that_stops_reading_is_cut_off_with_consumer_too_slow() {
     }
     let mut frames = 0;
     let mut cut_off = false;
-    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(60), ws.next()).await {
         match msg {
             Ok(Message::Binary(bytes)) => {
                 frames += 1;
@@ -563,7 +563,7 @@ async fn an_outdated_cursor_is_told_so_then_replayed() {
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     let mut frames = Vec::new();
     while frames.len() < 4 {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+        match tokio::time::timeout(Duration::from_secs(60), ws.next()).await {
             Ok(Some(Ok(Message::Binary(bytes)))) => frames.push(bytes),
             other => panic!("expected 4 frames, got {} then {other:?}", frames.len()),
         }

@@ -50,10 +50,13 @@ pub enum Write {
         rkey: RecordKey,
         value: Value,
     },
+    /// Deletes a record. `must_exist`: deleting what is not there is refused (applyWrites)
+    /// rather than a no-op (deleteRecord).
     Delete {
         collection: Nsid,
         rkey: RecordKey,
         swap: Option<Option<Cid>>,
+        must_exist: bool,
     },
 }
 
@@ -88,6 +91,8 @@ pub struct WriteResult {
 pub struct Committed {
     pub cid: Cid,
     pub rev: String,
+    /// Whether these writes made a new commit (false when they changed nothing).
+    pub new_commit: bool,
     pub results: Vec<WriteResult>,
 }
 
@@ -345,7 +350,12 @@ fn stage(
                 }
                 (Action::Update, Some(value), None)
             }
-            Write::Delete { swap, .. } => (Action::Delete, None, swap),
+            Write::Delete { swap, must_exist, .. } => {
+                if must_exist && current.is_none() {
+                    return Err(invalid(format!("Could not find record to delete: {uri}")));
+                }
+                (Action::Delete, None, swap)
+            }
         };
         check_swap(&path, &swap, current)?;
         match value {
@@ -508,7 +518,7 @@ async fn apply_once(
     cache.blocks = reader.into_cache();
     let Staged { mut blocks, root, changes, results, summaries } = staged?;
     if changes.is_empty() {
-        return Ok(Committed { cid: head, rev: prev_rev.to_string(), results });
+        return Ok(Committed { cid: head, rev: prev_rev.to_string(), new_commit: false, results });
     }
 
     // Every blob a new record references must have been uploaded by this account.
@@ -623,7 +633,7 @@ async fn apply_once(
     }
     events.publish();
     release_later(state, released);
-    Ok(Committed { cid: commit_cid, rev: rev.into_string(), results })
+    Ok(Committed { cid: commit_cid, rev: rev.into_string(), new_commit: true, results })
 }
 
 /// Re-signs the head commit with the account's key when that key did not sign it: the genesis

@@ -128,6 +128,7 @@ pub async fn get_blob(State(state): State<AppState>, XrpcQuery(p): XrpcQuery<Get
 #[derive(Deserialize)]
 pub struct ListBlobsParams {
     did: String,
+    since: Option<String>,
     limit: Option<i64>,
     cursor: Option<String>,
 }
@@ -137,14 +138,20 @@ pub async fn list_blobs(
     XrpcQuery(p): XrpcQuery<ListBlobsParams>,
 ) -> XrpcResult<Json<Value>> {
     let limit = super::page_limit(p.limit, 500, 1000)?;
+    let since = super::since_param(p.since)?;
     super::active_account(&state, &p.did).await?;
-    // The account's blobs that its current records reference.
+    // The account's blobs that its current records reference; with `since`, only those
+    // referenced by a record written after that revision.
     let rows: Vec<(String,)> = sqlx::query_as(
         "SELECT DISTINCT b.cid FROM blobs b JOIN record_blobs r ON r.did = b.did AND r.cid = b.cid \
-         WHERE b.did = ? AND b.cid > ? ORDER BY b.cid LIMIT ?",
+         JOIN records rec ON rec.did = r.did AND rec.collection = r.collection AND rec.rkey = r.rkey \
+         WHERE b.did = ? AND b.cid > ? AND (?3 IS NULL OR EXISTS ( \
+             SELECT 1 FROM repo_blocks rb WHERE rb.cid = rec.cid AND rb.did = rec.did AND rb.rev > ?3)) \
+         ORDER BY b.cid LIMIT ?4",
     )
     .bind(&p.did)
     .bind(p.cursor.as_deref().unwrap_or(""))
+    .bind(since)
     .bind(limit)
     .fetch_all(&state.db)
     .await?;
@@ -225,11 +232,9 @@ pub async fn sweep_unreferenced(state: &AppState) -> Result<usize, XrpcError> {
     Ok(gone.len())
 }
 
-/// Runs [`sweep_unreferenced`] periodically: every tenth of the grace period, between a
-/// second and ten minutes.
+/// Runs [`sweep_unreferenced`] every `VOW_BLOB_SWEEP_SECS`.
 pub fn start_sweeper(state: AppState) {
-    let every =
-        (state.config.blob_grace / 10).clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(600));
+    let every = state.config.blob_sweep_every;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

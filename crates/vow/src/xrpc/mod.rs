@@ -125,6 +125,22 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> axum::extract::FromRequestParts
     }
 }
 
+/// A `since` revision, which must be a TID when given (empty means absent).
+pub(crate) fn since_param(since: Option<String>) -> XrpcResult<Option<String>> {
+    match since.filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => atproto::syntax::Tid::new(s.as_str())
+            .map(|_| Some(s.clone()))
+            .map_err(|e| XrpcError::invalid_request(format!("since must be a TID (revision), not {s:?}: {e}"))),
+    }
+}
+
+/// A DID parameter, checked against the DID syntax; `field` names it in the error.
+pub(crate) fn did_param(value: &str, field: &str) -> XrpcResult<atproto::syntax::Did> {
+    atproto::syntax::Did::new(value)
+        .map_err(|e| XrpcError::invalid_request(format!("{field}: invalid DID {value:?}: {e}")))
+}
+
 /// A page size from `limit`: `default` when absent, otherwise between 1 and `max`.
 pub(crate) fn page_limit(limit: Option<i64>, default: i64, max: i64) -> XrpcResult<i64> {
     let limit = limit.unwrap_or(default);

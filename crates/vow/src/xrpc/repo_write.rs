@@ -147,8 +147,14 @@ pub async fn delete_record(
         collection: nsid(&input.collection)?,
         rkey: rkey(&input.rkey)?,
         swap: swap(input.swap_record)?,
+        must_exist: false,
     };
     let committed = writer::apply(&state, &did, vec![write], swap_commit(&input.swap_commit)?, None).await?;
+    // Deleting what is not there changes nothing, and says so with no commit, as the
+    // reference PDS does.
+    if !committed.new_commit {
+        return Ok(Json(json!({})));
+    }
     Ok(Json(json!({ "commit": committed.commit_json() })))
 }
 
@@ -195,7 +201,9 @@ pub async fn apply_writes(
             "com.atproto.repo.applyWrites#update" => {
                 Write::Update { collection, rkey: need_rkey()?, value: need_value()? }
             }
-            "com.atproto.repo.applyWrites#delete" => Write::Delete { collection, rkey: need_rkey()?, swap: None },
+            "com.atproto.repo.applyWrites#delete" => {
+                Write::Delete { collection, rkey: need_rkey()?, swap: None, must_exist: true }
+            }
             other => return Err(XrpcError::invalid_request(format!("writes[{i}]: unknown $type {other:?}"))),
         });
     }

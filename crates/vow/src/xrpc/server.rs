@@ -390,6 +390,9 @@ pub async fn create_invite_code(
     _admin: AdminAuth,
     XrpcJson(input): XrpcJson<CreateInviteCodeInput>,
 ) -> XrpcResult<Json<Value>> {
+    if let Some(account) = &input.for_account {
+        super::did_param(account, "forAccount")?;
+    }
     let code = insert_invite(&state, input.use_count, input.for_account.as_deref().unwrap_or("admin")).await?;
     Ok(Json(json!({ "code": code })))
 }
@@ -411,8 +414,17 @@ pub async fn create_invite_codes(
     if !(1..=1000).contains(&count) {
         return Err(XrpcError::invalid_request("codeCount must be between 1 and 1000"));
     }
+    let accounts = input.for_accounts.unwrap_or_else(|| vec!["admin".into()]);
+    for (i, account) in accounts.iter().enumerate() {
+        if account != "admin" {
+            super::did_param(account, &format!("forAccounts[{i}]"))?;
+        }
+    }
+    if accounts.len() as i64 * count > 1000 {
+        return Err(XrpcError::invalid_request("At most 1000 codes per request"));
+    }
     let mut out = Vec::new();
-    for account in input.for_accounts.unwrap_or_else(|| vec!["admin".into()]) {
+    for account in accounts {
         let mut codes = Vec::new();
         for _ in 0..count {
             codes.push(insert_invite(&state, input.use_count, &account).await?);

@@ -74,7 +74,7 @@ pub async fn get_repo(State(state): State<AppState>, XrpcQuery(p): XrpcQuery<Get
 
     let (out_tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(16);
     let store = state.blocks.clone();
-    let (did, since) = (p.did, p.since.unwrap_or_default());
+    let (did, since) = (p.did, super::since_param(p.since)?.unwrap_or_default());
     tokio::spawn(async move {
         let mut out = CarStream { car: atproto::car::CarWriter::new(Vec::new(), &[root]).expect("Vec"), tx: out_tx };
         out.car.write_block(&root, &commit_bytes).expect("writing to a Vec cannot fail");
@@ -212,6 +212,9 @@ pub async fn get_blocks(State(state): State<AppState>, uri: axum::http::Uri) -> 
         }
     }
     let did = did.ok_or_else(|| XrpcError::invalid_request("did is required"))?;
+    if cids.is_empty() {
+        return Err(XrpcError::invalid_request("cids is required: name at least one block"));
+    }
     let (_, root) = hosted(&state, &did).await?;
     if cids.len() > 1000 {
         return Err(XrpcError::invalid_request("At most 1000 cids per request"));
@@ -309,7 +312,11 @@ pub async fn subscribe_repos(
     // Some clients send an empty `cursor=` for "live only".
     let cursor = match p.cursor.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
         None => None,
-        Some(c) => Some(c.parse::<i64>().map_err(|_| XrpcError::invalid_request("cursor must be an integer"))?),
+        Some(c) => match c.parse::<i64>() {
+            Ok(seq) if seq >= 0 => Some(seq),
+            Ok(_) => return Err(XrpcError::invalid_request("cursor must not be negative")),
+            Err(_) => return Err(XrpcError::invalid_request("cursor must be an integer")),
+        },
     };
     let firehose = state.firehose.clone();
     Ok(upgrade.on_upgrade(move |socket| async move { firehose.serve(socket, cursor).await }))
