@@ -10,18 +10,42 @@ use crate::config::Config;
 #[derive(Debug, Parser)]
 #[command(name = "vow", version, about = "A Bring-Your-Own-Key Personal Data Server for the AT Protocol")]
 struct Cli {
-    #[command(flatten)]
-    config: Config,
+    /// Log filter (`info`, `debug`, `vow=debug,warn`, ...).
+    #[arg(long, env = "VOW_LOG_LEVEL", default_value = "info", global = true)]
+    log_level: String,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The database of a PDS that already exists: the commands that change one never make one.
+#[derive(Debug, clap::Args)]
+struct ExistingDb {
+    /// The running server's SQLite database file (its `VOW_DB_NAME`).
+    #[arg(long, env = "VOW_DB_NAME", default_value = "vow.db")]
+    db_name: PathBuf,
+}
+
+impl ExistingDb {
+    async fn open(&self) -> Result<sqlx::SqlitePool, String> {
+        let path = &self.db_name;
+        if !path.is_file() {
+            return Err(format!(
+                "no database at {}: point VOW_DB_NAME (or --db-name) at the running server's database",
+                std::path::absolute(path).unwrap_or_else(|_| path.clone()).display()
+            ));
+        }
+        crate::db::open(path).await.map_err(|e| format!("database {}: {e}", path.display()))
+    }
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Start the PDS.
-    Run,
+    Run(Box<Config>),
     /// Create an invite code.
     CreateInviteCode {
+        #[command(flatten)]
+        db: ExistingDb,
         #[arg(long, default_value_t = 1)]
         uses: i64,
         /// Account the code belongs to.
@@ -30,6 +54,8 @@ enum Command {
     },
     /// Set a new random password for an account and print it.
     ResetPassword {
+        #[command(flatten)]
+        db: ExistingDb,
         #[arg(long)]
         did: String,
     },
@@ -68,7 +94,7 @@ pub fn main() -> ExitCode {
     let _ = dotenvy::dotenv();
     return_large_allocations_promptly();
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(format!("{},tower_http=info", cli.config.log_level))
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{},tower_http=info", cli.log_level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
@@ -94,7 +120,7 @@ fn return_large_allocations_promptly() {
 
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Command::Run => serve(cli.config).await,
+        Command::Run(config) => serve(*config).await,
         Command::Signer { pds, identifier, password, key_file, recovery_key } => {
             crate::signer::client::run(crate::signer::client::Options {
                 pds: &pds,
@@ -115,11 +141,14 @@ async fn run(cli: Cli) -> Result<(), String> {
             println!("{}", out.display());
             Ok(())
         }
-        Command::CreateInviteCode { uses, for_account } => {
+        Command::CreateInviteCode { db, uses, for_account } => {
             if uses < 1 {
                 return Err("--uses must be at least 1".into());
             }
-            let db = crate::db::open(&cli.config.db_name).await.map_err(|e| format!("database: {e}"))?;
+            if let Some(account) = &for_account {
+                atproto::syntax::Did::new(account.as_str()).map_err(|e| format!("--for {account}: {e}"))?;
+            }
+            let db = db.open().await?;
             let code = crate::xrpc::new_invite_code();
             sqlx::query("INSERT INTO invite_codes (code, for_account, created_by, available, created_at) VALUES (?, ?, 'admin', ?, ?)")
                 .bind(&code)
@@ -132,8 +161,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             println!("New invite code created with {uses} uses: {code}");
             Ok(())
         }
-        Command::ResetPassword { did } => {
-            let db = crate::db::open(&cli.config.db_name).await.map_err(|e| format!("database: {e}"))?;
+        Command::ResetPassword { db, did } => {
+            let db = db.open().await?;
             let password: String = format!("{}-{}", crate::xrpc::random_code(12), crate::xrpc::random_code(12));
             let hash = crate::auth::password::hash_async(password.clone()).await.map_err(|e| e.message)?;
             let updated = sqlx::query("UPDATE accounts SET password_hash = ? WHERE did = ?")
@@ -169,11 +198,12 @@ async fn serve(config: Config) -> Result<(), String> {
     crate::repo::refs::backfill(&state).await.map_err(|e| format!("indexing existing repos: {e:?}"))?;
     crate::xrpc::blobs::start_sweeper(state.clone());
     crate::crawl::start(state.clone());
+    let public_url = state.config.public_url.clone();
     let app = crate::server::router(state);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%local, "vow listening");
-    println!("vow listening on http://{local}");
+    println!("vow listening on http://{local} (public URL {public_url})");
     axum::serve(crate::edge::Listener(listener), app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -6,88 +6,86 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-/// Settings shared by every subcommand.
+/// The settings of `vow run`.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Listen address; `:8080` means every interface, as in the original.
-    #[arg(long, env = "VOW_ADDR", default_value = ":8080", global = true)]
+    #[arg(long, env = "VOW_ADDR", default_value = ":8080")]
     pub addr: String,
     /// SQLite database file.
-    #[arg(long, env = "VOW_DB_NAME", default_value = "vow.db", global = true)]
+    #[arg(long, env = "VOW_DB_NAME", default_value = "vow.db")]
     pub db_name: PathBuf,
     /// DID of this PDS (normally `did:web:<hostname>`).
-    #[arg(long, env = "VOW_DID", global = true)]
+    #[arg(long, env = "VOW_DID")]
     pub did: Option<String>,
     /// Public hostname, no scheme. Also the handle domain suffix.
-    #[arg(long, env = "VOW_HOSTNAME", global = true)]
+    #[arg(long, env = "VOW_HOSTNAME")]
     pub hostname: Option<String>,
     /// Public base URL when it is not `https://<hostname>` (e.g. `http://localhost:2583` locally).
-    #[arg(long, env = "VOW_PUBLIC_URL", global = true)]
+    #[arg(long, env = "VOW_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// secp256k1 rotation key (raw 32 bytes); generated if the file does not exist.
-    #[arg(long, env = "VOW_ROTATION_KEY_PATH", global = true)]
+    #[arg(long, env = "VOW_ROTATION_KEY_PATH")]
     pub rotation_key_path: Option<PathBuf>,
     /// P-256 private JWK for session tokens; generated if the file does not exist.
-    #[arg(long, env = "VOW_JWK_PATH", global = true)]
+    #[arg(long, env = "VOW_JWK_PATH")]
     pub jwk_path: Option<PathBuf>,
-    #[arg(long, env = "VOW_CONTACT_EMAIL", global = true)]
+    #[arg(long, env = "VOW_CONTACT_EMAIL")]
     pub contact_email: Option<String>,
     /// Password for admin endpoints (HTTP basic auth, user `admin`).
-    #[arg(long, env = "VOW_ADMIN_PASSWORD", global = true)]
+    #[arg(long, env = "VOW_ADMIN_PASSWORD")]
     pub admin_password: Option<String>,
     /// Secret for signing web session cookies.
-    #[arg(long, env = "VOW_SESSION_SECRET", global = true)]
+    #[arg(long, env = "VOW_SESSION_SECRET")]
     pub session_secret: Option<String>,
-    #[arg(long, env = "VOW_REQUIRE_INVITE", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    #[arg(long, env = "VOW_REQUIRE_INVITE", default_value_t = true, action = clap::ArgAction::Set)]
     pub require_invite: bool,
     /// Relays to ask for crawls (comma or whitespace separated).
-    #[arg(long, env = "VOW_RELAYS", default_value = "", global = true)]
+    #[arg(long, env = "VOW_RELAYS", default_value = "")]
     pub relays: String,
     /// PLC directory.
-    #[arg(long, env = "VOW_PLC_URL", default_value = "https://plc.directory", global = true)]
+    #[arg(long, env = "VOW_PLC_URL", default_value = "https://plc.directory")]
     pub plc_url: String,
-    #[arg(long, env = "VOW_LOG_LEVEL", default_value = "info", global = true)]
-    pub log_level: String,
     /// Largest accepted request body for JSON endpoints, in bytes.
-    #[arg(long, env = "VOW_MAX_JSON_BODY", default_value_t = 1024 * 1024, global = true)]
+    #[arg(long, env = "VOW_MAX_JSON_BODY", default_value_t = 1024 * 1024)]
     pub max_json_body: usize,
     /// Largest blob upload accepted, in bytes.
-    #[arg(long, env = "VOW_BLOB_UPLOAD_LIMIT", default_value_t = 100 * 1024 * 1024, global = true)]
+    #[arg(long, env = "VOW_BLOB_UPLOAD_LIMIT", default_value_t = 100 * 1024 * 1024)]
     pub blob_upload_limit: u64,
     /// Directory of the embedded blob store (default: `blobs` next to the database).
-    #[arg(long, env = "VOW_BLOB_DIR", global = true)]
+    #[arg(long, env = "VOW_BLOB_DIR")]
     pub blob_dir: Option<PathBuf>,
     /// Hours of firehose events kept for cursor replay.
-    #[arg(long, env = "VOW_FIREHOSE_RETENTION_HOURS", default_value_t = 72, global = true)]
+    #[arg(long, env = "VOW_FIREHOSE_RETENTION_HOURS", default_value_t = 72)]
     pub firehose_retention_hours: u64,
     /// Events a firehose subscriber may fall behind before it is cut off with ConsumerTooSlow.
-    #[arg(long, env = "VOW_FIREHOSE_BACKLOG", default_value_t = 16_384, global = true)]
+    #[arg(long, env = "VOW_FIREHOSE_BACKLOG", default_value_t = 16_384)]
     pub firehose_backlog: usize,
     /// Lifetime of access tokens, in seconds.
-    #[arg(long, env = "VOW_ACCESS_TOKEN_TTL", default_value_t = 2 * 60 * 60, global = true)]
+    #[arg(long, env = "VOW_ACCESS_TOKEN_TTL", default_value_t = 2 * 60 * 60)]
     pub access_token_ttl: i64,
     /// Seconds a write waits for the user's signer before failing with SigningTimeout.
-    #[arg(long, env = "VOW_SIGNER_TIMEOUT", default_value_t = 30, global = true)]
+    #[arg(long, env = "VOW_SIGNER_TIMEOUT", default_value_t = 30)]
     pub signer_timeout: u64,
     /// Kubo RPC address of an IPFS node for repo blocks and blobs (e.g. `http://127.0.0.1:5001`).
     /// Unset: everything stays in the embedded store (SQLite and the blob directory).
-    #[arg(long, env = "VOW_IPFS_NODE_URL", global = true)]
+    #[arg(long, env = "VOW_IPFS_NODE_URL")]
     pub ipfs_node_url: Option<String>,
     /// Public IPFS gateway; when set with an IPFS node, getBlob redirects to `<gateway>/ipfs/<cid>`.
-    #[arg(long, env = "VOW_IPFS_GATEWAY_URL", global = true)]
+    #[arg(long, env = "VOW_IPFS_GATEWAY_URL")]
     pub ipfs_gateway_url: Option<String>,
     /// Seconds any one call to the IPFS node may take (reads pass it on as the node's `timeout`).
-    #[arg(long, env = "VOW_IPFS_TIMEOUT", default_value_t = 10, global = true)]
+    #[arg(long, env = "VOW_IPFS_TIMEOUT", default_value_t = 10)]
     pub ipfs_timeout: u64,
     /// Megabytes of repo blocks cached in memory in front of the IPFS node.
-    #[arg(long, env = "VOW_IPFS_CACHE_MB", default_value_t = 64, global = true)]
+    #[arg(long, env = "VOW_IPFS_CACHE_MB", default_value_t = 64)]
     pub ipfs_cache_mb: u64,
     /// Seconds an uploaded blob may stay unreferenced by any record before it is removed.
-    #[arg(long, env = "VOW_BLOB_GRACE_SECS", default_value_t = 6 * 60 * 60, global = true)]
+    #[arg(long, env = "VOW_BLOB_GRACE_SECS", default_value_t = 6 * 60 * 60)]
     pub blob_grace_secs: u64,
     /// Seconds between two sweeps for such blobs (default: a tenth of the grace period, between
     /// a second and ten minutes).
-    #[arg(long, env = "VOW_BLOB_SWEEP_SECS", global = true)]
+    #[arg(long, env = "VOW_BLOB_SWEEP_SECS")]
     pub blob_sweep_secs: Option<u64>,
 }
 

@@ -110,7 +110,9 @@ pub fn router(state: AppState) -> Router {
     let limits = crate::edge::BodyLimits { json: limit as u64 };
     crate::xrpc::routes()
         .merge(crate::wellknown::routes())
-        .merge(crate::web::routes())
+        .merge(
+            crate::web::routes().layer(axum::middleware::from_fn_with_state(state.clone(), crate::web::canonical_host)),
+        )
         .fallback(crate::xrpc::not_found)
         .method_not_allowed_fallback(crate::edge::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

@@ -258,3 +258,97 @@ async fn sign_up_log_in_refresh_and_bad_input() {
     let (status, _) = s.call("GET", "_health", None, None).await;
     assert_eq!(status, 200);
 }
+
+/// The PLC directory of `scripts/run-local.sh` keeps its operations in a file and replays them
+/// at start-up, so an account made before a restart still resolves after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_local_plc_directory_survives_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let log = data.path().join("plc-ops.jsonl");
+    let plc = |port: u16| {
+        let mut cmd = std::process::Command::new("node");
+        cmd.arg(e2e_dir().join("plc-server.js")).arg(port.to_string()).arg("--data").arg(&log);
+        start(cmd, "PLC listening")
+    };
+    let port = free_port();
+    let (first, url) = plc(port);
+    // A real account on a real vow, whose genesis operation goes through the logging front.
+    let s = stack(false);
+    let mut vow = s;
+    vow.plc = url.clone();
+    vow.restart_vow(&[("VOW_PLC_URL", &url)]);
+    let acct = vow.account("keeper").await;
+    let http = reqwest::Client::new();
+    let doc: Value = http.get(format!("{url}/{}", acct.did)).send().await.unwrap().json().await.unwrap();
+    drop(first);
+
+    let (_second, url) = plc(port);
+    let again = http.get(format!("{url}/{}", acct.did)).send().await.unwrap();
+    assert_eq!(again.status(), 200, "the DID is gone after the restart");
+    assert_eq!(again.json::<Value>().await.unwrap(), doc);
+    // And the account still works against it: its handle update is a new operation.
+    let res = vow
+        .call(
+            "POST",
+            "com.atproto.identity.updateHandle",
+            Some(&acct.access),
+            Some(json!({ "handle": "kept.pds.test" })),
+        )
+        .await;
+    assert_eq!(res.0, 200, "{res:?}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 2);
+}
+
+/// The commands that change a PDS refuse to make a database that is not there, and say which
+/// one they looked for; each subcommand lists only its own flags.
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_commands_refuse_a_missing_database() {
+    let empty = tempfile::tempdir().unwrap();
+    let vow = || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_vow"));
+        cmd.current_dir(empty.path()).env_remove("VOW_DB_NAME");
+        cmd
+    };
+    let out = vow().args(["create-invite-code", "--uses", "1"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no database at") && err.contains("vow.db"), "{err}");
+    assert!(!empty.path().join("vow.db").exists(), "it made a database");
+    let out = vow().args(["reset-password", "--did", "did:plc:x"]).output().unwrap();
+    assert!(!out.status.success() && !empty.path().join("vow.db").exists());
+
+    let help = String::from_utf8(vow().args(["signer", "--help"]).output().unwrap().stdout).unwrap();
+    assert!(help.contains("--key-file") && !help.contains("--admin-password") && !help.contains("--db-name"), "{help}");
+
+    // Pointed at a running server's database, the code it prints is one the server takes.
+    let s = stack(true);
+    let out = vow()
+        .args(["create-invite-code", "--uses", "1"])
+        .env("VOW_DB_NAME", s.dir.path().join("vow.db"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let code = String::from_utf8(out.stdout).unwrap().trim().rsplit(' ').next().unwrap().to_owned();
+    let body =
+        json!({ "handle": "invited.pds.test", "email": "i@x.test", "password": "pw-invited", "inviteCode": code });
+    assert_eq!(s.call("POST", "com.atproto.server.createAccount", None, Some(body)).await.0, 200);
+}
+
+/// With a local public URL, pages opened at the listening address go to the public URL, where
+/// passkeys and sign-in work.
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_at_the_listening_address_go_to_the_public_url() {
+    let port = free_port();
+    let public = format!("http://localhost:{port}");
+    let s = stack_with(
+        false,
+        &[("VOW_ADDR", &format!("127.0.0.1:{port}")), ("VOW_HOSTNAME", "localhost"), ("VOW_PUBLIC_URL", &public)],
+    );
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let res = http.get(format!("http://127.0.0.1:{port}/account/signin?x=1")).send().await.unwrap();
+    assert_eq!(res.status(), 307);
+    assert_eq!(res.headers()["location"], format!("{public}/account/signin?x=1").as_str());
+    assert_eq!(http.get(format!("{public}/account/signin")).send().await.unwrap().status(), 200);
+    // The API answers at any address.
+    assert_eq!(s.call("GET", "com.atproto.server.describeServer", None, None).await.0, 200);
+}

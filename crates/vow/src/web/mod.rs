@@ -42,6 +42,41 @@ pub fn routes() -> Router<AppState> {
         .route("/account/signer", get(signer_socket))
 }
 
+/// The public URL's host, when it names this machine (`localhost`, `*.localhost`, a loopback
+/// address): local development, where the same server also answers on its listening address.
+fn local_public_host(public_url: &str) -> Option<&str> {
+    let authority = public_url.split_once("://")?.1.split('/').next()?;
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+    let local = host == "localhost"
+        || host.ends_with(".localhost")
+        || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    local.then_some(authority)
+}
+
+/// Sends a browser that opened a page at another address of this machine (such as the
+/// listening `127.0.0.1:port` when the public URL is `http://localhost:port`) to the public
+/// URL: passkeys are bound to the public hostname and sign-in to the public origin, so the
+/// page cannot work anywhere else. Only for local public URLs, so that a reverse proxy that
+/// rewrites `Host` can never make a redirect loop.
+pub async fn canonical_host(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let public = state.config.public_url.trim_end_matches('/');
+    let host = req.headers().get(axum::http::header::HOST).and_then(|h| h.to_str().ok());
+    if let (Some(expected), Some(host)) = (local_public_host(public), host)
+        && req.method() == axum::http::Method::GET
+        && !host.eq_ignore_ascii_case(expected)
+    {
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        if let Ok(location) = HeaderValue::from_str(&format!("{public}{path}")) {
+            return (StatusCode::TEMPORARY_REDIRECT, [(LOCATION, location)]).into_response();
+        }
+    }
+    next.run(req).await
+}
+
 struct Redirect;
 impl Redirect {
     fn to(location: &'static str) -> Response {
@@ -113,7 +148,13 @@ struct SigninForm {
 
 async fn signin(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<SigninForm>) -> Response {
     if !session::same_origin(&state, &headers) {
-        return (StatusCode::FORBIDDEN, "cross-site sign-in refused").into_response();
+        let public = state.config.public_url.trim_end_matches('/');
+        let page = format!(
+            "<!doctype html><meta charset=utf-8><title>Sign-in refused</title><p>Sign-in is only accepted from \
+             this server's own pages. Open <a href=\"{public}/account/signin\">{public}/account/signin</a> and \
+             sign in there.</p>"
+        );
+        return (StatusCode::FORBIDDEN, Html(page)).into_response();
     }
     let account = match accounts::by_identifier(&state.db, &form.identifier).await {
         Ok(a) => a,
@@ -283,4 +324,19 @@ async fn signer_socket(
     upgrade
         .max_message_size(64 * 1024)
         .on_upgrade(move |socket| async move { ws::serve(socket, &hub, info, ready).await })
+}
+
+#[cfg(test)]
+mod host_tests {
+    #[test]
+    fn only_local_public_urls_redirect() {
+        use super::local_public_host as local;
+        assert_eq!(local("http://localhost:2583"), Some("localhost:2583"));
+        assert_eq!(local("http://pds.localhost"), Some("pds.localhost"));
+        assert_eq!(local("http://127.0.0.1:2583/"), Some("127.0.0.1:2583"));
+        assert_eq!(local("http://[::1]:80"), Some("[::1]:80"));
+        assert_eq!(local("https://pds.example"), None);
+        assert_eq!(local("http://pds.test"), None);
+        assert_eq!(local("garbage"), None);
+    }
 }
