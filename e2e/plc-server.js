@@ -64,8 +64,11 @@ function startFront(inner, file, port) {
           fs.writeSync(fd, JSON.stringify({ did, op: JSON.parse(body.toString('utf8')) }) + '\n')
           fs.fsyncSync(fd)
         }
-        const type = answer.headers.get('content-type')
-        res.writeHead(answer.status, type ? { 'content-type': type } : {})
+        // Every header but those that describe the transfer (fetch has undone it).
+        const skip = new Set(['content-length', 'content-encoding', 'transfer-encoding', 'connection', 'keep-alive'])
+        const out_headers = {}
+        answer.headers.forEach((value, name) => { if (!skip.has(name)) out_headers[name] = value })
+        res.writeHead(answer.status, out_headers)
         res.end(out)
       } catch (err) {
         res.writeHead(502, { 'content-type': 'application/json' })

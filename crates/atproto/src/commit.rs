@@ -35,12 +35,22 @@ pub struct UnsignedCommit {
     pub prev: Option<Cid>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 struct UnsignedWire<'a> {
     did: &'a str,
     version: u64,
     data: Cid,
     rev: &'a str,
+    prev: Option<Cid>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnsignedOwned {
+    did: String,
+    version: u64,
+    data: Cid,
+    rev: String,
     prev: Option<Cid>,
 }
 
@@ -71,6 +81,22 @@ impl UnsignedCommit {
             prev: self.prev,
         })
         .expect("a commit always encodes")
+    }
+
+    /// Decodes the bytes a signer is asked to sign, accepting only the exact canonical
+    /// encoding of a v3 unsigned commit (no other fields, no signature, nothing appended).
+    pub fn from_bytes_to_sign(bytes: &[u8]) -> Result<Self, CommitError> {
+        let wire: UnsignedOwned = crate::data::decode_as(bytes, &Limits { max_bytes: 64 * 1024, max_depth: 4 })?;
+        if wire.version != 3 {
+            return Err(CommitError::Version(wire.version));
+        }
+        let did = Did::new(wire.did).map_err(|e| CommitError::Field(e.to_string()))?;
+        let rev = Tid::new(wire.rev).map_err(|e| CommitError::Field(e.to_string()))?;
+        let commit = Self { did, data: wire.data, rev, prev: wire.prev };
+        if commit.bytes_to_sign() != bytes {
+            return Err(CommitError::Field("not the canonical encoding of an unsigned commit".into()));
+        }
+        Ok(commit)
     }
 
     /// Attaches a signature. Nothing is checked here; call [`SignedCommit::verify`].

@@ -110,6 +110,25 @@ fn commit_proof_fixtures() {
         let mut wanted: BTreeSet<Cid> = after.blocks.cids().copied().collect();
         wanted.extend(expected);
         assert_eq!(carried, wanted, "{name}: #commit event blocks");
+
+        // From those blocks alone, the commit inverts to the root before it; a change left
+        // out, or one that claims what the tree does not hold, does not.
+        let changes: Vec<mst::KeyChange> = adds
+            .iter()
+            .map(|k| mst::KeyChange { key: k.clone(), cid: Some(leaf), prev: None })
+            .chain(dels.iter().map(|k| mst::KeyChange { key: k.clone(), cid: None, prev: Some(leaf) }))
+            .collect();
+        assert_eq!(mst::invert(&event, after.root, &changes).unwrap(), before.root, "{name}: inversion");
+        if changes.len() > 1 {
+            let partial = mst::invert(&event, after.root, &changes[1..]);
+            assert!(partial.map_or(true, |root| root != before.root), "{name}: a change left out");
+        }
+        let mut wrong = changes.clone();
+        wrong[0].cid = Some(value(99));
+        assert!(mst::invert(&event, after.root, &wrong).is_err(), "{name}: a false claim");
+        let mut twice = changes.clone();
+        twice.push(changes[0].clone());
+        assert!(mst::invert(&event, after.root, &twice).is_err(), "{name}: a repeated key");
     }
 }
 

@@ -86,6 +86,17 @@ enum Command {
         /// Optional did:key to add as a second rotation key when registering.
         #[arg(long)]
         recovery_key: Option<String>,
+        /// The PLC directory, asked directly for the DID's state before a PLC operation is signed.
+        #[arg(long, env = "VOW_PLC_URL", default_value = "https://plc.directory")]
+        plc: String,
+        /// Sign PLC operations that change the DID's signing key or rotation keys, or tombstone it,
+        /// and service tokens that can move the account. Without it they are refused.
+        #[arg(long)]
+        approve_identity: bool,
+        /// With --approve-identity: also sign operations that remove this signer's own key, after
+        /// which it can no longer undo anything.
+        #[arg(long, requires = "approve_identity")]
+        approve_key_removal: bool,
     },
 }
 
@@ -121,13 +132,25 @@ fn return_large_allocations_promptly() {
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Run(config) => serve(*config).await,
-        Command::Signer { pds, identifier, password, key_file, recovery_key } => {
+        Command::Signer {
+            pds,
+            identifier,
+            password,
+            key_file,
+            recovery_key,
+            plc,
+            approve_identity,
+            approve_key_removal,
+        } => {
             crate::signer::client::run(crate::signer::client::Options {
                 pds: &pds,
                 identifier: &identifier,
                 password: &password,
                 key_file: &key_file,
                 recovery_key: recovery_key.as_deref(),
+                plc: &plc,
+                approve_identity,
+                approve_key_removal,
             })
             .await
         }

@@ -17,7 +17,7 @@ use ::cid::Cid;
 
 pub use diff::{Diff, DiffOp, diff};
 pub use node::{check_key, common_prefix_len, key_height};
-pub use proof::{commit_event_blocks, covering_proof, record_proof};
+pub use proof::{InvertError, KeyChange, commit_event_blocks, covering_proof, invert, record_proof};
 
 use crate::blocks::{BlockMap, BlockSource, BlockSourceError};
 use node::{Entry, Link, Node, load_mut, read_root, take_node};

@@ -96,3 +96,54 @@ pub fn commit_event_blocks<'k>(
     }
     Ok(out)
 }
+
+/// One change of a commit as its consumer sees it: the key, and its value after and before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyChange {
+    pub key: String,
+    pub cid: Option<Cid>,
+    pub prev: Option<Cid>,
+}
+
+/// Why a commit does not invert.
+#[derive(Debug, thiserror::Error)]
+pub enum InvertError {
+    #[error(transparent)]
+    Mst(#[from] MstError),
+    #[error("the tree does not hold at {key} what the commit says ({detail})")]
+    Mismatch { key: String, detail: String },
+    #[error("{0} is changed twice")]
+    Repeated(String),
+}
+
+/// Undoes `changes` on the tree at `root`, reading only `blocks` (a sync 1.1 event's blocks:
+/// the new blocks and the covering proofs), and returns the root the tree had before them. A
+/// consumer compares it with the commit's `prevData`: equal means the commit changed exactly
+/// these keys and nothing else. Fails when the tree does not hold what a change says it wrote,
+/// or when a block needed is not among `blocks`.
+pub fn invert(blocks: &impl BlockSource, root: Cid, changes: &[KeyChange]) -> Result<Cid, InvertError> {
+    if changes.is_empty() {
+        return Ok(root); // nothing to undo, and no block needed to say so
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut tree = super::Mst::load(blocks, root)?;
+    for change in changes {
+        if !seen.insert(change.key.as_str()) {
+            return Err(InvertError::Repeated(change.key.clone()));
+        }
+        let found = tree.get(blocks, &change.key)?;
+        if found != change.cid {
+            let detail = format!("found {found:?}, claimed {:?}", change.cid);
+            return Err(InvertError::Mismatch { key: change.key.clone(), detail });
+        }
+        match change.prev {
+            Some(prev) => {
+                tree.insert(blocks, &change.key, prev)?;
+            }
+            None => {
+                tree.remove(blocks, &change.key)?;
+            }
+        }
+    }
+    Ok(tree.root_cid())
+}

@@ -190,7 +190,7 @@ pub async fn sign_operation(
     };
     let sig = state
         .signers
-        .request_with_deadline(&account.did, key, op.unsigned_bytes(), vec![summary], state.config.signer_timeout)
+        .request_with_deadline(&account.did, key, op.unsigned_bytes(), vec![summary], None, state.config.signer_timeout)
         .await?;
     Ok(crate::identity::plc::Operation { sig: Some(URL_SAFE_NO_PAD.encode(sig)), ..op })
 }

@@ -21,6 +21,7 @@ use crate::events::{Event, RepoOp};
 use crate::repo::refs;
 use crate::server::AppState;
 use crate::signer::OpSummary;
+use crate::signer::protocol::{CommitEvidence, EvidenceOp};
 use crate::storage::{BlockCache, BlockStore, SyncReader};
 
 /// Largest record accepted, in DAG-CBOR bytes.
@@ -213,16 +214,23 @@ fn mst_error(e: atproto::mst::MstError) -> XrpcError {
     XrpcError::internal("repo tree could not be read", e)
 }
 
-/// The `#commit` event's CAR (signed commit, new blocks, covering proofs), ops and blobs.
-fn commit_event_parts(
+/// What a commit changes, for the signer to check and the firehose to carry: the new blocks
+/// plus the covering proof of each changed key in the new tree (the sync 1.1 event blocks),
+/// and the changes with their old and new CIDs.
+struct CommitProof {
+    blocks: BlockMap,
+    ops: Vec<RepoOp>,
+    blobs: Vec<Cid>,
+}
+
+fn commit_proof(
     source: &impl BlockSource,
     new_blocks: &BlockMap,
     root: Cid,
-    commit: Cid,
     changes: &[Change],
-) -> XrpcResult<(Vec<u8>, Vec<RepoOp>, Vec<Cid>)> {
+) -> XrpcResult<CommitProof> {
     let paths: Vec<String> = changes.iter().map(|c| format!("{}/{}", c.collection, c.rkey)).collect();
-    let car_blocks = atproto::mst::commit_event_blocks(source, new_blocks, root, paths.iter().map(String::as_str))
+    let blocks = atproto::mst::commit_event_blocks(source, new_blocks, root, paths.iter().map(String::as_str))
         .map_err(mst_error)?;
     let mut blobs = std::collections::BTreeSet::new();
     let mut ops = Vec::with_capacity(changes.len());
@@ -230,8 +238,50 @@ fn commit_event_parts(
         blobs.extend(c.blobs.iter().copied());
         ops.push(RepoOp { action: c.action.name(), path, cid: c.cid, prev: c.prev });
     }
-    let car = atproto::car::encode(&[commit], car_blocks.iter());
-    Ok((car, ops, blobs.into_iter().collect()))
+    Ok(CommitProof { blocks, ops, blobs: blobs.into_iter().collect() })
+}
+
+impl CommitProof {
+    /// The evidence a signer checks before signing (see `signer::verify::check_commit`):
+    /// with the event's blocks, the nodes of the previous tree the commit replaced, so that a
+    /// signer can also compare the two trees along the changed keys.
+    fn evidence(&self, prev_commit: &[u8], root: Cid, replaced_nodes: &BlockMap) -> CommitEvidence {
+        use base64::Engine;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        CommitEvidence {
+            prev_commit: b64(prev_commit),
+            blocks: b64(&atproto::car::encode(&[root], self.blocks.iter().chain(replaced_nodes.iter()))),
+            ops: self
+                .ops
+                .iter()
+                .map(|op| EvidenceOp {
+                    action: op.action.to_owned(),
+                    path: op.path.clone(),
+                    cid: op.cid.map(|c| c.to_string()),
+                    prev: op.prev.map(|c| c.to_string()),
+                })
+                .collect(),
+        }
+    }
+
+    /// The `#commit` event's CAR: the signed commit, then the proof blocks.
+    fn event_car(&self, commit: Cid, commit_bytes: &[u8]) -> Vec<u8> {
+        let first = [(&commit, commit_bytes)];
+        atproto::car::encode(&[commit], first.into_iter().chain(self.blocks.iter()))
+    }
+}
+
+/// The blocks `cids` as `source` has them.
+fn read_blocks<'a>(source: &impl BlockSource, cids: impl IntoIterator<Item = &'a Cid>) -> XrpcResult<BlockMap> {
+    let mut out = BlockMap::new();
+    for cid in cids {
+        let bytes = source
+            .get_block(cid)
+            .map_err(|e| XrpcError::internal("repo tree could not be read", e))?
+            .ok_or_else(|| XrpcError::internal("repo tree block missing", cid))?;
+        out.insert(*cid, bytes.into_owned());
+    }
+    Ok(out)
 }
 
 /// Waits until every commit already sequenced is stored. A write releases its account's lock
@@ -530,25 +580,40 @@ async fn apply_once(
         }
     }
 
+    // What the commit changes, read through the new blocks and the account's cache: the
+    // signer checks it before signing, the firehose event carries it. Also the blocks this
+    // commit stops referencing: replaced tree nodes, the old commit, and the old versions of
+    // changed records (kept if another key still holds the same CID).
+    let proof_reader = SyncReader::with_cache(&state.blocks, std::mem::take(&mut cache.blocks));
+    let proof = commit_proof(&Overlay(&blocks, &proof_reader), &blocks, root, &changes);
+    let removed = atproto::mst::diff(&Overlay(&blocks, &proof_reader), Some(prev_data), root).map_err(mst_error);
+    let replaced = removed.as_ref().map_err(Clone::clone).and_then(|d| read_blocks(&proof_reader, &d.removed_nodes));
+    let prev_commit = proof_reader.get_block(&head).map(|b| b.map(|b| b.into_owned()));
+    cache.blocks = proof_reader.into_cache();
+    let (proof, replaced) = (proof?, replaced?);
+    let prev_commit = prev_commit
+        .map_err(|e| XrpcError::internal("head commit could not be read", e))?
+        .ok_or_else(|| XrpcError::internal("head commit missing", head))?;
+
     let rev = state.tids.next_after(Some(&prev_rev));
     let unsigned = UnsignedCommit::new(did.clone(), root, rev.clone());
     // The hub hands back only signatures it has verified against `key` over these bytes.
     let sig = state
         .signers
-        .request_with_deadline(did.as_str(), key, unsigned.bytes_to_sign(), summaries, state.config.signer_timeout)
+        .request_with_deadline(
+            did.as_str(),
+            key,
+            unsigned.bytes_to_sign(),
+            summaries,
+            Some(proof.evidence(&prev_commit, root, &replaced)),
+            state.config.signer_timeout,
+        )
         .await?;
     let (commit_cid, commit_bytes) = unsigned.with_signature(sig).to_block_with_cid();
+    let event_car = proof.event_car(commit_cid, &commit_bytes);
+    let CommitProof { ops: event_ops, blobs: event_blobs, .. } = proof;
     blocks.insert(commit_cid, commit_bytes);
-    // The event carries the new blocks plus the covering proofs of every changed key, read
-    // through the new blocks and the account's cache.
-    let proof_reader = SyncReader::with_cache(&state.blocks, std::mem::take(&mut cache.blocks));
-    let parts = commit_event_parts(&Overlay(&blocks, &proof_reader), &blocks, root, commit_cid, &changes);
-    // Blocks this commit stops referencing: replaced tree nodes, the old commit, and the old
-    // versions of changed records (kept if another key still holds the same CID).
-    let removed = atproto::mst::diff(&Overlay(&blocks, &proof_reader), Some(prev_data), root);
-    cache.blocks = proof_reader.into_cache();
-    let (event_car, event_ops, event_blobs) = parts?;
-    let mut released: Vec<Cid> = removed.map_err(mst_error)?.removed_nodes.into_iter().collect();
+    let mut released: Vec<Cid> = removed?.removed_nodes.into_iter().collect();
     released.push(head);
     released.extend(changes.iter().filter_map(|c| c.prev));
     let embedded = state.blocks.in_metadata_db();
@@ -661,9 +726,22 @@ pub async fn resign_head(state: &AppState, did: &Did) -> XrpcResult<bool> {
     let unsigned = UnsignedCommit::new(did.clone(), current.unsigned.data, rev.clone());
     let summary =
         OpSummary { kind: "com.atproto.sync.subscribeRepos#sync".into(), collection: "repo".into(), rkey: None };
+    // The same tree under a new revision: no changes, so no blocks but the previous commit.
+    let evidence = CommitProof { blocks: BlockMap::new(), ops: Vec::new(), blobs: Vec::new() }.evidence(
+        &block,
+        current.unsigned.data,
+        &BlockMap::new(),
+    );
     let sig = state
         .signers
-        .request_with_deadline(did.as_str(), key, unsigned.bytes_to_sign(), vec![summary], state.config.signer_timeout)
+        .request_with_deadline(
+            did.as_str(),
+            key,
+            unsigned.bytes_to_sign(),
+            vec![summary],
+            Some(evidence),
+            state.config.signer_timeout,
+        )
         .await?;
     let (commit_cid, commit_bytes) = unsigned.with_signature(sig).to_block_with_cid();
     let mut blocks = BlockMap::new();

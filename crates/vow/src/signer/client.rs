@@ -1,11 +1,16 @@
 //! `vow signer`: a programmatic signer for bots and tests. It holds the user's secp256k1 key in
-//! a file, registers it for an account that has none, keeps the signer WebSocket open and signs
-//! every commit for its own DID until stopped.
+//! a file, registers it for an account that has none, and keeps the signer WebSocket open until
+//! stopped. It trusts nothing the server says about a request: it signs a payload only after
+//! [`super::verify`] has recognised and checked it (commits against their evidence, PLC
+//! operations against the PLC directory's own record of the DID), and it signs changes of
+//! who controls the DID only when told to (`--approve-identity`, and `--approve-key-removal`
+//! for an operation that removes its own key).
 
 use std::path::Path;
 use std::time::Duration;
 
-use atproto::crypto::Keypair;
+use atproto::crypto::{Keypair, PublicKey};
+use atproto::syntax::Tid;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::{SinkExt, StreamExt};
@@ -14,6 +19,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use super::protocol::CommitEvidence;
+use super::verify::{self, Payload, Refusal};
 use super::ws::{CLOSE_REPLACED, CLOSE_TOKEN_EXPIRED};
 
 pub struct Options<'a> {
@@ -22,6 +29,12 @@ pub struct Options<'a> {
     pub password: &'a str,
     pub key_file: &'a Path,
     pub recovery_key: Option<&'a str>,
+    /// The PLC directory, asked directly for the DID's state before any PLC operation is signed.
+    pub plc: &'a str,
+    /// Sign operations that change the DID's signing key or rotation keys, or tombstone it.
+    pub approve_identity: bool,
+    /// With `approve_identity`: also those that remove this signer's own key.
+    pub approve_key_removal: bool,
 }
 
 struct Session {
@@ -124,9 +137,19 @@ pub async fn run(opts: Options<'_>) -> Result<(), String> {
     }
 
     let ws_url = format!("{}/xrpc/com.atproto.server.signerConnect", client.base.replacen("http", "ws", 1));
+    let mut policy = Policy {
+        did: session.did.clone(),
+        own_key: key.public_key(),
+        key,
+        plc: opts.plc.trim_end_matches('/').to_owned(),
+        http: client.http.clone(),
+        approve_identity: opts.approve_identity,
+        approve_key_removal: opts.approve_key_removal,
+        last_rev: None,
+    };
     let mut backoff = Duration::from_secs(1);
     loop {
-        match connect_and_sign(&ws_url, &session, &key).await {
+        match connect_and_sign(&ws_url, &session, &mut policy).await {
             Ok(Ended::TokenExpired) => {
                 session = match client.refresh(&session).await {
                     Ok(s) => s,
@@ -154,7 +177,7 @@ enum Ended {
     Closed,
 }
 
-async fn connect_and_sign(url: &str, session: &Session, key: &Keypair) -> Result<Ended, String> {
+async fn connect_and_sign(url: &str, session: &Session, policy: &mut Policy) -> Result<Ended, String> {
     let mut request = url.into_client_request().map_err(|e| e.to_string())?;
     request
         .headers_mut()
@@ -170,7 +193,7 @@ async fn connect_and_sign(url: &str, session: &Session, key: &Keypair) -> Result
         }
         match msg {
             Message::Text(text) => {
-                let Some(reply) = answer(&text, &session.did, key) else { continue };
+                let Some(reply) = policy.answer(&text).await else { continue };
                 socket.send(Message::Text(reply.to_string().into())).await.map_err(|e| e.to_string())?;
             }
             Message::Close(frame) => {
@@ -186,44 +209,119 @@ async fn connect_and_sign(url: &str, session: &Session, key: &Keypair) -> Result
     Ok(Ended::Closed)
 }
 
-/// The reply to one server message, if it needs one. Signs commits for our own DID and PLC
-/// operations; refuses anything else.
-fn answer(text: &str, did: &str, key: &Keypair) -> Option<Value> {
-    let msg: Value = serde_json::from_str(text).ok()?;
-    if msg["type"] != "sign_request" {
-        if msg["type"] == "sign_error" {
-            eprintln!("server refused a signature: {}", msg["message"]);
+/// What this signer will sign, and what it remembers between requests.
+struct Policy {
+    did: String,
+    key: Keypair,
+    own_key: PublicKey,
+    plc: String,
+    http: reqwest::Client,
+    approve_identity: bool,
+    approve_key_removal: bool,
+    /// The newest commit revision signed: an older one is never signed again.
+    last_rev: Option<Tid>,
+}
+
+impl Policy {
+    /// The reply to one server message, if it needs one.
+    async fn answer(&mut self, text: &str) -> Option<Value> {
+        let msg: Value = serde_json::from_str(text).ok()?;
+        if msg["type"] != "sign_request" {
+            if msg["type"] == "sign_error" {
+                eprintln!("server refused a signature: {}", msg["message"]);
+            }
+            return None;
         }
-        return None;
+        let request_id = msg["requestId"].as_str()?;
+        let payload = msg["payload"].as_str().and_then(|p| URL_SAFE_NO_PAD.decode(p).ok());
+        let evidence: Option<CommitEvidence> = serde_json::from_value(msg["commit"].clone()).ok();
+        let decided = match payload {
+            None => Err(Refusal("a payload that is not base64url".into())),
+            Some(payload) => self.decide(&payload, evidence.as_ref()).await.map(|what| (payload, what)),
+        };
+        match decided {
+            Ok((payload, what)) => {
+                eprintln!("signed {what}");
+                let sig = URL_SAFE_NO_PAD.encode(self.key.sign(&payload));
+                Some(json!({ "type": "sign_response", "requestId": request_id, "commitSignature": sig }))
+            }
+            Err(why) => {
+                eprintln!("refused to sign {why}");
+                Some(json!({ "type": "sign_reject", "requestId": request_id, "reason": why.0 }))
+            }
+        }
     }
-    let request_id = msg["requestId"].as_str()?;
-    let reject = || Some(json!({ "type": "sign_reject", "requestId": request_id }));
-    let Some(payload) = msg["payload"].as_str().and_then(|p| URL_SAFE_NO_PAD.decode(p).ok()) else {
-        return reject();
-    };
-    let Ok(decoded) = atproto::data::decode(&payload) else { return reject() };
-    let as_json = atproto::data::to_json(&decoded);
-    let ours = as_json["did"] == did || as_json["type"] == "plc_operation";
-    if !ours {
-        eprintln!("refusing to sign a payload that is not a commit for {did}");
-        return reject();
-    }
-    let sig = key.sign(&payload);
-    let ops: Vec<String> = msg["ops"]
-        .as_array()
-        .map(|ops| {
-            ops.iter()
-                .map(|o| {
-                    let kind = o["type"].as_str().unwrap_or("?").rsplit('#').next().unwrap_or("?");
-                    let collection = o["collection"].as_str().unwrap_or("?");
-                    match o["rkey"].as_str() {
-                        Some(rkey) => format!("{kind} {collection}/{rkey}"),
-                        None => format!("{kind} {collection}"),
-                    }
+
+    /// Whether to sign `payload`: what it is, from its bytes, and what signing it does.
+    async fn decide(&mut self, payload: &[u8], evidence: Option<&CommitEvidence>) -> Result<String, Refusal> {
+        match verify::classify(&self.did, payload)? {
+            Payload::Commit(commit) => {
+                // Earlier keys matter only for a previous commit this key did not sign.
+                let own_signed = evidence
+                    .map(verify::previous_commit)
+                    .transpose()?
+                    .is_none_or(|prev| prev.verify(&self.own_key).is_ok());
+                let earlier = if own_signed { Vec::new() } else { self.earlier_keys().await? };
+                let ctx = verify::CommitContext {
+                    own_key: &self.own_key,
+                    earlier_keys: &earlier,
+                    last_rev: self.last_rev.as_ref(),
+                };
+                let (changes, _) = verify::check_commit(&commit, evidence, &ctx)?;
+                self.last_rev = Some(commit.rev.clone());
+                Ok(if changes.is_empty() {
+                    format!("commit {} (the same records at a new revision)", commit.rev)
+                } else {
+                    changes.iter().map(|c| c.describe()).collect::<Vec<_>>().join("; ")
                 })
-                .collect()
-        })
-        .unwrap_or_default();
-    eprintln!("signed {}", ops.join(", "));
-    Some(json!({ "type": "sign_response", "requestId": request_id, "commitSignature": URL_SAFE_NO_PAD.encode(sig) }))
+            }
+            Payload::Plc(op) => {
+                let (current, cid, _) = verify::plc_history(&self.plc_audit().await?)?;
+                let change = verify::plc_change(&current, &cid, &op, &self.own_key.to_did_key())?;
+                let what = change.lines.join("; ");
+                if change.removes_own_key && !(self.approve_identity && self.approve_key_removal) {
+                    return Err(Refusal(format!(
+                        "a PLC operation that removes this signer's key ({what}); sign it only with \
+                         --approve-identity --approve-key-removal"
+                    )));
+                }
+                if change.identity && !self.approve_identity {
+                    return Err(Refusal(format!(
+                        "a PLC operation that changes who controls the DID ({what}); sign it only with \
+                         --approve-identity"
+                    )));
+                }
+                Ok(format!("PLC operation: {what}"))
+            }
+            Payload::ServiceAuth(auth) => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                verify::check_token(&auth, now.as_secs() as i64)?;
+                let method = auth.lxm.clone().unwrap_or_else(|| "any method".into());
+                if verify::token_moves_account(&auth) && !self.approve_identity {
+                    return Err(Refusal(format!(
+                        "a service token for {method} at {}, which can move the account; sign it only with \
+                         --approve-identity",
+                        auth.aud
+                    )));
+                }
+                Ok(format!("service token for {method} at {}", auth.aud))
+            }
+        }
+    }
+
+    /// The DID's audit log, from the PLC directory itself.
+    async fn plc_audit(&self) -> Result<Value, Refusal> {
+        let url = format!("{}/{}/log/audit", self.plc, self.did);
+        let res = self.http.get(&url).send().await.map_err(|e| Refusal(format!("the PLC directory: {e}")))?;
+        if !res.status().is_success() {
+            return Err(Refusal(format!("the PLC directory answered {} for {url}", res.status())));
+        }
+        res.json().await.map_err(|e| Refusal(format!("the PLC directory's answer: {e}")))
+    }
+
+    /// Keys the DID has had as its `#atproto` key, by the PLC directory's record.
+    async fn earlier_keys(&self) -> Result<Vec<PublicKey>, Refusal> {
+        let (_, _, keys) = verify::plc_history(&self.plc_audit().await?)?;
+        Ok(keys.iter().filter_map(|k| PublicKey::from_did_key(k).ok()).collect())
+    }
 }

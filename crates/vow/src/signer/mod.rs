@@ -8,6 +8,7 @@
 pub mod client;
 pub mod derive;
 pub mod protocol;
+pub mod verify;
 pub mod ws;
 
 use std::collections::HashMap;
@@ -76,6 +77,7 @@ pub struct Job {
     pub request_id: String,
     pub payload: Vec<u8>,
     pub ops: Vec<OpSummary>,
+    pub evidence: Option<protocol::CommitEvidence>,
     pub expires_at: std::time::SystemTime,
     /// The key the answer must verify against.
     pub key: PublicKey,
@@ -133,6 +135,7 @@ impl SignerHub {
         key: PublicKey,
         payload: Vec<u8>,
         ops: Vec<OpSummary>,
+        evidence: Option<protocol::CommitEvidence>,
         deadline: Duration,
     ) -> Result<Vec<u8>, SignError> {
         let (reply, answer) = oneshot::channel();
@@ -140,6 +143,7 @@ impl SignerHub {
             request_id: uuid::Uuid::new_v4().to_string(),
             payload,
             ops,
+            evidence,
             expires_at: std::time::SystemTime::now() + deadline,
             key,
             reply,

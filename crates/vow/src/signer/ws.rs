@@ -64,6 +64,7 @@ pub async fn serve(mut socket: WebSocket, hub: &SignerHub, info: ConnectionInfo,
                 did: info.did.clone(),
                 payload: URL_SAFE_NO_PAD.encode(&job.payload),
                 ops: job.ops.clone(),
+                commit: job.evidence.clone(),
                 expires_at: crate::db::format_timestamp(
                     job.expires_at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as i64,
                 ),
@@ -134,7 +135,7 @@ async fn handle_text(socket: &mut WebSocket, info: &ConnectionInfo, in_flight: &
         }
     };
     let request_id = match &msg {
-        ClientMessage::SignResponse { request_id, .. } | ClientMessage::SignReject { request_id } => request_id,
+        ClientMessage::SignResponse { request_id, .. } | ClientMessage::SignReject { request_id, .. } => request_id,
     };
     if in_flight.as_ref().is_none_or(|f| &f.job.request_id != request_id) {
         tracing::debug!(did = %info.did, request_id, "answer to a request that is not in flight");
@@ -142,7 +143,10 @@ async fn handle_text(socket: &mut WebSocket, info: &ConnectionInfo, in_flight: &
     }
     let job = in_flight.take().expect("checked above").job;
     let outcome = match msg {
-        ClientMessage::SignReject { .. } => Err(SignError::Rejected),
+        ClientMessage::SignReject { reason, .. } => {
+            tracing::info!(did = %info.did, reason = reason.as_deref().unwrap_or("none given"), "signer declined");
+            Err(SignError::Rejected)
+        }
         ClientMessage::SignResponse { commit_signature, authenticator_data, client_data_json, signature, .. } => {
             check_response(info, &job, &commit_signature, authenticator_data, client_data_json, signature)
         }

@@ -286,6 +286,8 @@ impl Stack {
             .arg(&account.password)
             .arg("--key-file")
             .arg(key_file)
+            .arg("--plc")
+            .arg(&self.plc)
             .env("VOW_LOG_LEVEL", "warn");
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn signer");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();

@@ -1,0 +1,366 @@
+//! Integration: `vow signer` against a hostile server. The operator of a PDS has its database
+//! and keys and can serve the signer socket itself; the signer must sign only what it can check
+//! from the bytes. A stand-in server on loopback passes every HTTP call through to a real `vow`
+//! (real SQLite, real PLC directory) but serves the signer socket itself and sends crafted
+//! requests. Nothing it obtains may reach the PLC directory.
+
+mod common;
+
+use atproto::Cid;
+use atproto::blocks::BlockMap;
+use atproto::commit::{SignedCommit, UnsignedCommit};
+use atproto::crypto::{Algorithm, Keypair, PublicKey};
+use atproto::mst::Mst;
+use atproto::syntax::{Did, Tid};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::*;
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, mpsc};
+
+/// The operator's server: the signer socket is its own, everything else goes to the real vow.
+struct Hostile {
+    url: String,
+    requests: mpsc::UnboundedSender<Value>,
+    replies: Mutex<mpsc::UnboundedReceiver<Value>>,
+}
+
+async fn hostile(real: String) -> Hostile {
+    let (req_tx, req_rx) = mpsc::unbounded_channel::<Value>();
+    let (rep_tx, rep_rx) = mpsc::unbounded_channel::<Value>();
+    let req_rx = std::sync::Arc::new(Mutex::new(req_rx));
+    let socket = move |upgrade: WebSocketUpgrade| {
+        let (req_rx, rep_tx) = (req_rx.clone(), rep_tx.clone());
+        async move { upgrade.on_upgrade(move |ws| serve_socket(ws, req_rx, rep_tx)) }
+    };
+    let http = reqwest::Client::new();
+    let pass_through = move |req: axum::extract::Request| {
+        let (http, real) = (http.clone(), real.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+            let mut out = http.request(parts.method, format!("{real}{}", parts.uri));
+            for name in ["authorization", "content-type"] {
+                if let Some(v) = parts.headers.get(name) {
+                    out = out.header(name, v.clone());
+                }
+            }
+            let res = out.body(body).send().await.unwrap();
+            let status = res.status();
+            let bytes = res.bytes().await.unwrap();
+            (status, [("content-type", "application/json")], bytes)
+        }
+    };
+    let app = axum::Router::new()
+        .route("/xrpc/com.atproto.server.signerConnect", axum::routing::get(socket))
+        .fallback(pass_through);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Hostile { url, requests: req_tx, replies: Mutex::new(rep_rx) }
+}
+
+async fn serve_socket(
+    mut ws: WebSocket,
+    requests: std::sync::Arc<Mutex<mpsc::UnboundedReceiver<Value>>>,
+    replies: mpsc::UnboundedSender<Value>,
+) {
+    // The real server pings once a connection is registered; the signer waits for it.
+    if ws.send(Message::Ping(b"ready".to_vec().into())).await.is_err() {
+        return;
+    }
+    let mut requests = requests.lock().await;
+    loop {
+        tokio::select! {
+            req = requests.recv() => {
+                let Some(req) = req else { return };
+                if ws.send(Message::Text(req.to_string().into())).await.is_err() {
+                    return;
+                }
+            }
+            msg = ws.recv() => match msg {
+                Some(Ok(Message::Text(text))) => {
+                    let _ = replies.send(serde_json::from_str(&text).unwrap());
+                }
+                Some(Ok(_)) => {}
+                _ => return,
+            }
+        }
+    }
+}
+
+impl Hostile {
+    /// Sends one sign request, labelled as an ordinary post, and returns the signer's answer.
+    async fn ask(&self, payload: &[u8], commit: Option<Value>) -> Value {
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut req = json!({
+            "type": "sign_request", "requestId": id, "did": "did:plc:whatever",
+            "payload": URL_SAFE_NO_PAD.encode(payload),
+            "ops": [{ "type": "com.atproto.repo.applyWrites#create", "collection": "app.bsky.feed.post", "rkey": "3kfriendly" }],
+            "expiresAt": "2099-01-01T00:00:00.000Z",
+        });
+        if let Some(c) = commit {
+            req["commit"] = c;
+        }
+        self.requests.send(req).unwrap();
+        let reply = self.replies.lock().await.recv().await.expect("the signer answers");
+        assert_eq!(reply["requestId"], id.as_str());
+        reply
+    }
+}
+
+fn signed(reply: &Value) -> bool {
+    match reply["type"].as_str() {
+        Some("sign_response") => true,
+        Some("sign_reject") => false,
+        _ => panic!("unexpected answer {reply}"),
+    }
+}
+
+/// Starts `vow signer` against `pds` with `flags`; returns once it is connected.
+fn signer_at(s: &Stack, pds: &str, a: &Account, key_file: &std::path::Path, flags: &[&str]) -> Proc {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_vow"));
+    cmd.args(["signer", "--pds", pds, "--identifier", &a.did, "--password", &a.password, "--plc", &s.plc])
+        .arg("--key-file")
+        .arg(key_file)
+        .args(flags)
+        .env("VOW_LOG_LEVEL", "warn");
+    start_until(cmd, "signer connected").0
+}
+
+/// The repo as the real server exports it: its blocks and head commit.
+async fn repo(s: &Stack, did: &str) -> (BlockMap, Cid, SignedCommit) {
+    let car = s
+        .http
+        .get(format!("{}/xrpc/com.atproto.sync.getRepo?did={did}", s.url))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let mut reader = atproto::car::CarReader::new(&car[..], Default::default()).unwrap();
+    let head = reader.roots()[0];
+    let mut blocks = BlockMap::new();
+    while let Some((cid, bytes)) = reader.next_block().unwrap() {
+        blocks.insert(cid, bytes);
+    }
+    let commit = SignedCommit::from_block(blocks.get(&head).unwrap()).unwrap();
+    (blocks, head, commit)
+}
+
+fn record(text: &str) -> (Cid, Vec<u8>) {
+    let value = json!({ "$type": "app.bsky.feed.post", "text": text, "createdAt": "2026-12-01T10:00:00.000Z" });
+    let bytes = atproto::data::encode(&atproto::data::record_from_json(&value).unwrap()).unwrap();
+    (atproto::cid::cbor_cid(&bytes), bytes)
+}
+
+/// A commit as the operator builds it: `apply` changes the tree however it likes, `listed`
+/// are the changes the evidence admits to. The evidence carries every block the operator has.
+struct Forged {
+    payload: Vec<u8>,
+    evidence: Value,
+}
+
+fn forge(
+    did: &str,
+    (blocks, head, prev): &(BlockMap, Cid, SignedCommit),
+    rev: Tid,
+    apply: impl FnOnce(&mut Mst, &BlockMap, &mut BlockMap),
+    listed: Vec<Value>,
+) -> Forged {
+    let mut tree = Mst::load(blocks, prev.unsigned.data).unwrap();
+    let mut new_blocks = BlockMap::new();
+    apply(&mut tree, blocks, &mut new_blocks);
+    let data = tree.commit();
+    new_blocks.extend(data.blocks);
+    let mut all = blocks.clone();
+    all.extend(new_blocks);
+    let unsigned = UnsignedCommit::new(Did::new(did).unwrap(), data.root, rev);
+    let evidence = json!({
+        "prevCommit": URL_SAFE_NO_PAD.encode(blocks.get(head).unwrap()),
+        "blocks": URL_SAFE_NO_PAD.encode(atproto::car::encode(&[data.root], all.iter())),
+        "ops": listed,
+    });
+    Forged { payload: unsigned.bytes_to_sign(), evidence }
+}
+
+fn plc_op(prev: &str, rotation: &[String], atproto: &str, handle: &str, pds: &str) -> Vec<u8> {
+    let op = json!({
+        "type": "plc_operation", "rotationKeys": rotation,
+        "verificationMethods": { "atproto": atproto }, "alsoKnownAs": [format!("at://{handle}")],
+        "services": { "atproto_pds": { "type": "AtprotoPersonalDataServer", "endpoint": pds } },
+        "prev": prev,
+    });
+    atproto::data::encode(&atproto::data::from_json(&op).unwrap()).unwrap()
+}
+
+fn jwt(claims: Value) -> Vec<u8> {
+    let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"ES256K"}"#);
+    format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims.to_string())).into_bytes()
+}
+
+async fn audit(s: &Stack, did: &str) -> Vec<Value> {
+    let log: Value = s.http.get(format!("{}/{did}/log/audit", s.plc)).send().await.unwrap().json().await.unwrap();
+    log.as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vow_signer_signs_only_what_it_can_check() {
+    let s = stack(false);
+    let v = s.account("victim").await;
+    let key_file = s.dir.path().join("victim.key");
+    // The genuine server: the key is registered and the DID handed over; two real posts.
+    let honest = s.signer(&v, &key_file);
+    let key = Keypair::from_bytes(Algorithm::K256, &std::fs::read(&key_file).unwrap()).unwrap();
+    let own = key.public_key().to_did_key();
+    for text in ["first", "second"] {
+        let body = json!({ "repo": v.did, "collection": "app.bsky.feed.post", "record": {
+            "$type": "app.bsky.feed.post", "text": text, "createdAt": "2026-12-01T10:00:00.000Z" } });
+        assert_eq!(s.call("POST", "com.atproto.repo.createRecord", Some(&v.access), Some(body)).await.0, 200);
+    }
+    // A handle change keeps the keys: signed without asking, through the real server.
+    let res = s
+        .call(
+            "POST",
+            "com.atproto.identity.updateHandle",
+            Some(&v.access),
+            Some(json!({ "handle": "renamed.pds.test" })),
+        )
+        .await;
+    assert_eq!(res.0, 200, "{res:?}");
+    drop(honest);
+    wait_for_signer(&s, &v.access, false).await;
+
+    let log_before = audit(&s, &v.did).await;
+    let last_cid = log_before.last().unwrap()["cid"].as_str().unwrap().to_owned();
+    let evil = Keypair::generate(Algorithm::K256).public_key().to_did_key();
+    let op = |rotation: &[&str], atproto: &str, handle: &str| {
+        let rotation: Vec<String> = rotation.iter().map(|k| k.to_string()).collect();
+        plc_op(&last_cid, &rotation, atproto, handle, "http://pds.test")
+    };
+    let takeover = op(&[&evil], &evil, "renamed.pds.test");
+    let new_signing_key = op(&[&own], &evil, "renamed.pds.test");
+    let rename = op(&[&own], &own, "again.pds.test");
+
+    let h = hostile(s.url.clone()).await;
+    let signer = signer_at(&s, &h.url, &v, &key_file, &[]);
+
+    // PLC operations: judged by what they change, never by the label.
+    assert!(!signed(&h.ask(&takeover, None).await), "a takeover labelled as a post");
+    assert!(!signed(&h.ask(&new_signing_key, None).await), "a new #atproto key without approval");
+    assert!(signed(&h.ask(&rename, None).await), "a handle change keeps the keys");
+    let stale = plc_op(
+        "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm",
+        std::slice::from_ref(&own),
+        &own,
+        "x.pds.test",
+        "http://pds.test",
+    );
+    assert!(!signed(&h.ask(&stale, None).await), "an operation that does not follow the DID's state");
+
+    // Commits.
+    let state = repo(&s, &v.did).await;
+    let prev_rev = state.2.unsigned.rev.clone();
+    let newer = |n: u64| Tid::from_parts(prev_rev.timestamp_micros() + n, 0);
+    let (x_cid, x_bytes) = record("listed");
+    let x_path = "app.bsky.feed.post/3kzzzzzzzzzz2".to_owned();
+    let listed_x = vec![json!({ "action": "create", "path": x_path, "cid": x_cid.to_string(), "prev": null })];
+    let add_x = |tree: &mut Mst, store: &BlockMap, new: &mut BlockMap| {
+        tree.insert(store, &x_path, x_cid).unwrap();
+        new.insert(x_cid, x_bytes.clone());
+    };
+
+    // An honest one is signed.
+    let good = forge(&v.did, &state, newer(10), add_x, listed_x.clone());
+    let reply = h.ask(&good.payload, Some(good.evidence.clone())).await;
+    assert!(signed(&reply), "{reply}");
+    let sig = URL_SAFE_NO_PAD.decode(reply["commitSignature"].as_str().unwrap()).unwrap();
+    PublicKey::from_did_key(&own).unwrap().verify(&good.payload, &sig).unwrap();
+    // The same revision again, or an older one, is not.
+    assert!(!signed(&h.ask(&good.payload, Some(good.evidence.clone())).await), "a replayed revision");
+    let old = forge(&v.did, &state, newer(5), add_x, listed_x.clone());
+    assert!(!signed(&h.ask(&old.payload, Some(old.evidence)).await), "an older revision");
+    let before_prev =
+        forge(&v.did, &state, Tid::from_parts(prev_rev.timestamp_micros() - 1, 0), add_x, listed_x.clone());
+    assert!(!signed(&h.ask(&before_prev.payload, Some(before_prev.evidence)).await), "older than the head");
+
+    // A record slipped in beside the listed one.
+    let (y_cid, y_bytes) = record("not listed");
+    let sneaky = forge(
+        &v.did,
+        &state,
+        newer(20),
+        |tree, store, new| {
+            add_x(tree, store, new);
+            tree.insert(store, "app.bsky.feed.post/3kyyyyyyyyyy2", y_cid).unwrap();
+            new.insert(y_cid, y_bytes.clone());
+        },
+        listed_x.clone(),
+    );
+    assert!(!signed(&h.ask(&sneaky.payload, Some(sneaky.evidence)).await), "an unlisted record");
+
+    // A deletion left out of the ops.
+    let existing = Mst::load(&state.0, state.2.unsigned.data).unwrap().entries(&state.0).unwrap()[0].0.clone();
+    let deleting = forge(
+        &v.did,
+        &state,
+        newer(30),
+        |tree, store, new| {
+            add_x(tree, store, new);
+            tree.remove(store, &existing).unwrap();
+        },
+        listed_x.clone(),
+    );
+    assert!(!signed(&h.ask(&deleting.payload, Some(deleting.evidence)).await), "an unlisted deletion");
+
+    // A commit for another DID, one without evidence, and one whose previous commit the
+    // account never signed.
+    let other = forge("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", &state, newer(40), add_x, listed_x.clone());
+    assert!(!signed(&h.ask(&other.payload, Some(other.evidence)).await), "another account's commit");
+    let bare = forge(&v.did, &state, newer(50), add_x, listed_x.clone());
+    assert!(!signed(&h.ask(&bare.payload, None).await), "a commit without evidence");
+    let mut fake_prev = state.2.clone();
+    fake_prev.sig = Keypair::generate(Algorithm::K256).sign(&fake_prev.unsigned.bytes_to_sign()).to_vec();
+    let mut fake_blocks = state.0.clone();
+    let (fake_head, fake_bytes) = fake_prev.to_block_with_cid();
+    fake_blocks.insert(fake_head, fake_bytes);
+    let unvouched = forge(&v.did, &(fake_blocks, fake_head, fake_prev), newer(60), add_x, listed_x.clone());
+    assert!(!signed(&h.ask(&unvouched.payload, Some(unvouched.evidence)).await), "an unvouched previous commit");
+
+    // Service-auth tokens: this DID's short read token yes; another issuer, a long life or a
+    // token for any method no.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let token = |iss: &str, exp: i64, lxm: Option<&str>| {
+        let mut claims = json!({ "iss": iss, "aud": "did:web:api.bsky.app", "exp": exp });
+        if let Some(l) = lxm {
+            claims["lxm"] = json!(l);
+        }
+        jwt(claims)
+    };
+    assert!(signed(&h.ask(&token(&v.did, now + 60, Some("app.bsky.feed.getTimeline")), None).await));
+    assert!(!signed(&h.ask(&token("did:plc:other", now + 60, Some("app.bsky.feed.getTimeline")), None).await));
+    assert!(!signed(&h.ask(&token(&v.did, now + 365 * 86_400, Some("app.bsky.feed.getTimeline")), None).await));
+    assert!(!signed(&h.ask(&token(&v.did, now + 60, None), None).await));
+    assert!(!signed(&h.ask(&token(&v.did, now + 60, Some("com.atproto.server.createAccount")), None).await));
+
+    // Garbage.
+    for garbage in [&b""[..], b"\xa2\x61a\x01\x61b\x02", b"not a token", b"{}"] {
+        assert!(!signed(&h.ask(garbage, None).await), "{garbage:?}");
+    }
+    drop(signer);
+
+    // Told to approve identity changes, it signs a new signing key but still not one that
+    // removes its own key; told that too, it signs even that.
+    let signer = signer_at(&s, &h.url, &v, &key_file, &["--approve-identity"]);
+    assert!(signed(&h.ask(&new_signing_key, None).await));
+    assert!(!signed(&h.ask(&takeover, None).await), "removing its own key needs a second flag");
+    drop(signer);
+    let _signer = signer_at(&s, &h.url, &v, &key_file, &["--approve-identity", "--approve-key-removal"]);
+    assert!(signed(&h.ask(&takeover, None).await));
+
+    // None of it reached the PLC directory: the hostile server never submitted anything, and
+    // nothing it could submit was obtained without the flags above.
+    assert_eq!(audit(&s, &v.did).await, log_before);
+}
