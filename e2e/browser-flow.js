@@ -139,7 +139,9 @@ async function main() {
       // Six writes, and first the head re-signed with the new key (the genesis commit was signed
       // by the PDS key), announced as #sync.
       check(entries.length === 7, `7 signatures logged, got ${entries.length}`)
-      check(entries.some((e) => e.includes('sync repo')), 're-signed head logged')
+      check(entries.some((e) => e.includes('signed the same records at revision')), 're-signed head logged')
+      // Each line says what was signed, from the verified records themselves.
+      check(entries.some((e) => /signed create app\.bsky\.feed\.post\/\w+: "/.test(e)), `a post's text logged: ${entries.join(' | ')}`)
       check(entries.some((e) => e.includes('delete app.bsky.feed.post')), 'delete logged')
     })
 
@@ -171,9 +173,20 @@ async function main() {
     })
 
     await step('replace the passkey: the change is signed by the current key in the tab', async () => {
-      page.once('dialog', (d) => d.accept()) // identity operations always ask
+      // Identity changes always ask, spelling out the change; removing the tab's own key asks
+      // a second time.
+      const dialogs = []
+      const accept = (d) => {
+        dialogs.push(d.message())
+        d.accept()
+      }
+      page.on('dialog', accept)
       await page.click('#replace')
       await page.waitForFunction(() => document.getElementById('status').textContent.startsWith('Passkey replaced'), null, { timeout: 60000 })
+      page.off('dialog', accept)
+      check(dialogs.length === 2, `two confirmations, got ${JSON.stringify(dialogs)}`)
+      check(dialogs[0].includes('changes who controls') && dialogs[0].includes(`signing key: ${signingKey} →`), `the change is shown: ${dialogs[0]}`)
+      check(dialogs[1].includes('can no longer change or recover'), `the loss of the key is named: ${dialogs[1]}`)
       const newKey = (await page.textContent('#status')).match(/did:key:z[1-9A-HJ-NP-Za-km-z]+/)[0]
       check(newKey !== signingKey, 'a new credential derives a new key')
       const audit = await (await fetch(`${plc}/${did}/log/audit`)).json()
@@ -184,7 +197,7 @@ async function main() {
       const car = new Uint8Array((await writer.com.atproto.sync.getRepo({ did })).data)
       await verifyRepoCar(car, did, newKey)
       const entries = await page.$$eval('#log li', (lis) => lis.map((li) => li.textContent))
-      check(entries.some((e) => e.includes('plc_operation identity/replace_signing_key')), 'the key change was logged as signed')
+      check(entries.some((e) => e.includes('signed PLC operation: rotation keys:')), 'the key change was logged as signed')
     })
   } finally {
     await context.close()

@@ -4,6 +4,7 @@
 // The PRF output and the derived private key live only in this module's variables: never in
 // localStorage, sessionStorage or cookies. Closing or reloading the tab forgets them.
 import { secp256k1 } from '/account/noble-secp256k1.js'
+import { decide } from '/account/verify.js'
 
 const te = new TextEncoder()
 const $ = (id) => document.getElementById(id)
@@ -13,6 +14,8 @@ const account = {
   handle: root.dataset.handle,
   signingKey: root.dataset.signingKey || null,
   credentialId: root.dataset.credentialId || null,
+  // The PLC directory, asked directly (never through this server) before an identity change.
+  plc: root.dataset.plc,
 }
 
 // ---- encodings -----------------------------------------------------------------------------
@@ -219,8 +222,53 @@ function disconnect() {
   signerState('Locked', '')
 }
 
-const describe = (ops) =>
-  (ops || []).map((o) => `${(o.type || '').split('#').pop()} ${o.collection}${o.rkey ? '/' + o.rkey : ''}`).join(', ')
+function unbase58(s) {
+  let n = 0n
+  for (const c of s) {
+    const i = B58.indexOf(c)
+    if (i < 0) return new Uint8Array(0)
+    n = n * 58n + BigInt(i)
+  }
+  const out = []
+  while (n > 0n) {
+    out.unshift(Number(n % 256n))
+    n /= 256n
+  }
+  for (const c of s) {
+    if (c !== '1') break
+    out.unshift(0)
+  }
+  return Uint8Array.from(out)
+}
+
+/// Checks a compact secp256k1 signature by a did:key over SHA-256 of `message`.
+async function verifyBy(didKeyStr, message, sig) {
+  const bytes = unbase58(didKeyStr.replace(/^did:key:z/, ''))
+  if (bytes[0] !== 0xe7 || bytes[1] !== 0x01) return false
+  try {
+    return secp256k1.verify(sig, await sha256(message), bytes.slice(2), { lowS: true })
+  } catch {
+    return false
+  }
+}
+
+/// What a person is asked before a signature: every identity change, each of its changes
+/// spelled out, and a second time when it removes this key; writes only when they asked to be.
+async function approve(c) {
+  const who = account.handle
+  if (c.kind === 'commit') return !$('ask-each').checked || window.confirm(`Sign for ${who}:\n${c.lines.join('\n')}`)
+  if (c.kind === 'token') {
+    return !c.identity || window.confirm(`Allow a service to act for ${who}?\n${c.lines.join('\n')}`)
+  }
+  const head = c.identity ? `This changes who controls ${who}:` : `Change the identity of ${who}?`
+  if (!window.confirm(`${head}\n${c.lines.join('\n')}`)) return false
+  return (
+    !c.removesOwnKey ||
+    window.confirm(`After this, the key in this browser can no longer change or recover ${who}. Sign anyway?`)
+  )
+}
+
+let lastRev = null
 
 async function onMessage(data) {
   let msg
@@ -232,18 +280,25 @@ async function onMessage(data) {
   if (msg.type === 'sign_error') return logLine(`refused by the PDS: ${msg.message}`)
   if (msg.type !== 'sign_request' || !msg.requestId || !msg.payload) return
   const reject = (why) => {
-    socket.send(JSON.stringify({ type: 'sign_reject', requestId: msg.requestId }))
-    logLine(`declined ${describe(msg.ops)}${why ? ' (' + why + ')' : ''}`)
+    socket.send(JSON.stringify({ type: 'sign_reject', requestId: msg.requestId, reason: why }))
+    logLine(`declined: ${why}`)
   }
   if (msg.did !== account.did) return reject('not this account')
   if (msg.expiresAt && Date.parse(msg.expiresAt) < Date.now()) return reject('expired')
-  const identity = (msg.ops || []).some((o) => o.type === 'plc_operation' || o.collection === 'identity')
-  if ((identity || $('ask-each').checked) && !window.confirm(`Sign for ${account.handle}: ${describe(msg.ops)}?`)) {
-    return reject('you declined')
-  }
+  // What is signed is decided from the payload itself, never from the server's description.
+  const d = await decide(msg, {
+    did: account.did,
+    ownKey: account.signingKey,
+    plc: account.plc,
+    lastRev,
+    verify: verifyBy,
+    approve,
+  })
+  if (!d.sign) return reject(d.why)
+  if (d.rev) lastRev = d.rev
   const signature = await key.sign(unb64url(msg.payload))
   socket.send(JSON.stringify({ type: 'sign_response', requestId: msg.requestId, commitSignature: b64url(signature) }))
-  logLine(`signed ${describe(msg.ops)}`)
+  logLine(`signed ${d.summary}`)
 }
 
 // ---- wiring --------------------------------------------------------------------------------

@@ -155,8 +155,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             .await
         }
         Command::CreateRotationKey { out } => {
-            crate::keys::create_rotation_key(&out).map_err(|e| e.to_string())?;
+            let key = crate::keys::create_rotation_key(&out).map_err(|e| e.to_string())?;
             println!("{}", out.display());
+            println!("{}", key.public_key().to_did_key());
             Ok(())
         }
         Command::CreatePrivateJwk { out } => {

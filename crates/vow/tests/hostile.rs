@@ -207,7 +207,7 @@ async fn audit(s: &Stack, did: &str) -> Vec<Value> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn vow_signer_signs_only_what_it_can_check() {
+async fn signers_sign_only_what_they_can_check() {
     let s = stack(false);
     let v = s.account("victim").await;
     let key_file = s.dir.path().join("victim.key");
@@ -245,23 +245,60 @@ async fn vow_signer_signs_only_what_it_can_check() {
     let rename = op(&[&own], &own, "again.pds.test");
 
     let h = hostile(s.url.clone()).await;
-    let signer = signer_at(&s, &h.url, &v, &key_file, &[]);
+    let plan = Plan { takeover, new_signing_key, rename, own: own.clone(), log_before };
+
+    // `vow signer`.
+    battery(&s, &h, &v, &plan, |flags| signer_at(&s, &h.url, &v, &key_file, flags)).await;
+
+    // The account page's checks (the module the page loads), run by Node as a signer.
+    let (_, session) = s
+        .call(
+            "POST",
+            "com.atproto.server.createSession",
+            None,
+            Some(json!({ "identifier": v.did, "password": v.password })),
+        )
+        .await;
+    let access = session["accessJwt"].as_str().unwrap().to_owned();
+    battery(&s, &h, &v, &plan, |flags| {
+        let mut cmd = std::process::Command::new("node");
+        cmd.arg(e2e_dir().join("js-signer.mjs")).args([&h.url, &v.did, &access]).arg(&key_file).arg(&s.plc).args(flags);
+        start_until(cmd, "signer connected").0
+    })
+    .await;
+}
+
+/// The PLC operations the battery sends, made against the DID's real state.
+struct Plan {
+    takeover: Vec<u8>,
+    new_signing_key: Vec<u8>,
+    rename: Vec<u8>,
+    own: String,
+    log_before: Vec<Value>,
+}
+
+/// The hostile requests, and the answers a signer must give; `start` starts the signer with
+/// the given approval flags, connected to the hostile server.
+async fn battery(s: &Stack, h: &Hostile, v: &Account, plan: &Plan, start: impl Fn(&[&str]) -> Proc) {
+    let Plan { takeover, new_signing_key, rename, own, log_before } = plan;
+    let (takeover, new_signing_key, rename) = (takeover.as_slice(), new_signing_key.as_slice(), rename.as_slice());
+    let signer = start(&[]);
 
     // PLC operations: judged by what they change, never by the label.
-    assert!(!signed(&h.ask(&takeover, None).await), "a takeover labelled as a post");
-    assert!(!signed(&h.ask(&new_signing_key, None).await), "a new #atproto key without approval");
-    assert!(signed(&h.ask(&rename, None).await), "a handle change keeps the keys");
+    assert!(!signed(&h.ask(takeover, None).await), "a takeover labelled as a post");
+    assert!(!signed(&h.ask(new_signing_key, None).await), "a new #atproto key without approval");
+    assert!(signed(&h.ask(rename, None).await), "a handle change keeps the keys");
     let stale = plc_op(
         "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm",
-        std::slice::from_ref(&own),
-        &own,
+        std::slice::from_ref(own),
+        own,
         "x.pds.test",
         "http://pds.test",
     );
     assert!(!signed(&h.ask(&stale, None).await), "an operation that does not follow the DID's state");
 
     // Commits.
-    let state = repo(&s, &v.did).await;
+    let state = repo(s, &v.did).await;
     let prev_rev = state.2.unsigned.rev.clone();
     let newer = |n: u64| Tid::from_parts(prev_rev.timestamp_micros() + n, 0);
     let (x_cid, x_bytes) = record("listed");
@@ -277,7 +314,7 @@ async fn vow_signer_signs_only_what_it_can_check() {
     let reply = h.ask(&good.payload, Some(good.evidence.clone())).await;
     assert!(signed(&reply), "{reply}");
     let sig = URL_SAFE_NO_PAD.decode(reply["commitSignature"].as_str().unwrap()).unwrap();
-    PublicKey::from_did_key(&own).unwrap().verify(&good.payload, &sig).unwrap();
+    PublicKey::from_did_key(own).unwrap().verify(&good.payload, &sig).unwrap();
     // The same revision again, or an older one, is not.
     assert!(!signed(&h.ask(&good.payload, Some(good.evidence.clone())).await), "a replayed revision");
     let old = forge(&v.did, &state, newer(5), add_x, listed_x.clone());
@@ -353,14 +390,29 @@ async fn vow_signer_signs_only_what_it_can_check() {
 
     // Told to approve identity changes, it signs a new signing key but still not one that
     // removes its own key; told that too, it signs even that.
-    let signer = signer_at(&s, &h.url, &v, &key_file, &["--approve-identity"]);
-    assert!(signed(&h.ask(&new_signing_key, None).await));
-    assert!(!signed(&h.ask(&takeover, None).await), "removing its own key needs a second flag");
+    let signer = start(&["--approve-identity"]);
+    assert!(signed(&h.ask(new_signing_key, None).await));
+    assert!(!signed(&h.ask(takeover, None).await), "removing its own key needs a second flag");
     drop(signer);
-    let _signer = signer_at(&s, &h.url, &v, &key_file, &["--approve-identity", "--approve-key-removal"]);
-    assert!(signed(&h.ask(&takeover, None).await));
+    let _signer = start(&["--approve-identity", "--approve-key-removal"]);
+    assert!(signed(&h.ask(takeover, None).await));
 
     // None of it reached the PLC directory: the hostile server never submitted anything, and
     // nothing it could submit was obtained without the flags above.
-    assert_eq!(audit(&s, &v.did).await, log_before);
+    assert_eq!(&audit(s, &v.did).await, log_before);
+}
+
+/// A recovery key given at registration ranks above the signer's key, so that it can undo,
+/// within the PLC directory's recovery window, an operation the signer's key was tricked into.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recovery_key_ranks_above_the_signer_key() {
+    let s = stack(false);
+    let a = s.account("careful").await;
+    let recovery = Keypair::generate(Algorithm::K256).public_key().to_did_key();
+    let key_file = s.dir.path().join("careful.key");
+    let _signer = signer_at(&s, &s.url, &a, &key_file, &["--recovery-key", &recovery]);
+    let key = Keypair::from_bytes(Algorithm::K256, &std::fs::read(&key_file).unwrap()).unwrap();
+    let last = audit(&s, &a.did).await.last().unwrap()["operation"].clone();
+    assert_eq!(last["rotationKeys"], json!([recovery, key.public_key().to_did_key()]));
+    assert_eq!(last["verificationMethods"]["atproto"], json!(key.public_key().to_did_key()));
 }

@@ -1,6 +1,6 @@
 //! Key registration and the handover: one PLC operation, signed by the PDS rotation key, that
 //! makes the user's key the account's `#atproto` key and its only rotation key (optionally
-//! followed by a recovery key the user supplies). After it the PDS can sign nothing for the
+//! below a recovery key the user supplies, which can then undo what the user's key signs). After it the PDS can sign nothing for the
 //! account.
 
 use atproto::crypto::{Algorithm, PublicKey};
@@ -82,8 +82,8 @@ pub enum Replace {
     ThroughSigner,
 }
 
-/// Registers `user_key` and makes it the DID's `#atproto` key and only rotation key (followed
-/// by `recovery_key`, if given). For an account without a key this is the handover, signed by
+/// Registers `user_key` and makes it the DID's `#atproto` key and only rotation key (below
+/// `recovery_key`, if given). For an account without a key this is the handover, signed by
 /// the PDS; replacing a key is signed by the current key through the signer.
 pub async fn register_and_hand_over(
     state: &AppState,
@@ -137,7 +137,9 @@ pub async fn register_and_hand_over(
                 .cloned()
                 .collect(),
         };
-        op.rotation_keys = std::iter::once(user_did_key.clone()).chain(others).collect();
+        // A recovery key goes above the user's key: within the PLC directory's 72-hour window it
+        // can undo an operation the user's key signed, even one the user was tricked into.
+        op.rotation_keys = others.into_iter().chain(std::iter::once(user_did_key.clone())).collect();
         op.verification_methods.insert("atproto".into(), user_did_key.clone());
         let op = sign_operation(state, &account, op, "replace_signing_key").await?;
         state

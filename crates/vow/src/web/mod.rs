@@ -25,6 +25,7 @@ use session::MaybeSession;
 const PURPOSE_PASSKEY: &str = "passkey";
 const APP_JS: &str = include_str!("../../assets/account.js");
 const NOBLE_JS: &str = include_str!("../../assets/noble-secp256k1.js");
+const VERIFY_JS: &str = include_str!("../../assets/verify.js");
 /// Scripts only from this origin; the signer socket only to it.
 const CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; \
                    img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -37,6 +38,7 @@ pub fn routes() -> Router<AppState> {
         .route("/account/signout", get(signout).post(signout))
         .route("/account/account.js", get(|| async { script(APP_JS) }))
         .route("/account/noble-secp256k1.js", get(|| async { script(NOBLE_JS) }))
+        .route("/account/verify.js", get(|| async { script(VERIFY_JS) }))
         .route("/account/passkey/challenge", post(passkey_challenge))
         .route("/account/passkey/register", post(passkey_register))
         .route("/account/signer", get(signer_socket))
@@ -99,7 +101,21 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 
+/// The origin of `url` (`scheme://host[:port]`), if it has a plain one.
+fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let ok = matches!(scheme, "http" | "https")
+        && !authority.is_empty()
+        && authority.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+    ok.then(|| format!("{scheme}://{authority}"))
+}
+
 fn page(title: &str, body: &str) -> Response {
+    page_with_csp(title, body, CSP.to_owned())
+}
+
+fn page_with_csp(title: &str, body: &str, csp: String) -> Response {
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
          content=\"width=device-width, initial-scale=1\"><title>{title} · Vow</title><style>{STYLE}</style></head>\
@@ -107,7 +123,9 @@ fn page(title: &str, body: &str) -> Response {
         title = escape(title)
     );
     let mut res = Html(html).into_response();
-    res.headers_mut().insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    if let Ok(csp) = HeaderValue::from_str(&csp) {
+        res.headers_mut().insert(CONTENT_SECURITY_POLICY, csp);
+    }
     res.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }
@@ -200,7 +218,13 @@ async fn account_page(State(state): State<AppState>, MaybeSession(did): MaybeSes
         ),
         None => "<p>No signing key yet. Register a passkey: your signing key is derived from it in this browser, \
                  and the PDS hands your identity over to that key. You cannot post until you do.</p>\
-                 <label>Recovery key (optional did:key, kept as a second rotation key)\
+                 <p><strong>Recommended: a recovery key.</strong> Give the <code>did:key</code> of a key you keep \
+                 offline (for example one made with <code>vow create-rotation-key</code>). It is placed above your \
+                 passkey's key, so for 72 hours after any identity change signed by your passkey's key, even one you \
+                 were tricked into, the recovery key can undo it; and it can restore your identity if you lose your \
+                 passkey. Without one, what your passkey's key signs is final, and a lost passkey is a lost \
+                 identity.</p>\
+                 <label>Recovery key (did:key)\
                  <input type=\"text\" id=\"recovery-key\" placeholder=\"did:key:…\"></label>\
                  <button id=\"register\">Register passkey</button>"
             .to_owned(),
@@ -208,7 +232,7 @@ async fn account_page(State(state): State<AppState>, MaybeSession(did): MaybeSes
     let body = format!(
         "<h1>{handle}</h1><p class=\"muted\"><code>{did}</code> · <a href=\"/account/signout\">Sign out</a></p>\
          <div id=\"vow\" data-did=\"{did}\" data-handle=\"{handle}\" data-signing-key=\"{key}\" \
-         data-credential-id=\"{cred}\"></div>\
+         data-credential-id=\"{cred}\" data-plc=\"{plc}\"></div>\
          <section><h2>Signing key</h2>{key_status}<p id=\"status\" role=\"status\"></p></section>\
          <section id=\"signer-panel\"><h2>Signer</h2><p><span id=\"dot\" class=\"dot\"></span><span id=\"signer-state\">\
          Locked</span></p><p class=\"muted\">Keep this tab open: your posts are signed here. Unlock once with your \
@@ -222,8 +246,14 @@ async fn account_page(State(state): State<AppState>, MaybeSession(did): MaybeSes
         did = escape(&account.did),
         key = escape(account.signing_key.as_deref().unwrap_or("")),
         cred = escape(account.passkey_credential_id.as_deref().unwrap_or("")),
+        plc = escape(state.config.plc_url.trim_end_matches('/')),
     );
-    page("Your account", &body)
+    // The signer asks the PLC directory itself about the DID before it signs an identity change.
+    let csp = match origin_of(&state.config.plc_url) {
+        Some(plc) => CSP.replace("connect-src 'self'", &format!("connect-src 'self' {plc}")),
+        None => CSP.to_owned(),
+    };
+    page_with_csp("Your account", &body, csp)
 }
 
 /// A cookie-authenticated JSON call from our own page.
