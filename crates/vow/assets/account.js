@@ -278,11 +278,12 @@ async function onMessage(data) {
     return
   }
   if (msg.type === 'sign_error') return logLine(`refused by the PDS: ${msg.message}`)
-  if (msg.type !== 'sign_request' || !msg.requestId || !msg.payload) return
+  if (msg.type !== 'sign_request' || !msg.requestId) return
   const reject = (why) => {
     socket.send(JSON.stringify({ type: 'sign_reject', requestId: msg.requestId, reason: why }))
     logLine(`declined: ${why}`)
   }
+  if (typeof msg.payload !== 'string') return reject('a request without a payload')
   if (msg.did !== account.did) return reject('not this account')
   if (msg.expiresAt && Date.parse(msg.expiresAt) < Date.now()) return reject('expired')
   // What is signed is decided from the payload itself, never from the server's description.

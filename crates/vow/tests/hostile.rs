@@ -22,11 +22,13 @@ use tokio::sync::{Mutex, mpsc};
 /// The operator's server: the signer socket is its own, everything else goes to the real vow.
 struct Hostile {
     url: String,
+    /// The DID the requests name (the page refuses requests for another account outright).
+    victim: String,
     requests: mpsc::UnboundedSender<Value>,
     replies: Mutex<mpsc::UnboundedReceiver<Value>>,
 }
 
-async fn hostile(real: String) -> Hostile {
+async fn hostile(real: String, victim: &str) -> Hostile {
     let (req_tx, req_rx) = mpsc::unbounded_channel::<Value>();
     let (rep_tx, rep_rx) = mpsc::unbounded_channel::<Value>();
     let req_rx = std::sync::Arc::new(Mutex::new(req_rx));
@@ -34,31 +36,36 @@ async fn hostile(real: String) -> Hostile {
         let (req_rx, rep_tx) = (req_rx.clone(), rep_tx.clone());
         async move { upgrade.on_upgrade(move |ws| serve_socket(ws, req_rx, rep_tx)) }
     };
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let pass_through = move |req: axum::extract::Request| {
         let (http, real) = (http.clone(), real.clone());
         async move {
             let (parts, body) = req.into_parts();
             let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
             let mut out = http.request(parts.method, format!("{real}{}", parts.uri));
-            for name in ["authorization", "content-type"] {
-                if let Some(v) = parts.headers.get(name) {
-                    out = out.header(name, v.clone());
+            for (name, value) in &parts.headers {
+                if !matches!(name.as_str(), "host" | "content-length" | "origin" | "referer") {
+                    out = out.header(name, value.clone());
                 }
             }
             let res = out.body(body).send().await.unwrap();
-            let status = res.status();
-            let bytes = res.bytes().await.unwrap();
-            (status, [("content-type", "application/json")], bytes)
+            let mut answer = axum::http::Response::builder().status(res.status());
+            for (name, value) in res.headers() {
+                if !matches!(name.as_str(), "content-length" | "transfer-encoding" | "connection") {
+                    answer = answer.header(name, value.clone());
+                }
+            }
+            answer.body(axum::body::Body::from(res.bytes().await.unwrap())).unwrap()
         }
     };
     let app = axum::Router::new()
-        .route("/xrpc/com.atproto.server.signerConnect", axum::routing::get(socket))
+        .route("/xrpc/com.atproto.server.signerConnect", axum::routing::get(socket.clone()))
+        .route("/account/signer", axum::routing::get(socket))
         .fallback(pass_through);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Hostile { url, requests: req_tx, replies: Mutex::new(rep_rx) }
+    Hostile { url, victim: victim.to_owned(), requests: req_tx, replies: Mutex::new(rep_rx) }
 }
 
 async fn serve_socket(
@@ -95,7 +102,7 @@ impl Hostile {
     async fn ask(&self, payload: &[u8], commit: Option<Value>) -> Value {
         let id = uuid::Uuid::new_v4().to_string();
         let mut req = json!({
-            "type": "sign_request", "requestId": id, "did": "did:plc:whatever",
+            "type": "sign_request", "requestId": id, "did": self.victim,
             "payload": URL_SAFE_NO_PAD.encode(payload),
             "ops": [{ "type": "com.atproto.repo.applyWrites#create", "collection": "app.bsky.feed.post", "rkey": "3kfriendly" }],
             "expiresAt": "2099-01-01T00:00:00.000Z",
@@ -104,7 +111,10 @@ impl Hostile {
             req["commit"] = c;
         }
         self.requests.send(req).unwrap();
-        let reply = self.replies.lock().await.recv().await.expect("the signer answers");
+        let reply = tokio::time::timeout(std::time::Duration::from_secs(120), self.replies.lock().await.recv())
+            .await
+            .expect("the signer never answered")
+            .expect("the signer answers");
         assert_eq!(reply["requestId"], id.as_str());
         reply
     }
@@ -244,11 +254,11 @@ async fn signers_sign_only_what_they_can_check() {
     let new_signing_key = op(&[&own], &evil, "renamed.pds.test");
     let rename = op(&[&own], &own, "again.pds.test");
 
-    let h = hostile(s.url.clone()).await;
+    let h = hostile(s.url.clone(), &v.did).await;
     let plan = Plan { takeover, new_signing_key, rename, own: own.clone(), log_before };
 
     // `vow signer`.
-    battery(&s, &h, &v, &plan, |flags| signer_at(&s, &h.url, &v, &key_file, flags)).await;
+    battery(&s, &h, &v, &plan, |flags| Box::new(signer_at(&s, &h.url, &v, &key_file, flags))).await;
 
     // The account page's checks (the module the page loads), run by Node as a signer.
     let (_, session) = s
@@ -263,7 +273,7 @@ async fn signers_sign_only_what_they_can_check() {
     battery(&s, &h, &v, &plan, |flags| {
         let mut cmd = std::process::Command::new("node");
         cmd.arg(e2e_dir().join("js-signer.mjs")).args([&h.url, &v.did, &access]).arg(&key_file).arg(&s.plc).args(flags);
-        start_until(cmd, "signer connected").0
+        Box::new(start_until(cmd, "signer connected").0)
     })
     .await;
 }
@@ -279,7 +289,7 @@ struct Plan {
 
 /// The hostile requests, and the answers a signer must give; `start` starts the signer with
 /// the given approval flags, connected to the hostile server.
-async fn battery(s: &Stack, h: &Hostile, v: &Account, plan: &Plan, start: impl Fn(&[&str]) -> Proc) {
+async fn battery(s: &Stack, h: &Hostile, v: &Account, plan: &Plan, start: impl Fn(&[&str]) -> Box<dyn std::any::Any>) {
     let Plan { takeover, new_signing_key, rename, own, log_before } = plan;
     let (takeover, new_signing_key, rename) = (takeover.as_slice(), new_signing_key.as_slice(), rename.as_slice());
     let signer = start(&[]);
@@ -415,4 +425,128 @@ async fn a_recovery_key_ranks_above_the_signer_key() {
     let last = audit(&s, &a.did).await.last().unwrap()["operation"].clone();
     assert_eq!(last["rotationKeys"], json!([recovery, key.public_key().to_did_key()]));
     assert_eq!(last["verificationMethods"]["atproto"], json!(key.public_key().to_did_key()));
+}
+
+/// The account page in headless Chromium, driven by `e2e/browser-signer.js`.
+struct Page {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Page {
+    fn start(url: &str) -> Page {
+        let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let mut child = std::process::Command::new("node")
+            .arg(e2e_dir().join("browser-signer.js"))
+            .args([url, "--chromium", &chromium])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in stdout.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Page { child, stdin, lines }
+    }
+
+    /// The next line containing `marker`.
+    fn wait_for(&self, marker: &str) -> String {
+        loop {
+            let line =
+                self.lines.recv_timeout(std::time::Duration::from_secs(180)).expect("the page script went quiet");
+            if line.contains(marker) {
+                return line;
+            }
+        }
+    }
+
+    fn send(&mut self, command: &str) {
+        use std::io::Write;
+        writeln!(self.stdin, "{command}").unwrap();
+    }
+}
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_account_page_signs_only_what_it_can_check() {
+    let port = free_port();
+    let public = format!("http://localhost:{port}");
+    let s = stack_with(
+        false,
+        &[("VOW_ADDR", &format!("127.0.0.1:{port}")), ("VOW_HOSTNAME", "localhost"), ("VOW_PUBLIC_URL", &public)],
+    );
+    let page = std::cell::RefCell::new(Page::start(&public));
+    let who: Value = serde_json::from_str(&page.borrow().wait_for("signingKey")).unwrap();
+    let v = Account {
+        did: who["did"].as_str().unwrap().into(),
+        handle: who["handle"].as_str().unwrap().into(),
+        password: who["password"].as_str().unwrap().into(),
+        access: String::new(),
+    };
+    let (_, session) = s
+        .call(
+            "POST",
+            "com.atproto.server.createSession",
+            None,
+            Some(json!({ "identifier": v.did, "password": v.password })),
+        )
+        .await;
+    let v = Account { access: session["accessJwt"].as_str().unwrap().into(), ..v };
+    let own = who["signingKey"].as_str().unwrap().to_owned();
+
+    // The page signs two posts and a rename on the genuine server.
+    for text in ["first", "second"] {
+        let body = json!({ "repo": v.did, "collection": "app.bsky.feed.post", "record": {
+            "$type": "app.bsky.feed.post", "text": text, "createdAt": "2026-12-01T10:00:00.000Z" } });
+        let res = s.call("POST", "com.atproto.repo.createRecord", Some(&v.access), Some(body)).await;
+        assert_eq!(res.0, 200, "{res:?}");
+    }
+    let handle = v.handle.replacen('p', "q", 1);
+    let res =
+        s.call("POST", "com.atproto.identity.updateHandle", Some(&v.access), Some(json!({ "handle": handle }))).await;
+    assert_eq!(res.0, 200, "{res:?}");
+
+    // Then the operator takes over the port: the page, opened there, talks to a hostile socket.
+    let log_before = audit(&s, &v.did).await;
+    let last_cid = log_before.last().unwrap()["cid"].as_str().unwrap().to_owned();
+    let evil = Keypair::generate(Algorithm::K256).public_key().to_did_key();
+    let op = |rotation: &[&str], atproto: &str, handle: &str| {
+        let rotation: Vec<String> = rotation.iter().map(|k| k.to_string()).collect();
+        plc_op(&last_cid, &rotation, atproto, handle, &public)
+    };
+    let plan = Plan {
+        takeover: op(&[&evil], &evil, &handle),
+        new_signing_key: op(&[&own], &evil, &handle),
+        rename: op(&[&own], &own, "again.localhost"),
+        own: own.clone(),
+        log_before,
+    };
+    let h = hostile(public.clone(), &v.did).await;
+    let hostile_port = h.url.rsplit(':').next().unwrap().to_owned();
+    page.borrow_mut().send(&format!("goto http://localhost:{hostile_port}"));
+    page.borrow().wait_for("page signer connected");
+    battery(&s, &h, &v, &plan, |flags| {
+        let policy = match flags {
+            [] => "careful",
+            ["--approve-identity"] => "identity",
+            _ => "all",
+        };
+        page.borrow_mut().send(&format!("policy {policy}"));
+        page.borrow().wait_for(&format!("policy {policy}"));
+        Box::new(())
+    })
+    .await;
 }
