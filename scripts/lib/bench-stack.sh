@@ -39,7 +39,7 @@ signup() { # url handle -> did (password: bench-password)
     | node -pe 'JSON.parse(require("fs").readFileSync(0)).did'
 }
 signer() { # handle [pds url]: starts `vow signer` for a vow account and waits until it is connected
-  "$VOW" signer --pds "${2:-$V}" --identifier "$1" --password bench-password --key-file "$work/$1.key" \
+  "$VOW" signer --pds "${2:-$V}" --plc "http://127.0.0.1:$PLC_PORT" --identifier "$1" --password bench-password --key-file "$work/$1.key" \
     >"$work/$1.signer" 2>/dev/null & pids+=($!)
   wait_for "$work/$1.signer" "signer connected"
 }

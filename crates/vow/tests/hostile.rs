@@ -550,3 +550,22 @@ async fn the_account_page_signs_only_what_it_can_check() {
     })
     .await;
 }
+
+/// A new account's first commits build on the server-signed genesis, an empty tree: the
+/// signer accepts that without asking the PLC directory (which it may not even reach).
+#[tokio::test(flavor = "multi_thread")]
+async fn first_writes_need_no_plc_lookup() {
+    let s = stack(false);
+    let a = s.account("fresh").await;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_vow"));
+    cmd.args(["signer", "--pds", &s.url, "--identifier", &a.did, "--password", &a.password])
+        .args(["--plc", "http://127.0.0.1:9"])
+        .arg("--key-file")
+        .arg(s.dir.path().join("fresh.key"))
+        .env("VOW_LOG_LEVEL", "warn");
+    let _signer = start_until(cmd, "signer connected").0;
+    let body = json!({ "repo": a.did, "collection": "app.bsky.feed.post", "record": {
+        "$type": "app.bsky.feed.post", "text": "hello", "createdAt": "2026-12-01T10:00:00.000Z" } });
+    let res = s.call("POST", "com.atproto.repo.createRecord", Some(&a.access), Some(body)).await;
+    assert_eq!(res.0, 200, "{res:?}");
+}

@@ -256,12 +256,12 @@ impl Policy {
     async fn decide(&mut self, payload: &[u8], evidence: Option<&CommitEvidence>) -> Result<String, Refusal> {
         match verify::classify(&self.did, payload)? {
             Payload::Commit(commit) => {
-                // Earlier keys matter only for a previous commit this key did not sign.
-                let own_signed = evidence
-                    .map(verify::previous_commit)
-                    .transpose()?
-                    .is_none_or(|prev| prev.verify(&self.own_key).is_ok());
-                let earlier = if own_signed { Vec::new() } else { self.earlier_keys().await? };
+                // Earlier keys matter only for a previous commit this key did not sign and that
+                // is not a new account's empty tree: only then is the PLC directory asked.
+                let vouched_here = evidence.map(verify::previous_commit).transpose()?.is_none_or(|prev| {
+                    prev.verify(&self.own_key).is_ok() || prev.unsigned.data == verify::empty_tree_root()
+                });
+                let earlier = if vouched_here { Vec::new() } else { self.earlier_keys().await? };
                 let ctx = verify::CommitContext {
                     own_key: &self.own_key,
                     earlier_keys: &earlier,
