@@ -51,5 +51,5 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$VOW_PORT/xrpc/_health" >/dev
 ./target/release/vow create-invite-code --uses 10
 echo "Vow: $VOW_PUBLIC_URL  (handles end with .$VOW_HOSTNAME, admin password: $VOW_ADMIN_PASSWORD)"
 echo "After signing up, open $VOW_PUBLIC_URL/account to register a passkey and keep that tab open: it signs your"
-echo "commits. Bots: ./target/release/vow signer --pds $VOW_PUBLIC_URL --identifier HANDLE --password PW --key-file F"
+echo "commits. Bots: ./target/release/vow signer --pds $VOW_PUBLIC_URL --plc $VOW_PLC_URL --identifier HANDLE --password PW --key-file F"
 wait $VOW_PID
