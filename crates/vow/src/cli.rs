@@ -219,7 +219,9 @@ async fn serve(config: Config) -> Result<(), String> {
         crate::db::open(&config.db_path).await.map_err(|e| format!("database {}: {e}", config.db_path.display()))?;
     let addr = config.addr;
     let state = crate::server::AppState::new(config, db, rotation_key, jwk);
-    crate::repo::refs::backfill(&state).await.map_err(|e| format!("indexing existing repos: {e:?}"))?;
+    crate::repo::refs::backfill(&state.db, &state.blocks)
+        .await
+        .map_err(|e| format!("indexing existing repos: {e:?}"))?;
     crate::xrpc::blobs::start_sweeper(state.clone());
     crate::crawl::start(state.clone());
     let public_url = state.config.public_url.clone();

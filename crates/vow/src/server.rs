@@ -37,6 +37,8 @@ pub struct AppState {
     pub verified_tokens: moka::sync::Cache<String, crate::auth::jwt::Claims>,
     /// Uploads hold this shared and the unreferenced-blob sweep exclusively.
     pub blob_sweep: Arc<tokio::sync::RwLock<()>>,
+    /// The write pipeline, built from the parts above.
+    pub writer: crate::repo::writer::RepoWriter,
 }
 
 impl AppState {
@@ -58,8 +60,24 @@ impl AppState {
                 )
             }
         };
+        let firehose = crate::firehose::Firehose::start(db.clone(), config.firehose_retention, config.firehose_backlog);
+        let signers = Arc::new(SignerHub::default());
+        let repo_locks = Arc::new(RepoLocks::default());
+        let tids = Arc::new(TidGenerator::with_random_clock_id());
+        let lexicons = atproto::lexicon::Catalog::bundled();
+        let writer = crate::repo::writer::RepoWriter {
+            db: db.clone(),
+            blocks: blocks.clone(),
+            signers: signers.clone(),
+            firehose: firehose.clone(),
+            locks: repo_locks.clone(),
+            lexicons,
+            tids: tids.clone(),
+            signer_timeout: config.signer_timeout,
+        };
         Self {
-            firehose: crate::firehose::Firehose::start(db.clone(), config.firehose_retention, config.firehose_backlog),
+            firehose,
+            writer,
             blob_store,
             blob_sweep: Arc::default(),
             verified_tokens: moka::sync::Cache::builder()
@@ -73,10 +91,10 @@ impl AppState {
             jwk: Arc::new(jwk),
             plc,
             http,
-            tids: Arc::new(TidGenerator::with_random_clock_id()),
-            signers: Arc::new(SignerHub::default()),
-            repo_locks: Arc::new(RepoLocks::default()),
-            lexicons: atproto::lexicon::Catalog::bundled(),
+            tids,
+            signers,
+            repo_locks,
+            lexicons,
         }
     }
 }

@@ -62,3 +62,29 @@ pub async fn by_identifier(db: &SqlitePool, identifier: &str) -> Result<Option<A
         by_handle(db, id).await
     }
 }
+
+/// The account's repo root (its head commit's CID), if it has a repo.
+pub async fn repo_root(db: &SqlitePool, did: &str) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT repo_root FROM accounts WHERE did = ?").bind(did).fetch_optional(db).await?;
+    Ok(row.and_then(|(root,)| root))
+}
+
+/// Moves the account's root from `old` to `new` at `rev` if it is still at `old` (a
+/// compare-and-swap); returns whether it moved.
+pub async fn move_root(
+    conn: &mut sqlx::SqliteConnection,
+    did: &str,
+    old: &str,
+    new: &str,
+    rev: &str,
+) -> Result<bool, sqlx::Error> {
+    let moved = sqlx::query("UPDATE accounts SET repo_root = ?, repo_rev = ? WHERE did = ? AND repo_root = ?")
+        .bind(new)
+        .bind(rev)
+        .bind(did)
+        .bind(old)
+        .execute(&mut *conn)
+        .await?;
+    Ok(moved.rows_affected() == 1)
+}

@@ -19,7 +19,6 @@ use crate::db::{self, accounts};
 use crate::error::{XrpcError, XrpcResult};
 use crate::events::{Event, RepoOp};
 use crate::repo::refs;
-use crate::server::AppState;
 use crate::signer::OpSummary;
 use crate::signer::protocol::{CommitEvidence, EvidenceOp};
 use crate::storage::{BlockCache, BlockStore, SyncReader};
@@ -136,6 +135,21 @@ impl RepoLocks {
     }
 }
 
+/// The write pipeline as a service: everything a commit needs, and nothing else.
+#[derive(Clone)]
+pub struct RepoWriter {
+    pub db: sqlx::SqlitePool,
+    pub blocks: crate::storage::Blocks,
+    pub signers: Arc<crate::signer::SignerHub>,
+    pub firehose: Arc<crate::firehose::Firehose>,
+    /// Shared with the other services that change an account's key or head.
+    pub locks: Arc<RepoLocks>,
+    pub lexicons: &'static atproto::lexicon::Catalog,
+    pub tids: Arc<atproto::syntax::TidGenerator>,
+    /// How long a write waits for the user's signer.
+    pub signer_timeout: std::time::Duration,
+}
+
 /// A change to the record index and the event.
 struct Change {
     action: Action,
@@ -160,7 +174,7 @@ fn invalid(msg: impl Into<String>) -> XrpcError {
 }
 
 /// Encodes and validates a record.
-fn prepare_record(state: &AppState, collection: &Nsid, value: &Value, validate: Option<bool>) -> XrpcResult<Prepared> {
+fn prepare_record(w: &RepoWriter, collection: &Nsid, value: &Value, validate: Option<bool>) -> XrpcResult<Prepared> {
     match value.get("$type").and_then(Value::as_str) {
         Some(t) if t == collection.as_str() => {}
         Some(t) => return Err(invalid(format!("Invalid $type: expected {collection}, got {t}"))),
@@ -169,7 +183,7 @@ fn prepare_record(state: &AppState, collection: &Nsid, value: &Value, validate: 
     let ipld = atproto::data::record_from_json(value).map_err(|e| invalid(format!("Invalid record: {e}")))?;
     let status = match validate {
         Some(false) => None,
-        _ => match state.lexicons.validate_record(collection.as_str(), &ipld) {
+        _ => match w.lexicons.validate_record(collection.as_str(), &ipld) {
             Ok(()) => Some("valid"),
             Err(ValidationError::UnknownSchema(_)) if validate.is_none() => Some("unknown"),
             Err(ValidationError::UnknownSchema(_)) => {
@@ -179,7 +193,7 @@ fn prepare_record(state: &AppState, collection: &Nsid, value: &Value, validate: 
         },
     };
     let bytes = atproto::data::encode(&ipld).map_err(|e| invalid(format!("Invalid record: {e}")))?;
-    let limit = MAX_RECORD_BYTES.min(state.blocks.max_block_size());
+    let limit = MAX_RECORD_BYTES.min(w.blocks.max_block_size());
     if bytes.len() > limit {
         return Err(XrpcError::named(
             "RecordTooLarge",
@@ -287,8 +301,8 @@ fn read_blocks<'a>(source: &impl BlockSource, cids: impl IntoIterator<Item = &'a
 /// Waits until every commit already sequenced is stored. A write releases its account's lock
 /// once its commit is sequenced, before the transaction ends (see [`apply`]), so whoever
 /// takes the lock and reads the root from the database must settle first or read a stale one.
-async fn settle(state: &AppState) -> Result<(), sqlx::Error> {
-    drop(state.firehose.sequencer().await?);
+async fn settle(w: &RepoWriter) -> Result<(), sqlx::Error> {
+    drop(w.firehose.sequencer().await?);
     Ok(())
 }
 
@@ -296,23 +310,16 @@ async fn settle(state: &AppState) -> Result<(), sqlx::Error> {
 /// compare-and-swap behind the account lock. Returns false when it was not there: something
 /// outside the write pipeline moved the root, or the commit before this one failed to store.
 async fn move_root(conn: &mut sqlx::SqliteConnection, did: &Did, old: Cid, new: Cid, rev: &Tid) -> XrpcResult<bool> {
-    let moved = sqlx::query("UPDATE accounts SET repo_root = ?, repo_rev = ? WHERE did = ? AND repo_root = ?")
-        .bind(new.to_string())
-        .bind(rev.as_str())
-        .bind(did.as_str())
-        .bind(old.to_string())
-        .execute(&mut *conn)
-        .await?;
-    Ok(moved.rows_affected() == 1)
+    Ok(accounts::move_root(conn, did.as_str(), &old.to_string(), &new.to_string(), rev.as_str()).await?)
 }
 
 /// Releases, after the fact, those of `candidates` no repo references (a no-op on the
 /// embedded store, which does it inside the transaction).
-fn release_later(state: &AppState, candidates: Vec<Cid>) {
-    if state.blocks.in_metadata_db() {
+fn release_later(w: &RepoWriter, candidates: Vec<Cid>) {
+    if w.blocks.in_metadata_db() {
         return;
     }
-    let (store, db) = (state.blocks.clone(), state.db.clone());
+    let (store, db) = (w.blocks.clone(), w.db.clone());
     tokio::spawn(async move {
         if let Err(e) = store.release_unreferenced(&db, candidates).await {
             tracing::warn!(error = %e, "could not release blocks no repo references");
@@ -325,8 +332,8 @@ fn block_cids_of(blocks: &BlockMap) -> Vec<Cid> {
 }
 
 /// The key an account's commits must be signed with, if the account may write.
-async fn writable_key(state: &AppState, did: &Did) -> XrpcResult<PublicKey> {
-    let account = accounts::by_did(&state.db, did.as_str())
+async fn writable_key(w: &RepoWriter, did: &Did) -> XrpcResult<PublicKey> {
+    let account = accounts::by_did(&w.db, did.as_str())
         .await?
         .ok_or_else(|| XrpcError::named("RepoNotFound", format!("Could not find repo: {did}")))?;
     match account.status() {
@@ -357,7 +364,7 @@ struct Staged {
 /// Applies `writes` to the tree at `prev_data`, reading tree blocks through `reader`. Checks
 /// every write (existence, swaps, lexicon validation) and touches nothing outside the tree.
 fn stage(
-    state: &AppState,
+    w: &RepoWriter,
     reader: &impl BlockSource,
     did: &Did,
     prev_data: Cid,
@@ -374,7 +381,7 @@ fn stage(
             Write::Create { collection, rkey, .. } => (
                 collection.clone(),
                 rkey.clone().unwrap_or_else(|| {
-                    RecordKey::new(state.tids.next().into_string()).expect("a TID is a valid record key")
+                    RecordKey::new(w.tids.next().into_string()).expect("a TID is a valid record key")
                 }),
             ),
             Write::Put { collection, rkey, .. }
@@ -410,7 +417,7 @@ fn stage(
         check_swap(&path, &swap, current)?;
         match value {
             Some(value) => {
-                let Prepared { cid, bytes, status, blobs } = prepare_record(state, &collection, &value, validate)?;
+                let Prepared { cid, bytes, status, blobs } = prepare_record(w, &collection, &value, validate)?;
                 results.push(WriteResult { action, uri, cid: Some(cid), validation_status: status });
                 if current == Some(cid) {
                     continue; // identical record: nothing to commit
@@ -494,7 +501,7 @@ const ROOT_MOVED_RETRIES: usize = 3;
 
 /// Applies `writes` to the repo of `did` and commits them with the user's signature.
 pub async fn apply(
-    state: &AppState,
+    w: &RepoWriter,
     did: &Did,
     writes: Vec<Write>,
     swap_commit: Option<Cid>,
@@ -507,7 +514,7 @@ pub async fn apply(
         return Err(invalid(format!("Too many writes: {} (at most {MAX_WRITES})", writes.len())));
     }
     for attempt in 1.. {
-        match apply_once(state, did, writes.clone(), swap_commit, validate).await {
+        match apply_once(w, did, writes.clone(), swap_commit, validate).await {
             Ok(committed) => return Ok(committed),
             Err(Attempt::Failed(e)) => return Err(e),
             Err(Attempt::RootMoved) if attempt < ROOT_MOVED_RETRIES => {
@@ -520,41 +527,40 @@ pub async fn apply(
 }
 
 /// The head of the account's repo: from the cache, or (after settling) from the database.
-async fn current_head(state: &AppState, did: &Did, cache: &RepoCache) -> XrpcResult<(Cid, Cid, Tid)> {
+async fn current_head(w: &RepoWriter, did: &Did, cache: &RepoCache) -> XrpcResult<(Cid, Cid, Tid)> {
     if let Some((head, data, rev)) = &cache.head {
         return Ok((*head, *data, rev.clone()));
     }
-    settle(state).await?;
-    let (root,): (Option<String>,) =
-        sqlx::query_as("SELECT repo_root FROM accounts WHERE did = ?").bind(did.as_str()).fetch_one(&state.db).await?;
+    settle(w).await?;
+    let root = accounts::repo_root(&w.db, did.as_str()).await?;
     let head: Cid = root
         .as_deref()
         .ok_or_else(|| XrpcError::named("RepoNotFound", "This account has no repo"))?
         .parse()
         .map_err(|e| XrpcError::internal("stored repo root is invalid", e))?;
-    let block = state.blocks.get(&head).await?.ok_or_else(|| XrpcError::internal("head commit missing", head))?;
+    let block = w.blocks.get(&head).await?.ok_or_else(|| XrpcError::internal("head commit missing", head))?;
     let commit = SignedCommit::from_block(&block).map_err(|e| XrpcError::internal("head commit does not decode", e))?;
     Ok((head, commit.unsigned.data, commit.unsigned.rev))
 }
 
 async fn apply_once(
-    state: &AppState,
+    w: &RepoWriter,
     did: &Did,
     writes: Vec<Write>,
     swap_commit: Option<Cid>,
     validate: Option<bool>,
 ) -> Result<Committed, Attempt> {
-    let lock = state.repo_locks.get(did.as_str());
+    let lock = w.locks.get(did.as_str());
     let mut cache = lock.lock().await;
     let key = match &cache.key {
         Some(key) => key.clone(),
         None => {
-            let key = writable_key(state, did).await?;
+            let key = writable_key(w, did).await?;
             cache.key = Some(key.clone());
             key
         }
     };
-    let (head, prev_data, prev_rev) = current_head(state, did, &cache).await?;
+    let (head, prev_data, prev_rev) = current_head(w, did, &cache).await?;
     if let Some(swap) = swap_commit
         && swap != head
     {
@@ -563,8 +569,8 @@ async fn apply_once(
 
     // The cache holds blocks of commits sequenced but perhaps not yet stored, which the next
     // write needs: it goes back to the cache whether or not these writes stage.
-    let reader = SyncReader::with_cache(&state.blocks, std::mem::take(&mut cache.blocks));
-    let staged = stage(state, &reader, did, prev_data, writes, validate);
+    let reader = SyncReader::with_cache(&w.blocks, std::mem::take(&mut cache.blocks));
+    let staged = stage(w, &reader, did, prev_data, writes, validate);
     cache.blocks = reader.into_cache();
     let Staged { mut blocks, root, changes, results, summaries } = staged?;
     if changes.is_empty() {
@@ -574,7 +580,7 @@ async fn apply_once(
     // Every blob a new record references must have been uploaded by this account.
     let referenced: Vec<Cid> = changes.iter().flat_map(|c| c.blobs.iter().copied()).collect();
     if !referenced.is_empty() {
-        let mut conn = state.db.acquire().await?;
+        let mut conn = w.db.acquire().await?;
         if let Some(cid) = refs::missing_blobs(&mut conn, did.as_str(), &referenced).await?.first() {
             return Err(blob_not_found(cid).into());
         }
@@ -584,7 +590,7 @@ async fn apply_once(
     // signer checks it before signing, the firehose event carries it. Also the blocks this
     // commit stops referencing: replaced tree nodes, the old commit, and the old versions of
     // changed records (kept if another key still holds the same CID).
-    let proof_reader = SyncReader::with_cache(&state.blocks, std::mem::take(&mut cache.blocks));
+    let proof_reader = SyncReader::with_cache(&w.blocks, std::mem::take(&mut cache.blocks));
     let proof = commit_proof(&Overlay(&blocks, &proof_reader), &blocks, root, &changes);
     let removed = atproto::mst::diff(&Overlay(&blocks, &proof_reader), Some(prev_data), root).map_err(mst_error);
     let replaced = removed.as_ref().map_err(Clone::clone).and_then(|d| read_blocks(&proof_reader, &d.removed_nodes));
@@ -595,10 +601,10 @@ async fn apply_once(
         .map_err(|e| XrpcError::internal("head commit could not be read", e))?
         .ok_or_else(|| XrpcError::internal("head commit missing", head))?;
 
-    let rev = state.tids.next_after(Some(&prev_rev));
+    let rev = w.tids.next_after(Some(&prev_rev));
     let unsigned = UnsignedCommit::new(did.clone(), root, rev.clone());
     // The hub hands back only signatures it has verified against `key` over these bytes.
-    let sig = state
+    let sig = w
         .signers
         .request_with_deadline(
             did.as_str(),
@@ -606,7 +612,7 @@ async fn apply_once(
             unsigned.bytes_to_sign(),
             summaries,
             Some(proof.evidence(&prev_commit, root, &replaced)),
-            state.config.signer_timeout,
+            w.signer_timeout,
         )
         .await?;
     let (commit_cid, commit_bytes) = unsigned.with_signature(sig).to_block_with_cid();
@@ -616,15 +622,15 @@ async fn apply_once(
     let mut released: Vec<Cid> = removed?.removed_nodes.into_iter().collect();
     released.push(head);
     released.extend(changes.iter().filter_map(|c| c.prev));
-    let embedded = state.blocks.in_metadata_db();
+    let embedded = w.blocks.in_metadata_db();
     // Until the new root is committed, no clean-up elsewhere may release these blocks.
-    let _protected = state.blocks.protect(block_cids_of(&blocks)).await;
+    let _protected = w.blocks.protect(block_cids_of(&blocks)).await;
     if !embedded {
-        state.blocks.put_many(&blocks).await?;
+        w.blocks.put_many(&blocks).await?;
     }
 
     let now = db::now();
-    let mut events = state.firehose.sequencer().await?;
+    let mut events = w.firehose.sequencer().await?;
     // The sequencer orders every repo transaction, so this commit's place is now fixed: the
     // account's next write may build on it (and be signed) while it is stored. If storing
     // fails, that write's compare-and-swap on the root fails as well, and it is built again.
@@ -639,7 +645,7 @@ async fn apply_once(
     cache.head = Some((commit_cid, root, rev.clone()));
     drop(cache);
     let stored = async {
-        let mut tx = state.db.begin().await?;
+        let mut tx = w.db.begin().await?;
         if !move_root(&mut tx, did, head, commit_cid, &rev).await? {
             return Err(Attempt::RootMoved);
         }
@@ -693,11 +699,11 @@ async fn apply_once(
         drop(events);
         drop(_protected);
         // Blocks stored for a commit that never became the root: unpin those no repo holds.
-        release_later(state, block_cids_of(&blocks));
+        release_later(w, block_cids_of(&blocks));
         return Err(e);
     }
     events.publish();
-    release_later(state, released);
+    release_later(w, released);
     Ok(Committed { cid: commit_cid, rev: rev.into_string(), new_commit: true, results })
 }
 
@@ -706,23 +712,22 @@ async fn apply_once(
 /// commit signed by a key since replaced. The new commit has the same tree and a new rev, and
 /// is announced with `#sync`, so a relay can verify the repo with the key the DID document
 /// names before the account's next write. Needs the user's signer; returns whether it re-signed.
-pub async fn resign_head(state: &AppState, did: &Did) -> XrpcResult<bool> {
-    let Some(account) = accounts::by_did(&state.db, did.as_str()).await? else { return Ok(false) };
+pub async fn resign_head(w: &RepoWriter, did: &Did) -> XrpcResult<bool> {
+    let Some(account) = accounts::by_did(&w.db, did.as_str()).await? else { return Ok(false) };
     let Some(key_did) = account.signing_key.as_deref() else { return Ok(false) };
     let key = PublicKey::from_did_key(key_did).map_err(|e| XrpcError::internal("stored signing key is invalid", e))?;
-    let lock = state.repo_locks.get(did.as_str());
+    let lock = w.locks.get(did.as_str());
     let mut cache = lock.lock().await;
-    settle(state).await?;
-    let (root,): (Option<String>,) =
-        sqlx::query_as("SELECT repo_root FROM accounts WHERE did = ?").bind(did.as_str()).fetch_one(&state.db).await?;
+    settle(w).await?;
+    let root = accounts::repo_root(&w.db, did.as_str()).await?;
     let Some(head) = root.and_then(|r| r.parse::<Cid>().ok()) else { return Ok(false) };
-    let block = state.blocks.get(&head).await?.ok_or_else(|| XrpcError::internal("head commit missing", head))?;
+    let block = w.blocks.get(&head).await?.ok_or_else(|| XrpcError::internal("head commit missing", head))?;
     let current =
         SignedCommit::from_block(&block).map_err(|e| XrpcError::internal("head commit does not decode", e))?;
     if current.verify(&key).is_ok() {
         return Ok(false);
     }
-    let rev = state.tids.next_after(Some(&current.unsigned.rev));
+    let rev = w.tids.next_after(Some(&current.unsigned.rev));
     let unsigned = UnsignedCommit::new(did.clone(), current.unsigned.data, rev.clone());
     let summary =
         OpSummary { kind: "com.atproto.sync.subscribeRepos#sync".into(), collection: "repo".into(), rkey: None };
@@ -732,7 +737,7 @@ pub async fn resign_head(state: &AppState, did: &Did) -> XrpcResult<bool> {
         current.unsigned.data,
         &BlockMap::new(),
     );
-    let sig = state
+    let sig = w
         .signers
         .request_with_deadline(
             did.as_str(),
@@ -740,20 +745,20 @@ pub async fn resign_head(state: &AppState, did: &Did) -> XrpcResult<bool> {
             unsigned.bytes_to_sign(),
             vec![summary],
             Some(evidence),
-            state.config.signer_timeout,
+            w.signer_timeout,
         )
         .await?;
     let (commit_cid, commit_bytes) = unsigned.with_signature(sig).to_block_with_cid();
     let mut blocks = BlockMap::new();
     blocks.insert(commit_cid, commit_bytes);
-    let embedded = state.blocks.in_metadata_db();
-    let _protected = state.blocks.protect(vec![commit_cid]).await;
+    let embedded = w.blocks.in_metadata_db();
+    let _protected = w.blocks.protect(vec![commit_cid]).await;
     if !embedded {
-        state.blocks.put_many(&blocks).await?;
+        w.blocks.put_many(&blocks).await?;
     }
     let car = atproto::car::encode(&[commit_cid], blocks.iter());
-    let mut events = state.firehose.sequencer().await?;
-    let mut tx = state.db.begin().await?;
+    let mut events = w.firehose.sequencer().await?;
+    let mut tx = w.db.begin().await?;
     if embedded {
         crate::storage::insert_blocks(&mut tx, &blocks).await?;
     }
@@ -766,7 +771,20 @@ pub async fn resign_head(state: &AppState, did: &Did) -> XrpcResult<bool> {
     tx.commit().await?;
     events.publish();
     cache.head = None;
-    release_later(state, vec![head]);
+    release_later(w, vec![head]);
     tracing::info!(%did, %rev, "head re-signed with the account's key and announced with #sync");
     Ok(true)
+}
+
+/// What a new signer connection triggers: re-signing the account's head if its key did not
+/// sign it (see [`resign_head`]), in the background.
+pub fn resign_when_ready(w: RepoWriter, did: String) -> impl FnOnce() {
+    move || {
+        tokio::spawn(async move {
+            let Ok(did) = Did::new(did.as_str()) else { return };
+            if let Err(e) = resign_head(&w, &did).await {
+                tracing::warn!(%did, error = ?e, "could not re-sign the head with the account's key");
+            }
+        });
+    }
 }

@@ -161,16 +161,3 @@ impl SignerHub {
         }
     }
 }
-
-/// What a new signer connection triggers: re-signing the account's head if its key did not
-/// sign it (see [`crate::repo::writer::resign_head`]), in the background.
-pub fn resign_when_ready(state: crate::server::AppState, did: String) -> impl FnOnce() {
-    move || {
-        tokio::spawn(async move {
-            let Ok(did) = atproto::syntax::Did::new(did.as_str()) else { return };
-            if let Err(e) = crate::repo::writer::resign_head(&state, &did).await {
-                tracing::warn!(%did, error = ?e, "could not re-sign the head with the account's key");
-            }
-        });
-    }
-}

@@ -350,7 +350,7 @@ async fn signer_socket(
     };
     let info = ConnectionInfo { did, passkey: account.passkey_public_key, rp: state.relying_party(), expires_at: None };
     let hub = state.signers.clone();
-    let ready = crate::signer::resign_when_ready(state.clone(), info.did.clone());
+    let ready = crate::repo::writer::resign_when_ready(state.writer.clone(), info.did.clone());
     upgrade
         .max_message_size(64 * 1024)
         .on_upgrade(move |socket| async move { ws::serve(socket, &hub, info, ready).await })

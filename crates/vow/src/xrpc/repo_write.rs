@@ -93,7 +93,8 @@ pub async fn create_record(
         rkey: input.rkey.as_deref().map(rkey).transpose()?,
         value: input.record,
     };
-    let committed = writer::apply(&state, &did, vec![write], swap_commit(&input.swap_commit)?, input.validate).await?;
+    let committed =
+        writer::apply(&state.writer, &did, vec![write], swap_commit(&input.swap_commit)?, input.validate).await?;
     Ok(record_response(&committed))
 }
 
@@ -122,7 +123,8 @@ pub async fn put_record(
         value: input.record,
         swap: swap(input.swap_record)?,
     };
-    let committed = writer::apply(&state, &did, vec![write], swap_commit(&input.swap_commit)?, input.validate).await?;
+    let committed =
+        writer::apply(&state.writer, &did, vec![write], swap_commit(&input.swap_commit)?, input.validate).await?;
     Ok(record_response(&committed))
 }
 
@@ -149,7 +151,7 @@ pub async fn delete_record(
         swap: swap(input.swap_record)?,
         must_exist: false,
     };
-    let committed = writer::apply(&state, &did, vec![write], swap_commit(&input.swap_commit)?, None).await?;
+    let committed = writer::apply(&state.writer, &did, vec![write], swap_commit(&input.swap_commit)?, None).await?;
     // Deleting what is not there changes nothing, and says so with no commit, as the
     // reference PDS does.
     if !committed.new_commit {
@@ -207,7 +209,8 @@ pub async fn apply_writes(
             other => return Err(XrpcError::invalid_request(format!("writes[{i}]: unknown $type {other:?}"))),
         });
     }
-    let committed = writer::apply(&state, &did, writes, swap_commit(&input.swap_commit)?, input.validate).await?;
+    let committed =
+        writer::apply(&state.writer, &did, writes, swap_commit(&input.swap_commit)?, input.validate).await?;
     let results: Vec<Value> = committed
         .results
         .iter()

@@ -127,7 +127,7 @@ pub async fn signer_connect(
         expires_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(exp.max(0) as u64)),
     };
     let hub = state.signers.clone();
-    let ready = crate::signer::resign_when_ready(state.clone(), info.did.clone());
+    let ready = crate::repo::writer::resign_when_ready(state.writer.clone(), info.did.clone());
     Ok(upgrade
         .max_message_size(64 * 1024)
         .on_upgrade(move |socket| async move { ws::serve(socket, &hub, info, ready).await }))
