@@ -223,7 +223,12 @@ async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("indexing existing repos: {e:?}"))?;
     crate::xrpc::blobs::start_sweeper(state.clone());
-    crate::crawl::start(state.clone());
+    crate::crawl::start(crate::crawl::Crawl {
+        db: state.db.clone(),
+        http: state.http.clone(),
+        relays: state.config.relays.clone(),
+        hostname: state.config.hostname.clone(),
+    });
     let public_url = state.config.public_url.clone();
     let app = crate::server::router(state);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;

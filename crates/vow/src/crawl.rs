@@ -4,29 +4,32 @@
 
 use std::time::Duration;
 
-use crate::server::AppState;
-
 const EVERY: Duration = Duration::from_secs(20 * 60);
 const RETRY: Duration = Duration::from_secs(60);
 
-pub fn start(state: AppState) {
-    if state.config.relays.is_empty() {
+/// What the crawl requests need: where to send them and what to say.
+pub struct Crawl {
+    pub db: sqlx::SqlitePool,
+    pub http: reqwest::Client,
+    pub relays: Vec<String>,
+    /// This PDS's hostname, as relays should crawl it.
+    pub hostname: String,
+}
+
+pub fn start(crawl: Crawl) {
+    if crawl.relays.is_empty() {
         return;
     }
     tokio::spawn(async move {
         let mut last_head: Option<i64> = None;
         loop {
-            let head: Option<i64> = sqlx::query_as::<_, (Option<i64>,)>("SELECT MAX(seq) FROM firehose")
-                .fetch_one(&state.db)
-                .await
-                .ok()
-                .and_then(|r| r.0);
+            let head = crate::db::events::newest_seq(&crawl.db).await.ok().flatten();
             // The first round always runs; later ones only when something new was published.
             let due = last_head.is_none() || head != last_head;
             let mut failed = false;
             if due {
-                for relay in &state.config.relays {
-                    if let Err(e) = request_crawl(&state, relay).await {
+                for relay in &crawl.relays {
+                    if let Err(e) = request_crawl(&crawl, relay).await {
                         tracing::warn!(%relay, error = %e, "requestCrawl failed; will retry");
                         failed = true;
                     } else {
@@ -42,16 +45,16 @@ pub fn start(state: AppState) {
     });
 }
 
-async fn request_crawl(state: &AppState, relay: &str) -> Result<(), String> {
+async fn request_crawl(crawl: &Crawl, relay: &str) -> Result<(), String> {
     let base = if relay.starts_with("http://") || relay.starts_with("https://") {
         relay.trim_end_matches('/').to_owned()
     } else {
         format!("https://{}", relay.trim_end_matches('/'))
     };
-    let res = state
+    let res = crawl
         .http
         .post(format!("{base}/xrpc/com.atproto.sync.requestCrawl"))
-        .json(&serde_json::json!({ "hostname": state.config.hostname }))
+        .json(&serde_json::json!({ "hostname": crawl.hostname }))
         .send()
         .await
         .map_err(|e| e.to_string())?;

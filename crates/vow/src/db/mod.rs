@@ -7,6 +7,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub mod accounts;
+pub mod events;
 
 /// Opens (creating if needed) the database and applies pending migrations.
 pub async fn open(path: &Path) -> Result<SqlitePool, sqlx::Error> {

@@ -5,17 +5,21 @@ use hickory_resolver::TokioResolver;
 use hickory_resolver::proto::rr::{RData, RecordType};
 
 use crate::error::XrpcError;
-use crate::server::AppState;
 
-pub async fn resolve(state: &AppState, handle: &atproto::syntax::Handle) -> Result<Option<String>, XrpcError> {
+/// The DID a handle names: an account of this PDS's (`db`), or by DNS, or over HTTPS (`http`).
+pub async fn resolve(
+    db: &sqlx::SqlitePool,
+    http: &reqwest::Client,
+    handle: &atproto::syntax::Handle,
+) -> Result<Option<String>, XrpcError> {
     let normalized = handle.normalized();
-    if let Some(account) = crate::db::accounts::by_handle(&state.db, &normalized).await? {
+    if let Some(account) = crate::db::accounts::by_handle(db, &normalized).await? {
         return Ok(Some(account.did));
     }
     if let Some(did) = resolve_dns(&normalized).await {
         return Ok(Some(did));
     }
-    Ok(resolve_https(&state.http, &normalized).await)
+    Ok(resolve_https(http, &normalized).await)
 }
 
 async fn resolve_dns(handle: &str) -> Option<String> {

@@ -19,7 +19,7 @@ pub async fn resolve_handle(
 ) -> XrpcResult<Json<serde_json::Value>> {
     let raw = params.handle.ok_or_else(|| XrpcError::invalid_request("Handle must be supplied in request"))?;
     let handle = atproto::syntax::Handle::new(raw).map_err(|e| XrpcError::invalid_request(e.to_string()))?;
-    match crate::identity::handle::resolve(&state, &handle).await? {
+    match crate::identity::handle::resolve(&state.db, &state.http, &handle).await? {
         Some(did) => Ok(Json(serde_json::json!({ "did": did }))),
         None => Err(XrpcError::named("HandleNotFound", format!("Unable to resolve handle {handle}"))),
     }
