@@ -33,8 +33,8 @@ pub struct AppState {
     pub lexicons: &'static atproto::lexicon::Catalog,
     pub firehose: Arc<crate::firehose::Firehose>,
     pub blob_store: crate::blobs::BlobStore,
-    /// Session tokens whose signature has been verified, by their exact text.
-    pub verified_tokens: moka::sync::Cache<String, crate::auth::jwt::Claims>,
+    /// Verifies session tokens.
+    pub tokens: crate::auth::Tokens,
     /// Uploads hold this shared and the unreferenced-blob sweep exclusively.
     pub blob_sweep: Arc<tokio::sync::RwLock<()>>,
     /// The write pipeline, built from the parts above.
@@ -80,10 +80,7 @@ impl AppState {
             writer,
             blob_store,
             blob_sweep: Arc::default(),
-            verified_tokens: moka::sync::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(std::time::Duration::from_secs(15 * 60))
-                .build(),
+            tokens: crate::auth::Tokens::new(db.clone(), jwk.public_key(), config.service_did.clone()),
             config: Arc::new(config),
             blocks,
             db,

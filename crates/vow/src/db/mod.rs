@@ -8,6 +8,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub mod accounts;
 pub mod events;
+pub mod sessions;
 
 /// Opens (creating if needed) the database and applies pending migrations.
 pub async fn open(path: &Path) -> Result<SqlitePool, sqlx::Error> {

@@ -2,6 +2,7 @@
 //! One module per namespace.
 
 pub mod blobs;
+mod extract;
 mod identity;
 mod repo;
 mod repo_write;

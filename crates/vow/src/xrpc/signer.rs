@@ -109,7 +109,7 @@ pub async fn signer_connect(
     WsToken(token): WsToken,
     upgrade: WebSocketUpgrade,
 ) -> XrpcResult<Response> {
-    let (auth, exp) = auth::access_from_token(&state, &token).await?;
+    let (auth, exp) = state.tokens.access(&token).await?;
     auth.require_full_access()?;
     let account = accounts::by_did(&state.db, &auth.did)
         .await?
