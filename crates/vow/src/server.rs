@@ -39,6 +39,8 @@ pub struct AppState {
     pub blob_sweep: Arc<tokio::sync::RwLock<()>>,
     /// The write pipeline, built from the parts above.
     pub writer: crate::repo::writer::RepoWriter,
+    /// Key registration and identity operations, built from the parts above.
+    pub handover: crate::identity::handover::Handover,
 }
 
 impl AppState {
@@ -75,16 +77,27 @@ impl AppState {
             tids: tids.clone(),
             signer_timeout: config.signer_timeout,
         };
+        let rotation_key = Arc::new(rotation_key);
+        let handover = crate::identity::handover::Handover {
+            db: db.clone(),
+            plc: plc.clone(),
+            rotation_key: rotation_key.clone(),
+            firehose: firehose.clone(),
+            signers: signers.clone(),
+            locks: repo_locks.clone(),
+            signer_timeout: config.signer_timeout,
+        };
         Self {
             firehose,
             writer,
+            handover,
             blob_store,
             blob_sweep: Arc::default(),
             tokens: crate::auth::Tokens::new(db.clone(), jwk.public_key(), config.service_did.clone()),
             config: Arc::new(config),
             blocks,
             db,
-            rotation_key: Arc::new(rotation_key),
+            rotation_key,
             jwk: Arc::new(jwk),
             plc,
             http,

@@ -10,38 +10,51 @@ use rand::Rng;
 
 use crate::db::{self, accounts};
 use crate::error::{XrpcError, XrpcResult};
-use crate::server::AppState;
 use crate::webauthn::NewCredential;
 
 /// How long a registration challenge stays valid.
 const CHALLENGE_TTL_SECS: i64 = 5 * 60;
 
+/// Key registration and identity operations as a service: what they need, and nothing else.
+#[derive(Clone)]
+pub struct Handover {
+    pub db: sqlx::SqlitePool,
+    pub plc: crate::identity::plc::PlcClient,
+    /// The PDS's rotation key: it signs the handover, and nothing after it.
+    pub rotation_key: std::sync::Arc<atproto::crypto::Keypair>,
+    pub firehose: std::sync::Arc<crate::firehose::Firehose>,
+    pub signers: std::sync::Arc<crate::signer::SignerHub>,
+    /// Shared with the write pipeline: a key change is ordered with the account's writes.
+    pub locks: std::sync::Arc<crate::repo::writer::RepoLocks>,
+    pub signer_timeout: std::time::Duration,
+}
+
 /// Issues a single-use challenge for `did`; returns it base64url-encoded.
-pub async fn issue_challenge(state: &AppState, did: &str, purpose: &str) -> XrpcResult<String> {
+pub async fn issue_challenge(h: &Handover, did: &str, purpose: &str) -> XrpcResult<String> {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let challenge = URL_SAFE_NO_PAD.encode(bytes);
     let now = db::unix_now();
-    sqlx::query("DELETE FROM key_challenges WHERE expires_at < ?").bind(now).execute(&state.db).await?;
+    sqlx::query("DELETE FROM key_challenges WHERE expires_at < ?").bind(now).execute(&h.db).await?;
     sqlx::query("INSERT INTO key_challenges (challenge, did, purpose, expires_at) VALUES (?, ?, ?, ?)")
         .bind(&challenge)
         .bind(did)
         .bind(purpose)
         .bind(now + CHALLENGE_TTL_SECS)
-        .execute(&state.db)
+        .execute(&h.db)
         .await?;
     Ok(challenge)
 }
 
 /// Uses up a challenge; returns its bytes if it was issued to `did` for `purpose` and is live.
-pub async fn consume_challenge(state: &AppState, did: &str, purpose: &str, challenge: &str) -> XrpcResult<Vec<u8>> {
+pub async fn consume_challenge(h: &Handover, did: &str, purpose: &str, challenge: &str) -> XrpcResult<Vec<u8>> {
     let used =
         sqlx::query("DELETE FROM key_challenges WHERE challenge = ? AND did = ? AND purpose = ? AND expires_at >= ?")
             .bind(challenge)
             .bind(did)
             .bind(purpose)
             .bind(db::unix_now())
-            .execute(&state.db)
+            .execute(&h.db)
             .await?;
     if used.rows_affected() != 1 {
         return Err(XrpcError::named(
@@ -86,7 +99,7 @@ pub enum Replace {
 /// `recovery_key`, if given). For an account without a key this is the handover, signed by
 /// the PDS; replacing a key is signed by the current key through the signer.
 pub async fn register_and_hand_over(
-    state: &AppState,
+    h: &Handover,
     did: &str,
     user_key: &PublicKey,
     passkey: Option<&NewCredential>,
@@ -94,13 +107,12 @@ pub async fn register_and_hand_over(
     replace: Replace,
 ) -> XrpcResult<()> {
     // Writes need the key; holding the repo lock keeps any in-flight write ordered around us.
-    let lock = state.repo_locks.get(did);
+    let lock = h.locks.get(did);
     let mut guard = lock.lock().await;
     // Whatever happens below, the next write reads the account's key afresh.
     guard.forget_account();
-    let account = accounts::by_did(&state.db, did)
-        .await?
-        .ok_or_else(|| XrpcError::named("AccountNotFound", "No such account"))?;
+    let account =
+        accounts::by_did(&h.db, did).await?.ok_or_else(|| XrpcError::named("AccountNotFound", "No such account"))?;
     if account.signing_key.is_some() && replace == Replace::No {
         return Err(XrpcError::named(
             "KeyAlreadyRegistered",
@@ -114,12 +126,9 @@ pub async fn register_and_hand_over(
     }
     let user_did_key = user_key.to_did_key();
     if did.starts_with("did:plc:") {
-        let last = state
-            .plc
-            .last_operation(did)
-            .await
-            .map_err(|e| XrpcError::upstream("Could not read the DID's PLC log", e))?;
-        let ours = state.rotation_key.public_key().to_did_key();
+        let last =
+            h.plc.last_operation(did).await.map_err(|e| XrpcError::upstream("Could not read the DID's PLC log", e))?;
+        let ours = h.rotation_key.public_key().to_did_key();
         if account.signing_key.is_none() && !last.rotation_keys.contains(&ours) {
             return Err(XrpcError::named(
                 "KeyAlreadyRegistered",
@@ -141,15 +150,14 @@ pub async fn register_and_hand_over(
         // can undo an operation the user's key signed, even one the user was tricked into.
         op.rotation_keys = others.into_iter().chain(std::iter::once(user_did_key.clone())).collect();
         op.verification_methods.insert("atproto".into(), user_did_key.clone());
-        let op = sign_operation(state, &account, op, "replace_signing_key").await?;
-        state
-            .plc
+        let op = sign_operation(h, &account, op, "replace_signing_key").await?;
+        h.plc
             .submit(did, &op)
             .await
             .map_err(|e| XrpcError::upstream("The PLC directory refused the key handover", e))?;
     }
-    let mut events = state.firehose.sequencer().await?;
-    let mut tx = state.db.begin().await?;
+    let mut events = h.firehose.sequencer().await?;
+    let mut tx = h.db.begin().await?;
     let updated = sqlx::query(
         "UPDATE accounts SET signing_key = ?, passkey_credential_id = ?, passkey_public_key = ? \
          WHERE did = ? AND signing_key IS ?",
@@ -176,13 +184,13 @@ pub async fn register_and_hand_over(
 /// key of its own, otherwise by the user through their signer (identity operations always ask
 /// in the browser). `what` names the change for the person approving it.
 pub async fn sign_operation(
-    state: &AppState,
+    h: &Handover,
     account: &accounts::Account,
     op: crate::identity::plc::Operation,
     what: &str,
 ) -> XrpcResult<crate::identity::plc::Operation> {
     let Some(key_did) = &account.signing_key else {
-        return Ok(op.sign(&state.rotation_key));
+        return Ok(op.sign(&h.rotation_key));
     };
     let key = PublicKey::from_did_key(key_did).map_err(|e| XrpcError::internal("stored signing key is invalid", e))?;
     let summary = crate::signer::OpSummary {
@@ -190,9 +198,9 @@ pub async fn sign_operation(
         collection: "identity".into(),
         rkey: Some(what.to_owned()),
     };
-    let sig = state
+    let sig = h
         .signers
-        .request_with_deadline(&account.did, key, op.unsigned_bytes(), vec![summary], None, state.config.signer_timeout)
+        .request_with_deadline(&account.did, key, op.unsigned_bytes(), vec![summary], None, h.signer_timeout)
         .await?;
     Ok(crate::identity::plc::Operation { sig: Some(URL_SAFE_NO_PAD.encode(sig)), ..op })
 }

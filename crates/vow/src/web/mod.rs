@@ -271,7 +271,7 @@ async fn passkey_challenge(
 ) -> XrpcResult<Json<serde_json::Value>> {
     let did = page_caller(&state, did, &headers)?;
     let account = accounts::by_did(&state.db, &did).await?.ok_or_else(|| XrpcError::auth_required("Sign in first"))?;
-    let challenge = handover::issue_challenge(&state, &did, PURPOSE_PASSKEY).await?;
+    let challenge = handover::issue_challenge(&state.handover, &did, PURPOSE_PASSKEY).await?;
     Ok(Json(json!({
         "challenge": challenge,
         "rp": { "id": state.config.hostname, "name": "Vow" },
@@ -305,7 +305,7 @@ async fn passkey_register(
     Json(input): Json<RegisterInput>,
 ) -> XrpcResult<Json<serde_json::Value>> {
     let did = page_caller(&state, did, &headers)?;
-    let challenge = handover::consume_challenge(&state, &did, PURPOSE_PASSKEY, &input.challenge).await?;
+    let challenge = handover::consume_challenge(&state.handover, &did, PURPOSE_PASSKEY, &input.challenge).await?;
     let decode = |s: &str, what: &str| {
         URL_SAFE_NO_PAD
             .decode(s.trim_end_matches('='))
@@ -321,8 +321,15 @@ async fn passkey_register(
     let key = handover::parse_user_key(&input.public_key)?;
     handover::check_possession(&key, &challenge, &input.signature)?;
     let recovery = input.recovery_key.as_deref().map(str::trim).filter(|r| !r.is_empty());
-    handover::register_and_hand_over(&state, &did, &key, Some(&credential), recovery, handover::Replace::ThroughSigner)
-        .await?;
+    handover::register_and_hand_over(
+        &state.handover,
+        &did,
+        &key,
+        Some(&credential),
+        recovery,
+        handover::Replace::ThroughSigner,
+    )
+    .await?;
     Ok(Json(json!({
         "did": did,
         "signingKey": key.to_did_key(),

@@ -57,7 +57,7 @@ pub async fn update_handle(
         op.also_known_as = std::iter::once(format!("at://{handle}"))
             .chain(last.also_known_as.iter().filter(|a| !a.starts_with("at://")).cloned())
             .collect();
-        let op = crate::identity::handover::sign_operation(&state, &account, op, "update_handle").await?;
+        let op = crate::identity::handover::sign_operation(&state.handover, &account, op, "update_handle").await?;
         state
             .plc
             .submit(&account.did, &op)

@@ -22,7 +22,7 @@ const PURPOSE_KEY: &str = "signing-key";
 
 pub async fn get_key_challenge(State(state): State<AppState>, auth: AccessAuth) -> XrpcResult<Json<Value>> {
     auth.require_full_access()?;
-    let challenge = handover::issue_challenge(&state, &auth.did, PURPOSE_KEY).await?;
+    let challenge = handover::issue_challenge(&state.handover, &auth.did, PURPOSE_KEY).await?;
     Ok(Json(json!({ "challenge": challenge })))
 }
 
@@ -66,10 +66,10 @@ pub async fn register_key(
         return Err(XrpcError::auth_required("Invalid password"));
     }
     let key = handover::parse_user_key(&input.public_key)?;
-    let challenge = handover::consume_challenge(&state, &auth.did, PURPOSE_KEY, &input.challenge).await?;
+    let challenge = handover::consume_challenge(&state.handover, &auth.did, PURPOSE_KEY, &input.challenge).await?;
     handover::check_possession(&key, &challenge, &input.signature)?;
     handover::register_and_hand_over(
-        &state,
+        &state.handover,
         &auth.did,
         &key,
         None,
