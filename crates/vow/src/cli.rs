@@ -218,8 +218,8 @@ async fn serve(config: Config) -> Result<(), String> {
     let db =
         crate::db::open(&config.db_path).await.map_err(|e| format!("database {}: {e}", config.db_path.display()))?;
     let addr = config.addr;
-    let state = crate::server::AppState::new(config, db, rotation_key, jwk);
-    crate::repo::refs::backfill(&state.db, &state.blocks)
+    let state = crate::state::AppState::new(config, db, rotation_key, jwk);
+    crate::repo::backfill::backfill(&state.db, &state.blocks)
         .await
         .map_err(|e| format!("indexing existing repos: {e:?}"))?;
     crate::xrpc::blobs::start_sweeper(state.clone());

@@ -179,7 +179,7 @@ pub fn encode(seq: i64, event: &Event<'_>, time: &str) -> Vec<u8> {
 }
 
 /// Adds the statement storing `event` as number `seq` to a batch; returns its frame.
-pub(crate) fn push_insert(q: &mut crate::repo::refs::Batch, seq: i64, event: &Event<'_>) -> Vec<u8> {
+pub(crate) fn push_insert(q: &mut crate::db::refs::Batch, seq: i64, event: &Event<'_>) -> Vec<u8> {
     let now_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
     let time = crate::db::format_timestamp(now_ms);

@@ -42,15 +42,15 @@ pub struct Sequencer<'a> {
 impl Sequencer<'_> {
     /// Stores `event` in the caller's transaction under the next sequence number.
     pub async fn append(&mut self, conn: &mut sqlx::SqliteConnection, event: Event<'_>) -> Result<i64, sqlx::Error> {
-        let mut q = crate::repo::refs::batch();
+        let mut q = crate::db::refs::batch();
         let seq = self.push(&mut q, event);
-        crate::repo::refs::execute(conn, q).await?;
+        crate::db::refs::execute(conn, q).await?;
         Ok(seq)
     }
 
     /// Adds the statement storing `event` under the next sequence number to the caller's batch,
     /// which must run in the transaction this sequencer is held around.
-    pub fn push(&mut self, q: &mut crate::repo::refs::Batch, event: Event<'_>) -> i64 {
+    pub fn push(&mut self, q: &mut crate::db::refs::Batch, event: Event<'_>) -> i64 {
         let seq = self.next;
         self.frames.push((seq, crate::events::push_insert(q, seq, &event)));
         self.next += 1;

@@ -21,6 +21,7 @@ pub mod mime;
 pub mod repo;
 pub mod server;
 pub mod signer;
+pub mod state;
 pub mod storage;
 pub mod web;
 pub mod webauthn;

@@ -1,123 +1,12 @@
-//! Application state and the HTTP router.
+//! The HTTP router.
 
-use std::sync::Arc;
-
-use atproto::crypto::Keypair;
-use atproto::syntax::TidGenerator;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Method};
-use sqlx::SqlitePool;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::config::ServerConfig;
-use crate::identity::plc::PlcClient;
-use crate::repo::writer::RepoLocks;
-use crate::signer::SignerHub;
-use crate::storage::{Blocks, EmbeddedStore, IpfsStore};
-
-/// Everything handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<ServerConfig>,
-    pub db: SqlitePool,
-    pub rotation_key: Arc<Keypair>,
-    pub jwk: Arc<Keypair>,
-    pub plc: PlcClient,
-    pub http: reqwest::Client,
-    pub tids: Arc<TidGenerator>,
-    pub blocks: Blocks,
-    pub signers: Arc<SignerHub>,
-    pub repo_locks: Arc<RepoLocks>,
-    pub lexicons: &'static atproto::lexicon::Catalog,
-    pub firehose: Arc<crate::firehose::Firehose>,
-    pub blob_store: crate::blobs::BlobStore,
-    /// Verifies session tokens.
-    pub tokens: crate::auth::Tokens,
-    /// Uploads hold this shared and the unreferenced-blob sweep exclusively.
-    pub blob_sweep: Arc<tokio::sync::RwLock<()>>,
-    /// The write pipeline, built from the parts above.
-    pub writer: crate::repo::writer::RepoWriter,
-    /// Key registration and identity operations, built from the parts above.
-    pub handover: crate::identity::handover::Handover,
-}
-
-impl AppState {
-    pub fn new(config: ServerConfig, db: SqlitePool, rotation_key: Keypair, jwk: Keypair) -> Self {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("vow/", env!("CARGO_PKG_VERSION")))
-            .timeout(std::time::Duration::from_secs(15))
-            .build()
-            .expect("HTTP client builds");
-        let plc = PlcClient::new(&config.plc_url, http.clone());
-        let files = crate::blobs::BlobFiles::new(config.blob_dir.clone());
-        let (blocks, blob_store) = match &config.ipfs {
-            None => (Blocks::Embedded(EmbeddedStore::new(db.clone())), crate::blobs::BlobStore::Files(files)),
-            Some(ipfs) => {
-                let kubo = crate::ipfs::Kubo::new(&ipfs.node_url, ipfs.timeout);
-                (
-                    Blocks::Ipfs(IpfsStore::new(kubo.clone(), ipfs.cache_bytes)),
-                    crate::blobs::BlobStore::Ipfs { kubo, staging: files, gateway: ipfs.gateway_url.clone() },
-                )
-            }
-        };
-        let firehose = crate::firehose::Firehose::start(db.clone(), config.firehose_retention, config.firehose_backlog);
-        let signers = Arc::new(SignerHub::default());
-        let repo_locks = Arc::new(RepoLocks::default());
-        let tids = Arc::new(TidGenerator::with_random_clock_id());
-        let lexicons = atproto::lexicon::Catalog::bundled();
-        let writer = crate::repo::writer::RepoWriter {
-            db: db.clone(),
-            blocks: blocks.clone(),
-            signers: signers.clone(),
-            firehose: firehose.clone(),
-            locks: repo_locks.clone(),
-            lexicons,
-            tids: tids.clone(),
-            signer_timeout: config.signer_timeout,
-        };
-        let rotation_key = Arc::new(rotation_key);
-        let handover = crate::identity::handover::Handover {
-            db: db.clone(),
-            plc: plc.clone(),
-            rotation_key: rotation_key.clone(),
-            firehose: firehose.clone(),
-            signers: signers.clone(),
-            locks: repo_locks.clone(),
-            signer_timeout: config.signer_timeout,
-        };
-        Self {
-            firehose,
-            writer,
-            handover,
-            blob_store,
-            blob_sweep: Arc::default(),
-            tokens: crate::auth::Tokens::new(db.clone(), jwk.public_key(), config.service_did.clone()),
-            config: Arc::new(config),
-            blocks,
-            db,
-            rotation_key,
-            jwk: Arc::new(jwk),
-            plc,
-            http,
-            tids,
-            signers,
-            repo_locks,
-            lexicons,
-        }
-    }
-}
-
-impl AppState {
-    /// The WebAuthn relying party: the hostname as RP ID, the public URL as origin.
-    pub fn relying_party(&self) -> crate::webauthn::RelyingParty {
-        crate::webauthn::RelyingParty {
-            id: self.config.hostname.clone(),
-            origin: self.config.public_url.trim_end_matches('/').to_owned(),
-        }
-    }
-}
+use crate::state::AppState;
 
 /// The full router.
 pub fn router(state: AppState) -> Router {

@@ -89,7 +89,7 @@ impl Drop for Protected {
 }
 
 /// Inserts blocks into the embedded store's table, as part of a statement batch.
-pub fn push_insert_blocks(q: &mut crate::repo::refs::Batch, blocks: &BlockMap) {
+pub fn push_insert_blocks(q: &mut crate::db::refs::Batch, blocks: &BlockMap) {
     let all: Vec<_> = blocks.iter().collect();
     for chunk in all.chunks(100) {
         q.push("INSERT OR IGNORE INTO blocks (cid, bytes) ");
@@ -102,9 +102,9 @@ pub fn push_insert_blocks(q: &mut crate::repo::refs::Batch, blocks: &BlockMap) {
 
 /// Inserts blocks into the embedded store's table on an open connection or transaction.
 pub async fn insert_blocks(conn: &mut sqlx::SqliteConnection, blocks: &BlockMap) -> Result<(), sqlx::Error> {
-    let mut q = crate::repo::refs::batch();
+    let mut q = crate::db::refs::batch();
     push_insert_blocks(&mut q, blocks);
-    crate::repo::refs::execute(conn, q).await
+    crate::db::refs::execute(conn, q).await
 }
 
 /// The default store: a table in the server's SQLite database.

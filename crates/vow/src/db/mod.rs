@@ -7,7 +7,9 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub mod accounts;
+pub mod batch;
 pub mod events;
+pub mod refs;
 pub mod sessions;
 
 /// Opens (creating if needed) the database and applies pending migrations.

@@ -1,7 +1,7 @@
 //! The repository layer: the genesis commit of a new account (signed by the PDS rotation key,
 //! which is the account's key until handover) and the write pipeline.
 
-pub mod refs;
+pub mod backfill;
 pub mod writer;
 
 use atproto::Cid;

@@ -15,10 +15,10 @@ use atproto::mst::Mst;
 use atproto::syntax::{Did, Nsid, RecordKey, Tid};
 use serde_json::{Value, json};
 
+use crate::db::refs;
 use crate::db::{self, accounts};
 use crate::error::{XrpcError, XrpcResult};
 use crate::events::{Event, RepoOp};
-use crate::repo::refs;
 use crate::signer::OpSummary;
 use crate::signer::protocol::{CommitEvidence, EvidenceOp};
 use crate::storage::{BlockCache, BlockStore, SyncReader};

@@ -18,8 +18,8 @@ use crate::auth::password;
 use crate::db::accounts;
 use crate::error::{XrpcError, XrpcResult};
 use crate::identity::handover;
-use crate::server::AppState;
 use crate::signer::ws::{self, ConnectionInfo};
+use crate::state::AppState;
 use session::MaybeSession;
 
 const PURPOSE_PASSKEY: &str = "passkey";

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub const COOKIE_NAME: &str = "vow_session";
 const LIFETIME_SECS: i64 = 30 * 24 * 60 * 60;

@@ -16,7 +16,7 @@ use crate::auth::AccessAuth;
 use crate::blobs::{BlobBody, BlobError};
 use crate::db;
 use crate::error::{XrpcError, XrpcResult};
-use crate::server::AppState;
+use crate::state::AppState;
 
 fn blob_error(e: BlobError) -> XrpcError {
     match e {

@@ -9,7 +9,7 @@ use subtle::ConstantTimeEq;
 
 use crate::auth::{AccessAuth, AdminAuth, RefreshAuth, bearer, jwt};
 use crate::error::XrpcError;
-use crate::server::AppState;
+use crate::state::AppState;
 
 impl FromRequestParts<AppState> for AccessAuth {
     type Rejection = XrpcError;

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::XrpcQuery;
 use crate::error::{XrpcError, XrpcResult};
-use crate::server::AppState;
+use crate::state::AppState;
 
 #[derive(Deserialize)]
 pub struct ResolveHandleParams {

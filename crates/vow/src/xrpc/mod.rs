@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
 
 use crate::error::{XrpcError, XrpcResult};
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::XrpcQuery;
 use crate::db::accounts::{self, Account};
 use crate::error::{XrpcError, XrpcResult};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::storage::BlockStore;
 
 /// Finds a hosted repo by DID or handle.

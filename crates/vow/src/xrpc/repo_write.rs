@@ -13,7 +13,7 @@ use crate::auth::AccessAuth;
 use crate::db::accounts;
 use crate::error::{XrpcError, XrpcResult};
 use crate::repo::writer::{self, Action, Committed, Write};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Distinguishes an absent field (`None`) from an explicit null (`Some(None)`).
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {

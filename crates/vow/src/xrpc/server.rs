@@ -14,7 +14,7 @@ use crate::db::{self, accounts};
 use crate::error::{XrpcError, XrpcResult};
 use crate::events::Event;
 use crate::identity::plc::Operation;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::storage::BlockStore;
 
 /// 200 with the version when everything the server depends on answers; 503 naming what does
@@ -251,7 +251,7 @@ pub async fn create_account(
     }
     inserted?;
     let cids: Vec<_> = commit.blocks.iter().map(|(cid, _)| *cid).collect();
-    crate::repo::refs::add_blocks(&mut tx, &did, &commit.rev, &cids).await?;
+    crate::db::refs::add_blocks(&mut tx, &did, &commit.rev, &cids).await?;
     // The genesis commit is not announced: it is signed by the PDS key, which stops being the
     // account's key at the handover, so a consumer replaying later could not verify it. The
     // first user-signed #commit carries prevData, which is all a consumer needs.

@@ -15,8 +15,8 @@ use crate::auth::{self, AccessAuth, password};
 use crate::db::accounts;
 use crate::error::{XrpcError, XrpcResult};
 use crate::identity::handover;
-use crate::server::AppState;
 use crate::signer::ws::{self, ConnectionInfo};
+use crate::state::AppState;
 
 const PURPOSE_KEY: &str = "signing-key";
 

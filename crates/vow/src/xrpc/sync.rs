@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::XrpcQuery;
 use crate::db::accounts::{self, Account};
 use crate::error::{XrpcError, XrpcResult};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::storage::{BlockStore, Blocks, SyncReader};
 
 #[derive(Deserialize)]

@@ -6,23 +6,7 @@
 use atproto::Cid;
 use sqlx::SqliteConnection;
 
-/// Several statements sent to SQLite as one (each `;`-separated statement takes its share of
-/// the bound values), so a write's transaction costs a few round trips to the database thread
-/// rather than one per statement.
-pub type Batch = sqlx::QueryBuilder<sqlx::Sqlite>;
-
-pub fn batch() -> Batch {
-    sqlx::QueryBuilder::new("")
-}
-
-/// Runs a batch (nothing to do when empty).
-pub async fn execute(conn: &mut SqliteConnection, mut batch: Batch) -> Result<(), sqlx::Error> {
-    if batch.sql().as_str().trim().is_empty() {
-        return Ok(());
-    }
-    batch.build().execute(&mut *conn).await?;
-    Ok(())
-}
+pub use super::batch::{Batch, batch, execute};
 
 /// Records that the repo of `did` references `cids` as of `rev` (a block already referenced
 /// moves to `rev`: it is new again for anyone syncing since an older revision).
@@ -125,33 +109,4 @@ pub async fn missing_blobs(conn: &mut SqliteConnection, did: &str, blobs: &[Cid]
         }
     }
     Ok(missing)
-}
-
-/// Fills `repo_blocks` for repos written before it existed, by walking each tree once.
-pub async fn backfill(db: &sqlx::SqlitePool, blocks: &crate::storage::Blocks) -> Result<(), crate::error::XrpcError> {
-    use crate::storage::{BlockStore, SyncReader};
-    let todo: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT did, repo_root, repo_rev FROM accounts a WHERE repo_root IS NOT NULL \
-         AND NOT EXISTS (SELECT 1 FROM repo_blocks r WHERE r.did = a.did)",
-    )
-    .fetch_all(db)
-    .await?;
-    for (did, root, rev) in todo {
-        let root: Cid = root.parse().map_err(|e| crate::error::XrpcError::internal("stored root is invalid", e))?;
-        let bytes = blocks.get(&root).await?.ok_or_else(|| crate::error::XrpcError::internal("head missing", root))?;
-        let commit = atproto::commit::SignedCommit::from_block(&bytes)
-            .map_err(|e| crate::error::XrpcError::internal("head commit does not decode", e))?;
-        // Runs on a runtime worker like the writer does (the reader blocks in place).
-        let reader = SyncReader::uncached(blocks);
-        let diff = atproto::mst::diff(&reader, None, commit.unsigned.data)
-            .map_err(|e| crate::error::XrpcError::internal("repo tree could not be read", e))?;
-        let mut cids: Vec<Cid> =
-            diff.new_nodes.into_iter().chain(diff.ops.into_iter().filter_map(|op| op.new)).collect();
-        cids.push(root);
-        let mut tx = db.begin().await?;
-        add_blocks(&mut tx, &did, &rev, &cids).await?;
-        tx.commit().await?;
-        tracing::info!(%did, blocks = cids.len(), "indexed the blocks of a repo");
-    }
-    Ok(())
 }
