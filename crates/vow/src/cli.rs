@@ -174,12 +174,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             let db = db.open().await?;
             let code = crate::xrpc::new_invite_code();
-            sqlx::query("INSERT INTO invite_codes (code, for_account, created_by, available, created_at) VALUES (?, ?, 'admin', ?, ?)")
-                .bind(&code)
-                .bind(for_account.as_deref().unwrap_or("admin"))
-                .bind(uses)
-                .bind(crate::db::now())
-                .execute(&db)
+            crate::db::invites::insert(&db, &code, for_account.as_deref().unwrap_or("admin"), uses)
                 .await
                 .map_err(|e| format!("database: {e}"))?;
             println!("New invite code created with {uses} uses: {code}");
@@ -189,21 +184,11 @@ async fn run(cli: Cli) -> Result<(), String> {
             let db = db.open().await?;
             let password: String = format!("{}-{}", crate::xrpc::random_code(12), crate::xrpc::random_code(12));
             let hash = crate::auth::password::hash_async(password.clone()).await.map_err(|e| e.message)?;
-            let updated = sqlx::query("UPDATE accounts SET password_hash = ? WHERE did = ?")
-                .bind(hash)
-                .bind(&did)
-                .execute(&db)
-                .await
-                .map_err(|e| format!("database: {e}"))?;
-            if updated.rows_affected() == 0 {
+            if !crate::db::accounts::set_password(&db, &did, &hash).await.map_err(|e| format!("database: {e}"))? {
                 return Err(format!("no account with DID {did}"));
             }
             // Existing sessions end with the old password.
-            sqlx::query("DELETE FROM sessions WHERE did = ?")
-                .bind(&did)
-                .execute(&db)
-                .await
-                .map_err(|e| format!("database: {e}"))?;
+            crate::db::sessions::delete_all(&db, &did).await.map_err(|e| format!("database: {e}"))?;
             println!("New password for {did}: {password}");
             Ok(())
         }

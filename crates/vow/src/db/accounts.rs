@@ -88,3 +88,36 @@ pub async fn move_root(
         .await?;
     Ok(moved.rows_affected() == 1)
 }
+
+/// A new account row with its genesis commit.
+pub async fn insert(
+    conn: &mut sqlx::SqliteConnection,
+    did: &str,
+    handle: &str,
+    email: &str,
+    password_hash: &str,
+    root: &str,
+    rev: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO accounts (did, handle, email, password_hash, repo_root, repo_rev, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(did)
+    .bind(handle)
+    .bind(email)
+    .bind(password_hash)
+    .bind(root)
+    .bind(rev)
+    .bind(super::now())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Sets the password hash; false when there is no such account.
+pub async fn set_password(db: &SqlitePool, did: &str, hash: &str) -> Result<bool, sqlx::Error> {
+    let updated =
+        sqlx::query("UPDATE accounts SET password_hash = ? WHERE did = ?").bind(hash).bind(did).execute(db).await?;
+    Ok(updated.rows_affected() == 1)
+}

@@ -7,8 +7,10 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub mod accounts;
+pub mod app_passwords;
 pub mod batch;
 pub mod events;
+pub mod invites;
 pub mod refs;
 pub mod sessions;
 
@@ -54,6 +56,12 @@ pub fn format_timestamp(millis: i64) -> String {
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Whether the database answers at all.
+pub async fn ping(db: &SqlitePool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1").execute(db).await?;
+    Ok(())
 }
 
 #[cfg(test)]

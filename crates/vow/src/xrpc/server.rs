@@ -21,7 +21,7 @@ use crate::storage::BlockStore;
 /// not otherwise (the database, the IPFS node).
 pub async fn health(State(state): State<AppState>) -> Response {
     let mut problems = Vec::new();
-    if let Err(e) = sqlx::query("SELECT 1").execute(&state.db).await {
+    if let Err(e) = db::ping(&state.db).await {
         problems.push(format!("database: {e}"));
     }
     if let crate::storage::Blocks::Ipfs(ipfs) = &state.blocks {
@@ -73,15 +73,15 @@ pub(crate) async fn issue_session(
     let now = db::unix_now();
     let session_id = random_code(26);
     let refresh_jti = random_code(26);
-    sqlx::query("INSERT INTO sessions (id, did, app_password_name, refresh_jti, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)")
-        .bind(&session_id)
-        .bind(did)
-        .bind(app_password.map(|(name, _)| name))
-        .bind(&refresh_jti)
-        .bind(db::now())
-        .bind(now + auth::REFRESH_TTL_SECS)
-        .execute(executor)
-        .await?;
+    db::sessions::insert(
+        executor,
+        &session_id,
+        did,
+        app_password.map(|(name, _)| name),
+        &refresh_jti,
+        now + auth::REFRESH_TTL_SECS,
+    )
+    .await?;
     Ok(tokens(state, did, &session_id, &refresh_jti, app_password.map(|(_, privileged)| privileged)))
 }
 
@@ -179,14 +179,10 @@ pub async fn create_account(
         (None, true) => return Err(XrpcError::named("InvalidInviteCode", "An invite code is required")),
         (code, _) => code.clone(),
     };
-    if let Some(code) = &invite {
-        let row: Option<(i64, i64)> = sqlx::query_as("SELECT available, disabled FROM invite_codes WHERE code = ?")
-            .bind(code)
-            .fetch_optional(&state.db)
-            .await?;
-        if !matches!(row, Some((available, 0)) if available > 0) {
-            return Err(XrpcError::named("InvalidInviteCode", "That invite code is not valid or has been used up"));
-        }
+    if let Some(code) = &invite
+        && !db::invites::is_usable(&state.db, code).await?
+    {
+        return Err(XrpcError::named("InvalidInviteCode", "That invite code is not valid or has been used up"));
     }
 
     // The DID: a genesis operation signed by this server's rotation key, which stays the
@@ -210,35 +206,14 @@ pub async fn create_account(
     state.blocks.put_many(&commit.blocks).await?;
     let mut events = state.firehose.sequencer().await?;
     let mut tx = state.db.begin().await?;
-    if let Some(code) = &invite {
-        let taken = sqlx::query(
-            "UPDATE invite_codes SET available = available - 1 WHERE code = ? AND available > 0 AND disabled = 0",
-        )
-        .bind(code)
-        .execute(&mut *tx)
-        .await?;
-        if taken.rows_affected() != 1 {
-            return Err(XrpcError::named("InvalidInviteCode", "That invite code is not valid or has been used up"));
-        }
-        sqlx::query("INSERT INTO invite_code_uses (code, used_by, used_at) VALUES (?, ?, ?)")
-            .bind(code)
-            .bind(&did)
-            .bind(db::now())
-            .execute(&mut *tx)
-            .await?;
+    if let Some(code) = &invite
+        && !db::invites::take_use(&mut tx, code, &did).await?
+    {
+        return Err(XrpcError::named("InvalidInviteCode", "That invite code is not valid or has been used up"));
     }
-    let inserted = sqlx::query(
-        "INSERT INTO accounts (did, handle, email, password_hash, repo_root, repo_rev, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&did)
-    .bind(handle.as_str())
-    .bind(&email)
-    .bind(&password_hash)
-    .bind(commit.cid.to_string())
-    .bind(&commit.rev)
-    .bind(db::now())
-    .execute(&mut *tx)
-    .await;
+    let inserted =
+        accounts::insert(&mut tx, &did, handle.as_str(), &email, &password_hash, &commit.cid.to_string(), &commit.rev)
+            .await;
     if let Err(sqlx::Error::Database(e)) = &inserted
         && e.is_unique_violation()
     {
@@ -293,15 +268,10 @@ pub async fn create_session(
     let app_password = if password::verify_async(input.password.clone(), account.password_hash.clone()).await? {
         None
     } else {
-        let rows: Vec<(String, String, i64)> =
-            sqlx::query_as("SELECT name, password_hash, privileged FROM app_passwords WHERE did = ?")
-                .bind(&account.did)
-                .fetch_all(&state.db)
-                .await?;
         let mut found = None;
-        for (name, hash, privileged) in rows {
-            if password::verify_async(input.password.clone(), hash).await? {
-                found = Some((name, privileged != 0));
+        for app in db::app_passwords::of(&state.db, &account.did).await? {
+            if password::verify_async(input.password.clone(), app.password_hash).await? {
+                found = Some((app.name, app.privileged));
                 break;
             }
         }
@@ -325,15 +295,9 @@ pub async fn get_session(State(state): State<AppState>, auth: AccessAuth) -> Xrp
 pub async fn refresh_session(State(state): State<AppState>, auth: RefreshAuth) -> XrpcResult<Json<Value>> {
     let claims = auth.claims;
     let next_jti = random_code(26);
-    let rotated = sqlx::query("UPDATE sessions SET refresh_jti = ? WHERE id = ? AND refresh_jti = ?")
-        .bind(&next_jti)
-        .bind(&claims.sid)
-        .bind(&claims.jti)
-        .execute(&state.db)
-        .await?;
-    if rotated.rows_affected() != 1 {
+    if !db::sessions::rotate_refresh(&state.db, &claims.sid, &claims.jti, &next_jti).await? {
         // A refresh token used twice means it leaked: end the whole session.
-        sqlx::query("DELETE FROM sessions WHERE id = ?").bind(&claims.sid).execute(&state.db).await?;
+        db::sessions::delete(&state.db, &claims.sid).await?;
         tracing::warn!(did = %claims.sub, "refresh token replayed; session revoked");
         return Err(XrpcError::expired_token(
             "This refresh token was already used; the session has been ended. Log in again.",
@@ -342,13 +306,7 @@ pub async fn refresh_session(State(state): State<AppState>, auth: RefreshAuth) -
     let account = accounts::by_did(&state.db, &claims.sub)
         .await?
         .ok_or_else(|| XrpcError::invalid_token("Account no longer exists"))?;
-    let app_password: Option<(Option<String>, i64)> = sqlx::query_as(
-        "SELECT s.app_password_name, COALESCE(a.privileged, 0) FROM sessions s LEFT JOIN app_passwords a ON a.did = s.did AND a.name = s.app_password_name WHERE s.id = ?",
-    )
-    .bind(&claims.sid)
-    .fetch_optional(&state.db)
-    .await?;
-    let app = app_password.and_then(|(name, privileged)| name.map(|_| privileged != 0));
+    let app = db::sessions::app_password_of(&state.db, &claims.sid).await?;
     let (access, refresh) = tokens(&state, &claims.sub, &claims.sid, &next_jti, app);
     let mut view = session_view(&account);
     view["accessJwt"] = json!(access);
@@ -357,7 +315,7 @@ pub async fn refresh_session(State(state): State<AppState>, auth: RefreshAuth) -
 }
 
 pub async fn delete_session(State(state): State<AppState>, auth: RefreshAuth) -> XrpcResult<Json<Value>> {
-    sqlx::query("DELETE FROM sessions WHERE id = ?").bind(&auth.claims.sid).execute(&state.db).await?;
+    db::sessions::delete(&state.db, &auth.claims.sid).await?;
     Ok(Json(json!({})))
 }
 
@@ -373,15 +331,7 @@ async fn insert_invite(state: &AppState, uses: i64, for_account: &str) -> XrpcRe
         return Err(XrpcError::invalid_request("useCount must be between 1 and 1000000"));
     }
     let code = new_invite_code();
-    sqlx::query(
-        "INSERT INTO invite_codes (code, for_account, created_by, available, created_at) VALUES (?, ?, 'admin', ?, ?)",
-    )
-    .bind(&code)
-    .bind(for_account)
-    .bind(uses)
-    .bind(db::now())
-    .execute(&state.db)
-    .await?;
+    db::invites::insert(&state.db, &code, for_account, uses).await?;
     Ok(code)
 }
 
@@ -445,24 +395,15 @@ pub async fn get_account_invite_codes(
     auth: AccessAuth,
     XrpcQuery(params): XrpcQuery<GetInviteCodesParams>,
 ) -> XrpcResult<Json<Value>> {
-    let rows: Vec<(String, i64, i64, String, String, String)> =
-        sqlx::query_as("SELECT code, available, disabled, for_account, created_by, created_at FROM invite_codes WHERE for_account = ? ORDER BY created_at")
-            .bind(&auth.did)
-            .fetch_all(&state.db)
-            .await?;
     let mut codes = Vec::new();
-    for (code, available, disabled, for_account, created_by, created_at) in rows {
-        if !params.include_used.unwrap_or(true) && available <= 0 {
+    for c in db::invites::of_account(&state.db, &auth.did).await? {
+        if !params.include_used.unwrap_or(true) && c.available <= 0 {
             continue;
         }
-        let uses: Vec<(String, String)> =
-            sqlx::query_as("SELECT used_by, used_at FROM invite_code_uses WHERE code = ?")
-                .bind(&code)
-                .fetch_all(&state.db)
-                .await?;
+        let uses = db::invites::uses_of(&state.db, &c.code).await?;
         codes.push(json!({
-            "code": code, "available": available, "disabled": disabled != 0, "forAccount": for_account,
-            "createdBy": created_by, "createdAt": created_at,
+            "code": c.code, "available": c.available, "disabled": c.disabled, "forAccount": c.for_account,
+            "createdBy": c.created_by, "createdAt": c.created_at,
             "uses": uses.into_iter().map(|(by, at)| json!({ "usedBy": by, "usedAt": at })).collect::<Vec<_>>(),
         }));
     }
@@ -490,33 +431,18 @@ pub async fn create_app_password(
     let hash = password::hash_async(secret.clone()).await?;
     let created_at = db::now();
     let privileged = input.privileged.unwrap_or(false);
-    let inserted = sqlx::query(
-        "INSERT INTO app_passwords (did, name, password_hash, privileged, created_at) VALUES (?, ?, ?, ?, ?)",
-    )
-    .bind(&auth.did)
-    .bind(&name)
-    .bind(&hash)
-    .bind(privileged)
-    .bind(&created_at)
-    .execute(&state.db)
-    .await;
-    if let Err(sqlx::Error::Database(e)) = &inserted
-        && e.is_unique_violation()
-    {
+    if !db::app_passwords::insert(&state.db, &auth.did, &name, &hash, privileged, &created_at).await? {
         return Err(XrpcError::named("DuplicateName", format!("An app password named '{name}' already exists")));
     }
-    inserted?;
     Ok(Json(json!({ "name": name, "password": secret, "createdAt": created_at, "privileged": privileged })))
 }
 
 pub async fn list_app_passwords(State(state): State<AppState>, auth: AccessAuth) -> XrpcResult<Json<Value>> {
-    let rows: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT name, created_at, privileged FROM app_passwords WHERE did = ? ORDER BY created_at")
-            .bind(&auth.did)
-            .fetch_all(&state.db)
-            .await?;
-    let passwords: Vec<Value> =
-        rows.into_iter().map(|(name, at, p)| json!({ "name": name, "createdAt": at, "privileged": p != 0 })).collect();
+    let passwords: Vec<Value> = db::app_passwords::of(&state.db, &auth.did)
+        .await?
+        .into_iter()
+        .map(|a| json!({ "name": a.name, "createdAt": a.created_at, "privileged": a.privileged }))
+        .collect();
     Ok(Json(json!({ "passwords": passwords })))
 }
 
@@ -532,17 +458,9 @@ pub async fn revoke_app_password(
 ) -> XrpcResult<Json<Value>> {
     auth.require_full_access()?;
     let mut tx = state.db.begin().await?;
-    sqlx::query("DELETE FROM app_passwords WHERE did = ? AND name = ?")
-        .bind(&auth.did)
-        .bind(&input.name)
-        .execute(&mut *tx)
-        .await?;
+    db::app_passwords::delete(&mut *tx, &auth.did, &input.name).await?;
     // Sessions opened with it end too.
-    sqlx::query("DELETE FROM sessions WHERE did = ? AND app_password_name = ?")
-        .bind(&auth.did)
-        .bind(&input.name)
-        .execute(&mut *tx)
-        .await?;
+    db::sessions::delete_for_app_password(&mut *tx, &auth.did, &input.name).await?;
     tx.commit().await?;
     Ok(Json(json!({})))
 }
