@@ -121,3 +121,43 @@ pub async fn set_password(db: &SqlitePool, did: &str, hash: &str) -> Result<bool
         sqlx::query("UPDATE accounts SET password_hash = ? WHERE did = ?").bind(hash).bind(did).execute(db).await?;
     Ok(updated.rows_affected() == 1)
 }
+
+/// Sets the account's handle.
+pub async fn set_handle(conn: &mut sqlx::SqliteConnection, did: &str, handle: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE accounts SET handle = ? WHERE did = ?").bind(handle).bind(did).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Sets the account's signing key and passkey if its key is still `current` (a
+/// compare-and-swap); returns whether it was.
+pub async fn set_signing_key(
+    conn: &mut sqlx::SqliteConnection,
+    did: &str,
+    current: Option<&str>,
+    key: &str,
+    passkey_credential_id: Option<String>,
+    passkey_public_key: Option<Vec<u8>>,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE accounts SET signing_key = ?, passkey_credential_id = ?, passkey_public_key = ? \
+         WHERE did = ? AND signing_key IS ?",
+    )
+    .bind(key)
+    .bind(passkey_credential_id)
+    .bind(passkey_public_key)
+    .bind(did)
+    .bind(current)
+    .execute(&mut *conn)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Repos whose blocks are not indexed yet: (did, root, rev).
+pub async fn unindexed_repos(db: &SqlitePool) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT did, repo_root, repo_rev FROM accounts a WHERE repo_root IS NOT NULL \
+         AND NOT EXISTS (SELECT 1 FROM repo_blocks r WHERE r.did = a.did)",
+    )
+    .fetch_all(db)
+    .await
+}

@@ -34,29 +34,13 @@ pub async fn issue_challenge(h: &Handover, did: &str, purpose: &str) -> XrpcResu
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let challenge = URL_SAFE_NO_PAD.encode(bytes);
-    let now = db::unix_now();
-    sqlx::query("DELETE FROM key_challenges WHERE expires_at < ?").bind(now).execute(&h.db).await?;
-    sqlx::query("INSERT INTO key_challenges (challenge, did, purpose, expires_at) VALUES (?, ?, ?, ?)")
-        .bind(&challenge)
-        .bind(did)
-        .bind(purpose)
-        .bind(now + CHALLENGE_TTL_SECS)
-        .execute(&h.db)
-        .await?;
+    db::challenges::insert(&h.db, &challenge, did, purpose, db::unix_now() + CHALLENGE_TTL_SECS).await?;
     Ok(challenge)
 }
 
 /// Uses up a challenge; returns its bytes if it was issued to `did` for `purpose` and is live.
 pub async fn consume_challenge(h: &Handover, did: &str, purpose: &str, challenge: &str) -> XrpcResult<Vec<u8>> {
-    let used =
-        sqlx::query("DELETE FROM key_challenges WHERE challenge = ? AND did = ? AND purpose = ? AND expires_at >= ?")
-            .bind(challenge)
-            .bind(did)
-            .bind(purpose)
-            .bind(db::unix_now())
-            .execute(&h.db)
-            .await?;
-    if used.rows_affected() != 1 {
+    if !db::challenges::take(&h.db, challenge, did, purpose).await? {
         return Err(XrpcError::named(
             "InvalidChallenge",
             "The registration challenge is unknown, used or expired; request a new one",
@@ -158,19 +142,16 @@ pub async fn register_and_hand_over(
     }
     let mut events = h.firehose.sequencer().await?;
     let mut tx = h.db.begin().await?;
-    let updated = sqlx::query(
-        "UPDATE accounts SET signing_key = ?, passkey_credential_id = ?, passkey_public_key = ? \
-         WHERE did = ? AND signing_key IS ?",
+    let updated = accounts::set_signing_key(
+        &mut tx,
+        did,
+        account.signing_key.as_deref(),
+        &user_did_key,
+        passkey.map(|p| URL_SAFE_NO_PAD.encode(&p.id)),
+        passkey.map(|p| p.public_key.clone()),
     )
-    .bind(&user_did_key)
-    .bind(passkey.map(|p| URL_SAFE_NO_PAD.encode(&p.id)))
-    .bind(passkey.map(|p| p.public_key.clone()))
-    .bind(did)
-    .bind(&account.signing_key)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if updated != 1 {
+    .await?;
+    if !updated {
         return Err(XrpcError::internal("signing key changed concurrently", did));
     }
     events.append(&mut tx, crate::events::Event::Identity { did, handle: Some(&account.handle) }).await?;

@@ -7,12 +7,7 @@ use crate::db::refs::add_blocks;
 /// Fills `repo_blocks` for repos written before it existed, by walking each tree once.
 pub async fn backfill(db: &sqlx::SqlitePool, blocks: &crate::storage::Blocks) -> Result<(), crate::error::XrpcError> {
     use crate::storage::{BlockStore, SyncReader};
-    let todo: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT did, repo_root, repo_rev FROM accounts a WHERE repo_root IS NOT NULL \
-         AND NOT EXISTS (SELECT 1 FROM repo_blocks r WHERE r.did = a.did)",
-    )
-    .fetch_all(db)
-    .await?;
+    let todo = crate::db::accounts::unindexed_repos(db).await?;
     for (did, root, rev) in todo {
         let root: Cid = root.parse().map_err(|e| crate::error::XrpcError::internal("stored root is invalid", e))?;
         let bytes = blocks.get(&root).await?.ok_or_else(|| crate::error::XrpcError::internal("head missing", root))?;

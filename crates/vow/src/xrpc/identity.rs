@@ -66,11 +66,7 @@ pub async fn update_handle(
     }
     let mut events = state.firehose.sequencer().await?;
     let mut tx = state.db.begin().await?;
-    sqlx::query("UPDATE accounts SET handle = ? WHERE did = ?")
-        .bind(handle.as_str())
-        .bind(&account.did)
-        .execute(&mut *tx)
-        .await?;
+    crate::db::accounts::set_handle(&mut tx, &account.did, handle.as_str()).await?;
     events.append(&mut tx, crate::events::Event::Identity { did: &account.did, handle: Some(handle.as_str()) }).await?;
     tx.commit().await?;
     events.publish();
