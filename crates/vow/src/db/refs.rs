@@ -110,3 +110,48 @@ pub async fn missing_blobs(conn: &mut SqliteConnection, did: &str, blobs: &[Cid]
     }
     Ok(missing)
 }
+
+/// The collections the repo of `did` holds records in, in order.
+pub async fn collections(db: &sqlx::SqlitePool, did: &str) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT DISTINCT collection FROM records WHERE did = ? ORDER BY collection")
+            .bind(did)
+            .fetch_all(db)
+            .await?;
+    Ok(rows.into_iter().map(|(c,)| c).collect())
+}
+
+/// The CID of one record, if it exists.
+pub async fn record_cid(
+    db: &sqlx::SqlitePool,
+    did: &str,
+    collection: &str,
+    rkey: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT cid FROM records WHERE did = ? AND collection = ? AND rkey = ?")
+            .bind(did)
+            .bind(collection)
+            .bind(rkey)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.map(|(cid,)| cid))
+}
+
+/// A page of a collection's records as (rkey, cid): newest first, or oldest first when
+/// `oldest_first`, after `cursor` (an rkey).
+pub async fn records_page(
+    db: &sqlx::SqlitePool,
+    did: &str,
+    collection: &str,
+    cursor: Option<&str>,
+    limit: i64,
+    oldest_first: bool,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let sql = if oldest_first {
+        "SELECT rkey, cid FROM records WHERE did = ? AND collection = ? AND (? IS NULL OR rkey > ?) ORDER BY rkey ASC LIMIT ?"
+    } else {
+        "SELECT rkey, cid FROM records WHERE did = ? AND collection = ? AND (? IS NULL OR rkey < ?) ORDER BY rkey DESC LIMIT ?"
+    };
+    sqlx::query_as(sql).bind(did).bind(collection).bind(cursor).bind(cursor).bind(limit).fetch_all(db).await
+}

@@ -43,11 +43,7 @@ pub async fn describe_repo(
     XrpcQuery(p): XrpcQuery<DescribeRepoParams>,
 ) -> XrpcResult<Json<Value>> {
     let account = find_repo(&state, &p.repo).await?;
-    let collections: Vec<(String,)> =
-        sqlx::query_as("SELECT DISTINCT collection FROM records WHERE did = ? ORDER BY collection")
-            .bind(&account.did)
-            .fetch_all(&state.db)
-            .await?;
+    let collections = crate::db::refs::collections(&state.db, &account.did).await?;
     let did_doc = match state.plc.resolve(&account.did).await {
         Ok(Some(doc)) => doc,
         Ok(None) => return Err(XrpcError::upstream("DID document not found on the PLC directory", &account.did)),
@@ -60,7 +56,7 @@ pub async fn describe_repo(
         "handle": account.handle,
         "did": account.did,
         "didDoc": did_doc,
-        "collections": collections.into_iter().map(|c| c.0).collect::<Vec<_>>(),
+        "collections": collections,
         "handleIsCorrect": handle_is_correct,
     })))
 }
@@ -80,16 +76,10 @@ pub async fn get_record(
     let account = find_repo(&state, &p.repo).await?;
     let collection = parse_nsid(&p.collection)?;
     let rkey = RecordKey::new(p.rkey.as_str()).map_err(|e| XrpcError::invalid_request(format!("Invalid rkey: {e}")))?;
-    let row: Option<(String,)> =
-        sqlx::query_as("SELECT cid FROM records WHERE did = ? AND collection = ? AND rkey = ?")
-            .bind(&account.did)
-            .bind(collection.as_str())
-            .bind(rkey.as_str())
-            .fetch_optional(&state.db)
-            .await?;
+    let row = crate::db::refs::record_cid(&state.db, &account.did, collection.as_str(), rkey.as_str()).await?;
     let uri = format!("at://{}/{collection}/{rkey}", account.did);
     let cid = match row {
-        Some((cid,)) if p.cid.as_ref().is_none_or(|want| *want == cid) => cid,
+        Some(cid) if p.cid.as_ref().is_none_or(|want| *want == cid) => cid,
         _ => return Err(XrpcError::named("RecordNotFound", format!("Could not locate record: {uri}"))),
     };
     let value = record_value(&state, &cid).await?;
@@ -114,19 +104,15 @@ pub async fn list_records(
     let limit = super::page_limit(p.limit, 50, 100)?;
     // Newest first by default: rkeys are TIDs, so descending rkey order is newest first.
     let reverse = p.reverse.unwrap_or(false);
-    let sql = if reverse {
-        "SELECT rkey, cid FROM records WHERE did = ? AND collection = ? AND (? IS NULL OR rkey > ?) ORDER BY rkey ASC LIMIT ?"
-    } else {
-        "SELECT rkey, cid FROM records WHERE did = ? AND collection = ? AND (? IS NULL OR rkey < ?) ORDER BY rkey DESC LIMIT ?"
-    };
-    let rows: Vec<(String, String)> = sqlx::query_as(sql)
-        .bind(&account.did)
-        .bind(collection.as_str())
-        .bind(&p.cursor)
-        .bind(&p.cursor)
-        .bind(limit)
-        .fetch_all(&state.db)
-        .await?;
+    let rows = crate::db::refs::records_page(
+        &state.db,
+        &account.did,
+        collection.as_str(),
+        p.cursor.as_deref(),
+        limit,
+        reverse,
+    )
+    .await?;
     let cursor = super::next_cursor(&rows, limit, |r| r.0.clone());
     let mut records = Vec::with_capacity(rows.len());
     for (rkey, cid) in rows {
