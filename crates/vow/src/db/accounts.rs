@@ -64,7 +64,7 @@ pub async fn by_identifier(db: &SqlitePool, identifier: &str) -> Result<Option<A
 }
 
 /// The account's repo root (its head commit's CID), if it has a repo.
-pub async fn repo_root(db: &SqlitePool, did: &str) -> Result<Option<String>, sqlx::Error> {
+pub async fn repo_root(db: impl sqlx::SqliteExecutor<'_>, did: &str) -> Result<Option<String>, sqlx::Error> {
     let row: Option<(Option<String>,)> =
         sqlx::query_as("SELECT repo_root FROM accounts WHERE did = ?").bind(did).fetch_optional(db).await?;
     Ok(row.and_then(|(root,)| root))
@@ -158,6 +158,28 @@ pub async fn unindexed_repos(db: &SqlitePool) -> Result<Vec<(String, String, Str
         "SELECT did, repo_root, repo_rev FROM accounts a WHERE repo_root IS NOT NULL \
          AND NOT EXISTS (SELECT 1 FROM repo_blocks r WHERE r.did = a.did)",
     )
+    .fetch_all(db)
+    .await
+}
+
+/// A hosted repo as `listRepos` shows it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct HostedRepo {
+    pub did: String,
+    pub repo_root: Option<String>,
+    pub repo_rev: Option<String>,
+    pub deactivated_at: Option<String>,
+    pub takedown_ref: Option<String>,
+}
+
+/// A page of the accounts that have a repo, by DID, after `cursor`.
+pub async fn repos_page(db: &SqlitePool, cursor: &str, limit: i64) -> Result<Vec<HostedRepo>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT did, repo_root, repo_rev, deactivated_at, takedown_ref FROM accounts \
+         WHERE did > ? AND repo_root IS NOT NULL ORDER BY did LIMIT ?",
+    )
+    .bind(cursor)
+    .bind(limit)
     .fetch_all(db)
     .await
 }

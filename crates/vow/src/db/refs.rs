@@ -155,3 +155,38 @@ pub async fn records_page(
     };
     sqlx::query_as(sql).bind(did).bind(collection).bind(cursor).bind(cursor).bind(limit).fetch_all(db).await
 }
+
+/// The bytes of the blocks the repo of `did` references from revisions after `since`, bar
+/// `except` (the head), streamed from the embedded store's `blocks` table.
+pub fn block_bytes_since<'c>(
+    conn: &'c mut SqliteConnection,
+    did: &'c str,
+    since: &'c str,
+    except: &'c str,
+) -> futures_util::stream::BoxStream<'c, Result<(String, Vec<u8>), sqlx::Error>> {
+    sqlx::query_as::<_, (String, Vec<u8>)>(
+        "SELECT r.cid, b.bytes FROM repo_blocks r JOIN blocks b ON b.cid = r.cid \
+         WHERE r.did = ? AND r.rev > ? AND r.cid != ?",
+    )
+    .bind(did)
+    .bind(since)
+    .bind(except)
+    .fetch(conn)
+}
+
+/// The CIDs of the blocks the repo of `did` references from revisions after `since`, bar
+/// `except` (the head).
+pub async fn block_cids_since(
+    conn: &mut SqliteConnection,
+    did: &str,
+    since: &str,
+    except: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT cid FROM repo_blocks WHERE did = ? AND rev > ? AND cid != ?")
+        .bind(did)
+        .bind(since)
+        .bind(except)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows.into_iter().map(|(c,)| c).collect())
+}

@@ -64,8 +64,7 @@ pub struct GetRepoParams {
 pub async fn get_repo(State(state): State<AppState>, XrpcQuery(p): XrpcQuery<GetRepoParams>) -> XrpcResult<Response> {
     super::active_account(&state, &p.did).await?;
     let mut tx = state.db.begin().await?;
-    let (root,): (Option<String>,) =
-        sqlx::query_as("SELECT repo_root FROM accounts WHERE did = ?").bind(&p.did).fetch_one(&mut *tx).await?;
+    let root = accounts::repo_root(&mut *tx, &p.did).await?;
     let root: atproto::Cid = root
         .ok_or_else(|| XrpcError::named("RepoNotFound", format!("No repo for DID: {}", p.did)))?
         .parse()
@@ -116,14 +115,7 @@ impl CarStream {
         let root = root.to_string();
         let db_err = |e: sqlx::Error| e.to_string();
         if store.in_metadata_db() {
-            let mut rows = sqlx::query_as::<_, (String, Vec<u8>)>(
-                "SELECT r.cid, b.bytes FROM repo_blocks r JOIN blocks b ON b.cid = r.cid \
-                 WHERE r.did = ? AND r.rev > ? AND r.cid != ?",
-            )
-            .bind(did)
-            .bind(since)
-            .bind(&root)
-            .fetch(&mut *conn);
+            let mut rows = crate::db::refs::block_bytes_since(conn, did, since, &root);
             while let Some((cid, bytes)) = rows.try_next().await.map_err(db_err)? {
                 let cid: atproto::Cid = cid.parse().map_err(|e| format!("bad CID {cid}: {e}"))?;
                 self.car.write_block(&cid, &bytes).expect("writing to a Vec cannot fail");
@@ -133,15 +125,9 @@ impl CarStream {
             }
             return self.flush().await;
         }
-        let cids: Vec<(String,)> = sqlx::query_as("SELECT cid FROM repo_blocks WHERE did = ? AND rev > ? AND cid != ?")
-            .bind(did)
-            .bind(since)
-            .bind(&root)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db_err)?;
+        let cids = crate::db::refs::block_cids_since(conn, did, since, &root).await.map_err(db_err)?;
         let cids: Vec<atproto::Cid> =
-            cids.into_iter().map(|(c,)| c.parse()).collect::<Result<_, _>>().map_err(|e| format!("bad CID: {e}"))?;
+            cids.into_iter().map(|c| c.parse()).collect::<Result<_, _>>().map_err(|e| format!("bad CID: {e}"))?;
         self.blocks(store, &cids).await
     }
 
@@ -263,22 +249,7 @@ pub async fn list_repos(
     let limit = super::page_limit(p.limit, 500, 1000)?;
     // Accounts without a repo (none yet: every account gets a genesis commit) are skipped
     // rather than breaking the page.
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        did: String,
-        repo_root: Option<String>,
-        repo_rev: Option<String>,
-        deactivated_at: Option<String>,
-        takedown_ref: Option<String>,
-    }
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT did, repo_root, repo_rev, deactivated_at, takedown_ref FROM accounts WHERE did > ? AND repo_root IS NOT NULL \
-         ORDER BY did LIMIT ?",
-    )
-    .bind(p.cursor.as_deref().unwrap_or(""))
-    .bind(limit)
-    .fetch_all(&state.db)
-    .await?;
+    let rows = accounts::repos_page(&state.db, p.cursor.as_deref().unwrap_or(""), limit).await?;
     let cursor = super::next_cursor(&rows, limit, |r| r.did.clone());
     let repos: Vec<Value> = rows
         .into_iter()
