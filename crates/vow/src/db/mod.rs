@@ -9,6 +9,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 pub mod accounts;
 pub mod app_passwords;
 pub mod batch;
+pub mod blobs;
 pub mod challenges;
 pub mod events;
 pub mod invites;

@@ -66,18 +66,14 @@ pub async fn upload_blob(
         .or_else(|| declared_mime(&headers))
         .unwrap_or_else(|| "application/octet-stream".into());
     // A re-upload restarts the grace period and may move the bytes (embedded store to IPFS).
-    sqlx::query(
-        "INSERT INTO blobs (did, cid, mime, size, created_at, ipfs_cid) VALUES (?, ?, ?, ?, ?, ?) \
-         ON CONFLICT (did, cid) DO UPDATE SET mime = excluded.mime, created_at = excluded.created_at, \
-         ipfs_cid = excluded.ipfs_cid",
+    db::blobs::upsert(
+        &state.db,
+        &auth.did,
+        &stored.cid.to_string(),
+        &mime,
+        stored.size as i64,
+        stored.ipfs_cid.map(|c| c.to_string()),
     )
-    .bind(&auth.did)
-    .bind(stored.cid.to_string())
-    .bind(&mime)
-    .bind(stored.size as i64)
-    .bind(db::now())
-    .bind(stored.ipfs_cid.map(|c| c.to_string()))
-    .execute(&state.db)
     .await?;
     Ok(Json(json!({ "blob": {
         "$type": "blob", "ref": { "$link": stored.cid.to_string() }, "mimeType": mime, "size": stored.size,
@@ -93,12 +89,7 @@ pub struct GetBlobParams {
 pub async fn get_blob(State(state): State<AppState>, XrpcQuery(p): XrpcQuery<GetBlobParams>) -> XrpcResult<Response> {
     let cid: Cid = p.cid.parse().map_err(|e| XrpcError::invalid_request(format!("Invalid cid: {e}")))?;
     super::active_account(&state, &p.did).await?;
-    let row: Option<(String, i64, Option<String>)> =
-        sqlx::query_as("SELECT mime, size, ipfs_cid FROM blobs WHERE did = ? AND cid = ?")
-            .bind(&p.did)
-            .bind(cid.to_string())
-            .fetch_optional(&state.db)
-            .await?;
+    let row = db::blobs::get(&state.db, &p.did, &cid.to_string()).await?;
     let not_found = || XrpcError::named("BlobNotFound", format!("Blob not found: {cid}"));
     let (mime, size, ipfs_cid) = row.ok_or_else(not_found)?;
     let body = match state.blob_store.open(&cid, ipfs_cid.as_deref()).await.map_err(blob_error)? {
@@ -142,21 +133,9 @@ pub async fn list_blobs(
     super::active_account(&state, &p.did).await?;
     // The account's blobs that its current records reference; with `since`, only those
     // referenced by a record written after that revision.
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT DISTINCT b.cid FROM blobs b JOIN record_blobs r ON r.did = b.did AND r.cid = b.cid \
-         JOIN records rec ON rec.did = r.did AND rec.collection = r.collection AND rec.rkey = r.rkey \
-         WHERE b.did = ? AND b.cid > ? AND (?3 IS NULL OR EXISTS ( \
-             SELECT 1 FROM repo_blocks rb WHERE rb.cid = rec.cid AND rb.did = rec.did AND rb.rev > ?3)) \
-         ORDER BY b.cid LIMIT ?4",
-    )
-    .bind(&p.did)
-    .bind(p.cursor.as_deref().unwrap_or(""))
-    .bind(since)
-    .bind(limit)
-    .fetch_all(&state.db)
-    .await?;
-    let cursor = super::next_cursor(&rows, limit, |r| r.0.clone());
-    let mut out = json!({ "cids": rows.into_iter().map(|r| r.0).collect::<Vec<_>>() });
+    let rows = db::blobs::referenced_page(&state.db, &p.did, p.cursor.as_deref().unwrap_or(""), since, limit).await?;
+    let cursor = super::next_cursor(&rows, limit, |r| r.clone());
+    let mut out = json!({ "cids": rows });
     if let Some(c) = cursor {
         out["cursor"] = json!(c);
     }
@@ -177,17 +156,7 @@ pub async fn list_missing_blobs(
     XrpcQuery(p): XrpcQuery<ListMissingParams>,
 ) -> XrpcResult<Json<Value>> {
     let limit = super::page_limit(p.limit, 500, 1000)?;
-    let rows: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT r.cid, MIN(r.collection), MIN(r.rkey) FROM record_blobs r \
-         WHERE r.did = ? AND r.cid > ? \
-         AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.did = r.did AND b.cid = r.cid) \
-         GROUP BY r.cid ORDER BY r.cid LIMIT ?",
-    )
-    .bind(&auth.did)
-    .bind(p.cursor.as_deref().unwrap_or(""))
-    .bind(limit)
-    .fetch_all(&state.db)
-    .await?;
+    let rows = db::blobs::missing_page(&state.db, &auth.did, p.cursor.as_deref().unwrap_or(""), limit).await?;
     let cursor = super::next_cursor(&rows, limit, |r| r.0.clone());
     let blobs: Vec<Value> = rows
         .into_iter()
@@ -210,18 +179,9 @@ pub async fn sweep_unreferenced(state: &AppState) -> Result<usize, XrpcError> {
             .unwrap_or_default()
             .as_millis() as i64,
     );
-    let gone: Vec<(String, Option<String>)> = sqlx::query_as(
-        "DELETE FROM blobs WHERE created_at < ? \
-         AND NOT EXISTS (SELECT 1 FROM record_blobs r WHERE r.did = blobs.did AND r.cid = blobs.cid) \
-         RETURNING cid, ipfs_cid",
-    )
-    .bind(&cutoff)
-    .fetch_all(&state.db)
-    .await?;
+    let gone = db::blobs::delete_unreferenced(&state.db, &cutoff).await?;
     for (cid, ipfs_cid) in &gone {
-        let (others,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM blobs WHERE cid = ?").bind(cid).fetch_one(&state.db).await?;
-        if others > 0 {
+        if db::blobs::held_by_anyone(&state.db, cid).await? {
             continue;
         }
         let Ok(parsed) = cid.parse::<Cid>() else { continue };
