@@ -105,32 +105,19 @@ impl Firehose {
     }
 
     async fn head(&self) -> Result<i64, sqlx::Error> {
-        let (head,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM firehose").fetch_one(&self.db).await?;
-        Ok(head)
+        Ok(crate::db::events::newest_seq(&self.db).await?.unwrap_or(0))
     }
 
     async fn page_after(&self, seq: i64) -> Result<Vec<(i64, Vec<u8>)>, sqlx::Error> {
-        sqlx::query_as("SELECT seq, frame FROM firehose WHERE seq > ? ORDER BY seq LIMIT ?")
-            .bind(seq)
-            .bind(PAGE)
-            .fetch_all(&self.db)
-            .await
+        crate::db::events::frames_after(&self.db, seq, PAGE).await
     }
 
     async fn sweep(&self, retention: Duration) {
         loop {
             let cutoff = crate::db::unix_now() * 1000 - retention.as_millis() as i64;
             // Keep the newest row whatever its age, so MAX(seq)+1 never goes backwards.
-            let swept = sqlx::query(
-                "DELETE FROM firehose WHERE created_at < ? AND seq < (SELECT COALESCE(MAX(seq), 0) FROM firehose)",
-            )
-            .bind(cutoff)
-            .execute(&self.db)
-            .await;
-            match swept {
-                Ok(r) if r.rows_affected() > 0 => {
-                    tracing::info!(rows = r.rows_affected(), "firehose: old events removed")
-                }
+            match crate::db::events::delete_older_than(&self.db, cutoff).await {
+                Ok(rows) if rows > 0 => tracing::info!(rows, "firehose: old events removed"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "firehose: retention sweep failed"),
             }
@@ -195,8 +182,7 @@ impl Firehose {
             let _ = socket.send(Message::Close(None)).await;
             return None;
         }
-        let (oldest,): (Option<i64>,) =
-            sqlx::query_as("SELECT MIN(seq) FROM firehose").fetch_one(&self.db).await.ok()?;
+        let oldest = crate::db::events::oldest_seq(&self.db).await.ok()?;
         if let Some(oldest) = oldest
             && cursor > 0
             && cursor < oldest - 1

@@ -7,3 +7,29 @@ pub async fn newest_seq(db: &SqlitePool) -> Result<Option<i64>, sqlx::Error> {
     let (seq,): (Option<i64>,) = sqlx::query_as("SELECT MAX(seq) FROM firehose").fetch_one(db).await?;
     Ok(seq)
 }
+
+/// The oldest sequence number still kept, if any.
+pub async fn oldest_seq(db: &SqlitePool) -> Result<Option<i64>, sqlx::Error> {
+    let (seq,): (Option<i64>,) = sqlx::query_as("SELECT MIN(seq) FROM firehose").fetch_one(db).await?;
+    Ok(seq)
+}
+
+/// Up to `limit` stored frames after `seq`, in order.
+pub async fn frames_after(db: &SqlitePool, seq: i64, limit: i64) -> Result<Vec<(i64, Vec<u8>)>, sqlx::Error> {
+    sqlx::query_as("SELECT seq, frame FROM firehose WHERE seq > ? ORDER BY seq LIMIT ?")
+        .bind(seq)
+        .bind(limit)
+        .fetch_all(db)
+        .await
+}
+
+/// Removes events older than `cutoff_millis`, always keeping the newest (so that the next
+/// sequence number never goes backwards); returns how many went.
+pub async fn delete_older_than(db: &SqlitePool, cutoff_millis: i64) -> Result<u64, sqlx::Error> {
+    let swept =
+        sqlx::query("DELETE FROM firehose WHERE created_at < ? AND seq < (SELECT COALESCE(MAX(seq), 0) FROM firehose)")
+            .bind(cutoff_millis)
+            .execute(db)
+            .await?;
+    Ok(swept.rows_affected())
+}
