@@ -5,14 +5,10 @@
 // @atproto/api while the page signs. Verifies the exported repo with @atproto/repo against the
 // key the real PLC returns, and that the PLC lists the user's key as the only rotation key.
 // Usage: node browser-flow.js <pdsUrl> --plc <plcUrl> [--chromium /usr/bin/chromium]
-const fs = require('fs')
-const os = require('os')
-const path = require('path')
 const { AtpAgent } = require('@atproto/api')
 const { verifyRepoCar } = require('@atproto/repo')
-const { chromium } = require('playwright-core')
 
-const { option, check, steps } = require('./lib')
+const { option, check, steps, launchChromium, addVirtualPasskey } = require('./lib')
 
 const args = process.argv.slice(2)
 const opt = (name, dflt) => option(args, name, dflt)
@@ -40,13 +36,7 @@ async function main() {
     (await agent.createAccount({ handle, email: `${handle.split('.')[0]}@example.com`, password })).data)
   const did = account.did
 
-  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vow-chromium-'))
-  const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: opt('--chromium', process.env.CHROMIUM || '/usr/bin/chromium'),
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-sync'],
-  })
-  const page = context.pages()[0] || (await context.newPage())
+  const { context, page } = await launchChromium(opt('--chromium'))
   page.on('pageerror', (e) => log.push(`page error: ${e.message}`))
   try {
     await step('sign in on the account page', async () => {
@@ -75,14 +65,7 @@ async function main() {
       check(stored === 0, 'web storage is empty')
     })
 
-    const cdp = await context.newCDPSession(page)
-    await cdp.send('WebAuthn.enable', { enableUI: false })
-    await cdp.send('WebAuthn.addVirtualAuthenticator', {
-      options: {
-        protocol: 'ctap2', transport: 'internal', hasResidentKey: true, hasUserVerification: true,
-        isUserVerified: true, hasPrf: true, automaticPresenceSimulation: true,
-      },
-    })
+    await addVirtualPasskey(context, page)
 
     const writer = new AtpAgent({ service })
     await writer.login({ identifier: handle, password })

@@ -9,13 +9,9 @@
 // Prints a JSON line {did, handle, password, signingKey}, then "page signer connected" each
 // time the page is connected, and "policy <name>" when a policy is set.
 // Usage: node browser-signer.js <pdsUrl> [--chromium /usr/bin/chromium]
-const fs = require('fs')
-const os = require('os')
-const path = require('path')
 const readline = require('readline')
 const { AtpAgent } = require('@atproto/api')
-const { chromium } = require('playwright-core')
-const { option } = require('./lib')
+const { option, launchChromium, addVirtualPasskey } = require('./lib')
 
 const args = process.argv.slice(2)
 const service = args[0]
@@ -32,13 +28,7 @@ async function main() {
   const password = `pw-${Math.random().toString(36).slice(2)}`
   const { did } = (await agent.createAccount({ handle, email: `${handle.split('.')[0]}@example.com`, password })).data
 
-  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vow-chromium-'))
-  const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: option(args, '--chromium', process.env.CHROMIUM || '/usr/bin/chromium'),
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-sync'],
-  })
-  const page = context.pages()[0] || (await context.newPage())
+  const { context, page } = await launchChromium(option(args, '--chromium'))
   page.on('pageerror', (e) => console.error(`page error: ${e.message}`))
   page.on('console', (m) => console.error(`page console: ${m.text()}`))
   let policy = 'careful'
@@ -56,14 +46,7 @@ async function main() {
   await page.fill('input[name=password]', password)
   await page.click('button[type=submit]')
   await page.waitForSelector('body[data-ready="1"]')
-  const cdp = await context.newCDPSession(page)
-  await cdp.send('WebAuthn.enable', { enableUI: false })
-  await cdp.send('WebAuthn.addVirtualAuthenticator', {
-    options: {
-      protocol: 'ctap2', transport: 'internal', hasResidentKey: true, hasUserVerification: true,
-      isUserVerified: true, hasPrf: true, automaticPresenceSimulation: true,
-    },
-  })
+  await addVirtualPasskey(context, page)
   await page.click('#register')
   await connected(page)
   const signingKey = (await page.textContent('#status')).match(/did:key:z[1-9A-HJ-NP-Za-km-z]+/)[0]

@@ -13,53 +13,15 @@ import WebSocket from 'ws'
 import { secp256k1 } from '@noble/curves/secp256k1'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
-const { decide } = await import(path.join(here, '../crates/vow/assets/verify.js'))
+const { decide, didKeyOf, verifierFor } = await import(path.join(here, '../crates/vow/assets/verify.js'))
 
 const [pds, did, access, keyFile, plc, ...flags] = process.argv.slice(2)
 const approveIdentity = flags.includes('--approve-identity')
 const approveKeyRemoval = flags.includes('--approve-key-removal')
 const priv = new Uint8Array(fs.readFileSync(keyFile))
 const sha256 = async (b) => new Uint8Array(await crypto.subtle.digest('SHA-256', b))
-
-const B58 = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz'
-function base58(bytes) {
-  let n = 0n
-  for (const b of bytes) n = n * 256n + BigInt(b)
-  let out = ''
-  while (n > 0n) {
-    out = B58[Number(n % 58n)] + out
-    n /= 58n
-  }
-  for (const b of bytes) {
-    if (b !== 0) break
-    out = '1' + out
-  }
-  return out
-}
-function unbase58(s) {
-  let n = 0n
-  for (const c of s) n = n * 58n + BigInt(B58.indexOf(c))
-  const out = []
-  while (n > 0n) {
-    out.unshift(Number(n % 256n))
-    n /= 256n
-  }
-  for (const c of s) {
-    if (c !== '1') break
-    out.unshift(0)
-  }
-  return Uint8Array.from(out)
-}
-const ownKey = 'did:key:z' + base58(Uint8Array.from([0xe7, 0x01, ...secp256k1.getPublicKey(priv, true)]))
-async function verify(didKey, message, sig) {
-  const bytes = unbase58(didKey.replace(/^did:key:z/, ''))
-  if (bytes[0] !== 0xe7 || bytes[1] !== 0x01) return false
-  try {
-    return secp256k1.verify(sig, await sha256(message), bytes.slice(2), { lowS: true })
-  } catch {
-    return false
-  }
-}
+const ownKey = didKeyOf(secp256k1.getPublicKey(priv, true))
+const verify = verifierFor(secp256k1)
 
 let lastRev = null
 const approve = async (c) => (!c.identity || approveIdentity) && (!c.removesOwnKey || approveKeyRemoval)

@@ -1,4 +1,5 @@
-// Shared by the e2e scripts: command-line options and step-by-step logging.
+// Shared by the e2e scripts: command-line options, step-by-step logging, and headless
+// Chromium with a virtual passkey.
 
 /** The value after `--name` in `args`, or `dflt`. */
 exports.option = (args, name, dflt) => {
@@ -41,4 +42,31 @@ exports.steps = () => {
       })
   }
   return { log, step, run }
+}
+
+/** Debian's Chromium, headless, in a fresh profile: `{ context, page }`. */
+exports.launchChromium = async (executablePath) => {
+  const fs = require('fs')
+  const os = require('os')
+  const path = require('path')
+  const { chromium } = require('playwright-core')
+  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vow-chromium-'))
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: executablePath || process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-sync'],
+  })
+  return { context, page: context.pages()[0] || (await context.newPage()) }
+}
+
+/** A CDP virtual authenticator with PRF for `page`, answering without a person. */
+exports.addVirtualPasskey = async (context, page) => {
+  const cdp = await context.newCDPSession(page)
+  await cdp.send('WebAuthn.enable', { enableUI: false })
+  await cdp.send('WebAuthn.addVirtualAuthenticator', {
+    options: {
+      protocol: 'ctap2', transport: 'internal', hasResidentKey: true, hasUserVerification: true,
+      isUserVerified: true, hasPrf: true, automaticPresenceSimulation: true,
+    },
+  })
 }

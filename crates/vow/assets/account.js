@@ -4,7 +4,7 @@
 // The PRF output and the derived private key live only in this module's variables: never in
 // localStorage, sessionStorage or cookies. Closing or reloading the tab forgets them.
 import { secp256k1 } from '/account/noble-secp256k1.js'
-import { decide } from '/account/verify.js'
+import { decide, didKeyOf, verifierFor } from '/account/verify.js'
 
 const te = new TextEncoder()
 const $ = (id) => document.getElementById(id)
@@ -29,22 +29,7 @@ const unb64url = (s) => {
   const bin = atob(s.replace(/-/g, '+').replace(/_/g, '/') + '==='.slice((s.length + 3) % 4))
   return Uint8Array.from(bin, (c) => c.charCodeAt(0))
 }
-const B58 = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz'
-function base58(bytes) {
-  let n = 0n
-  for (const b of bytes) n = n * 256n + BigInt(b)
-  let out = ''
-  while (n > 0n) {
-    out = B58[Number(n % 58n)] + out
-    n /= 58n
-  }
-  for (const b of bytes) {
-    if (b !== 0) break
-    out = '1' + out
-  }
-  return out
-}
-const didKey = (compressed) => 'did:key:z' + base58(Uint8Array.of(0xe7, 0x01, ...compressed))
+const didKey = didKeyOf
 
 // ---- key derivation (identical to the original Vow's, see signer/derive.rs) -----------------
 
@@ -222,36 +207,6 @@ function disconnect() {
   signerState('Locked', '')
 }
 
-function unbase58(s) {
-  let n = 0n
-  for (const c of s) {
-    const i = B58.indexOf(c)
-    if (i < 0) return new Uint8Array(0)
-    n = n * 58n + BigInt(i)
-  }
-  const out = []
-  while (n > 0n) {
-    out.unshift(Number(n % 256n))
-    n /= 256n
-  }
-  for (const c of s) {
-    if (c !== '1') break
-    out.unshift(0)
-  }
-  return Uint8Array.from(out)
-}
-
-/// Checks a compact secp256k1 signature by a did:key over SHA-256 of `message`.
-async function verifyBy(didKeyStr, message, sig) {
-  const bytes = unbase58(didKeyStr.replace(/^did:key:z/, ''))
-  if (bytes[0] !== 0xe7 || bytes[1] !== 0x01) return false
-  try {
-    return secp256k1.verify(sig, await sha256(message), bytes.slice(2), { lowS: true })
-  } catch {
-    return false
-  }
-}
-
 /// What a person is asked before a signature: every identity change, each of its changes
 /// spelled out, and a second time when it removes this key; writes only when they asked to be.
 async function approve(c) {
@@ -292,7 +247,7 @@ async function onMessage(data) {
     ownKey: account.signingKey,
     plc: account.plc,
     lastRev,
-    verify: verifyBy,
+    verify: verifierFor(secp256k1),
     approve,
   })
   if (!d.sign) return reject(d.why)

@@ -75,6 +75,57 @@ async function cidFor(bytes, codec) {
   return new CID(Uint8Array.from([1, codec, 0x12, 0x20, ...(await sha256(bytes))]))
 }
 
+// ---- did:key (secp256k1) ------------------------------------------------------------------
+
+const B58 = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz'
+function base58(bytes) {
+  let n = 0n
+  for (const b of bytes) n = n * 256n + BigInt(b)
+  let out = ''
+  while (n > 0n) {
+    out = B58[Number(n % 58n)] + out
+    n /= 58n
+  }
+  for (const b of bytes) {
+    if (b !== 0) break
+    out = '1' + out
+  }
+  return out
+}
+function unbase58(s) {
+  let n = 0n
+  for (const c of s) {
+    const i = B58.indexOf(c)
+    if (i < 0) return new Uint8Array(0)
+    n = n * 58n + BigInt(i)
+  }
+  const out = []
+  while (n > 0n) {
+    out.unshift(Number(n % 256n))
+    n /= 256n
+  }
+  for (const c of s) {
+    if (c !== '1') break
+    out.unshift(0)
+  }
+  return Uint8Array.from(out)
+}
+
+/// The did:key of a compressed secp256k1 public key.
+export const didKeyOf = (compressed) => 'did:key:z' + base58(Uint8Array.of(0xe7, 0x01, ...compressed))
+
+/// The `verify` that decide() takes, from noble's `secp256k1`: a compact low-S signature by a
+/// secp256k1 did:key over SHA-256 of the message.
+export const verifierFor = (secp256k1) => async (didKey, message, sig) => {
+  const bytes = unbase58(String(didKey).replace(/^did:key:z/, ''))
+  if (bytes[0] !== 0xe7 || bytes[1] !== 0x01) return false
+  try {
+    return secp256k1.verify(sig, await sha256(message), bytes.slice(2), { lowS: true })
+  } catch {
+    return false
+  }
+}
+
 // ---- DAG-CBOR ------------------------------------------------------------------------------
 
 /// Decodes strict DAG-CBOR: definite lengths, string map keys, tag 42 links, nothing after.

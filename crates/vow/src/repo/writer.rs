@@ -368,7 +368,7 @@ fn stage(
     reader: &impl BlockSource,
     did: &Did,
     prev_data: Cid,
-    writes: Vec<Write>,
+    writes: &[Write],
     validate: Option<bool>,
 ) -> XrpcResult<Staged> {
     let mut tree = Mst::load(reader, prev_data).map_err(mst_error)?;
@@ -399,7 +399,7 @@ fn stage(
                 (Action::Create, Some(value), None)
             }
             Write::Put { value, swap, .. } => {
-                (if current.is_some() { Action::Update } else { Action::Create }, Some(value), swap)
+                (if current.is_some() { Action::Update } else { Action::Create }, Some(value), *swap)
             }
             Write::Update { value, .. } => {
                 if current.is_none() {
@@ -408,16 +408,16 @@ fn stage(
                 (Action::Update, Some(value), None)
             }
             Write::Delete { swap, must_exist, .. } => {
-                if must_exist && current.is_none() {
+                if *must_exist && current.is_none() {
                     return Err(invalid(format!("Could not find record to delete: {uri}")));
                 }
-                (Action::Delete, None, swap)
+                (Action::Delete, None, *swap)
             }
         };
         check_swap(&path, &swap, current)?;
         match value {
             Some(value) => {
-                let Prepared { cid, bytes, status, blobs } = prepare_record(w, &collection, &value, validate)?;
+                let Prepared { cid, bytes, status, blobs } = prepare_record(w, &collection, value, validate)?;
                 results.push(WriteResult { action, uri, cid: Some(cid), validation_status: status });
                 if current == Some(cid) {
                     continue; // identical record: nothing to commit
@@ -514,7 +514,7 @@ pub async fn apply(
         return Err(invalid(format!("Too many writes: {} (at most {MAX_WRITES})", writes.len())));
     }
     for attempt in 1.. {
-        match apply_once(w, did, writes.clone(), swap_commit, validate).await {
+        match apply_once(w, did, &writes, swap_commit, validate).await {
             Ok(committed) => return Ok(committed),
             Err(Attempt::Failed(e)) => return Err(e),
             Err(Attempt::RootMoved) if attempt < ROOT_MOVED_RETRIES => {
@@ -546,7 +546,7 @@ async fn current_head(w: &RepoWriter, did: &Did, cache: &RepoCache) -> XrpcResul
 async fn apply_once(
     w: &RepoWriter,
     did: &Did,
-    writes: Vec<Write>,
+    writes: &[Write],
     swap_commit: Option<Cid>,
     validate: Option<bool>,
 ) -> Result<Committed, Attempt> {
