@@ -240,7 +240,7 @@ async fn parallel_failed_logins_keep_memory_bounded() {
     }
     assert!(denied > 0 && denied + busy == 200, "{denied} denied, {busy} turned away");
     let mb = |b: u64| b / (1024 * 1024);
-    assert!(peak < 100 * 1024 * 1024, "RSS went from {} MB to {} MB", mb(before), mb(peak));
+    assert!(peak < 100 * 1024 * 1024, "anonymous RSS went from {} MB to {} MB", mb(before), mb(peak));
     // And the right password still works.
     let body = json!({ "identifier": bob.handle, "password": bob.password });
     assert_eq!(s.call("POST", "com.atproto.server.createSession", None, Some(body)).await.0, 200);

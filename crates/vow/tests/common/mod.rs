@@ -13,15 +13,16 @@ impl Proc {
     }
 }
 impl Proc {
-    /// The resident memory of the process, in bytes (Linux).
+    /// The process's resident anonymous memory (heap, stacks), in bytes (Linux): what it
+    /// allocated, without the pages of its own executable, which vary with the code run.
     pub fn rss(&self) -> u64 {
         let pid = self.0.as_ref().expect("process is running").id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
         let kb: u64 = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix("RssAnon:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS");
+            .expect("RssAnon");
         kb * 1024
     }
 }
