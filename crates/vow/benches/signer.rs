@@ -10,8 +10,8 @@ use atproto::syntax::{Did, Tid};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{Criterion, criterion_group, criterion_main};
-use vow::signer::protocol::{CommitEvidence, EvidenceOp};
-use vow::signer::verify;
+use vow::service::signer::protocol::{CommitEvidence, EvidenceOp};
+use vow::service::signer::verify;
 
 const DID: &str = "did:plc:benchbenchbenchbenchbenc";
 

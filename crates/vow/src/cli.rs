@@ -34,7 +34,7 @@ impl ExistingDb {
                 std::path::absolute(path).unwrap_or_else(|_| path.clone()).display()
             ));
         }
-        crate::db::open(path).await.map_err(|e| format!("database {}: {e}", path.display()))
+        crate::store::db::open(path).await.map_err(|e| format!("database {}: {e}", path.display()))
     }
 }
 
@@ -142,7 +142,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             approve_identity,
             approve_key_removal,
         } => {
-            crate::signer::client::run(crate::signer::client::Options {
+            crate::service::signer::client::run(crate::service::signer::client::Options {
                 pds: &pds,
                 identifier: &identifier,
                 password: &password,
@@ -155,13 +155,13 @@ async fn run(cli: Cli) -> Result<(), String> {
             .await
         }
         Command::CreateRotationKey { out } => {
-            let key = crate::keys::create_rotation_key(&out).map_err(|e| e.to_string())?;
+            let key = crate::service::keys::create_rotation_key(&out).map_err(|e| e.to_string())?;
             println!("{}", out.display());
             println!("{}", key.public_key().to_did_key());
             Ok(())
         }
         Command::CreatePrivateJwk { out } => {
-            crate::keys::create_private_jwk(&out).map_err(|e| e.to_string())?;
+            crate::service::keys::create_private_jwk(&out).map_err(|e| e.to_string())?;
             println!("{}", out.display());
             Ok(())
         }
@@ -173,8 +173,8 @@ async fn run(cli: Cli) -> Result<(), String> {
                 atproto::syntax::Did::new(account.as_str()).map_err(|e| format!("--for {account}: {e}"))?;
             }
             let db = db.open().await?;
-            let code = crate::xrpc::new_invite_code();
-            crate::db::invites::insert(&db, &code, for_account.as_deref().unwrap_or("admin"), uses)
+            let code = crate::http::xrpc::new_invite_code();
+            crate::store::db::invites::insert(&db, &code, for_account.as_deref().unwrap_or("admin"), uses)
                 .await
                 .map_err(|e| format!("database: {e}"))?;
             println!("New invite code created with {uses} uses: {code}");
@@ -182,13 +182,17 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::ResetPassword { db, did } => {
             let db = db.open().await?;
-            let password: String = format!("{}-{}", crate::xrpc::random_code(12), crate::xrpc::random_code(12));
-            let hash = crate::auth::password::hash_async(password.clone()).await.map_err(|e| e.message)?;
-            if !crate::db::accounts::set_password(&db, &did, &hash).await.map_err(|e| format!("database: {e}"))? {
+            let password: String =
+                format!("{}-{}", crate::service::auth::random_code(12), crate::service::auth::random_code(12));
+            let hash = crate::service::auth::password::hash_async(password.clone()).await.map_err(|e| e.message)?;
+            if !crate::store::db::accounts::set_password(&db, &did, &hash)
+                .await
+                .map_err(|e| format!("database: {e}"))?
+            {
                 return Err(format!("no account with DID {did}"));
             }
             // Existing sessions end with the old password.
-            crate::db::sessions::delete_all(&db, &did).await.map_err(|e| format!("database: {e}"))?;
+            crate::store::db::sessions::delete_all(&db, &did).await.map_err(|e| format!("database: {e}"))?;
             println!("New password for {did}: {password}");
             Ok(())
         }
@@ -198,29 +202,30 @@ async fn run(cli: Cli) -> Result<(), String> {
 async fn serve(config: Config) -> Result<(), String> {
     let config = config.server().map_err(|e| e.to_string())?;
     let rotation_key =
-        crate::keys::load_or_create_rotation_key(&config.rotation_key_path).map_err(|e| e.to_string())?;
-    let jwk = crate::keys::load_or_create_jwk(&config.jwk_path).map_err(|e| e.to_string())?;
-    let db =
-        crate::db::open(&config.db_path).await.map_err(|e| format!("database {}: {e}", config.db_path.display()))?;
+        crate::service::keys::load_or_create_rotation_key(&config.rotation_key_path).map_err(|e| e.to_string())?;
+    let jwk = crate::service::keys::load_or_create_jwk(&config.jwk_path).map_err(|e| e.to_string())?;
+    let db = crate::store::db::open(&config.db_path)
+        .await
+        .map_err(|e| format!("database {}: {e}", config.db_path.display()))?;
     let addr = config.addr;
     let state = crate::state::AppState::new(config, db, rotation_key, jwk);
-    crate::repo::backfill::backfill(&state.db, &state.blocks)
+    crate::service::repo::backfill::backfill(&state.db, &state.blocks)
         .await
         .map_err(|e| format!("indexing existing repos: {e:?}"))?;
-    crate::xrpc::blobs::start_sweeper(state.clone());
-    crate::crawl::start(crate::crawl::Crawl {
+    state.blob_sweep.clone().start(state.config.blob_sweep_every);
+    crate::service::crawl::start(crate::service::crawl::Crawl {
         db: state.db.clone(),
         http: state.http.clone(),
         relays: state.config.relays.clone(),
         hostname: state.config.hostname.clone(),
     });
     let public_url = state.config.public_url.clone();
-    let app = crate::server::router(state);
+    let app = crate::http::router(state);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%local, "vow listening");
     println!("vow listening on http://{local} (public URL {public_url})");
-    axum::serve(crate::edge::Listener(listener), app)
+    axum::serve(crate::http::edge::Listener(listener), app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

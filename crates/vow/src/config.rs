@@ -87,6 +87,33 @@ pub struct Config {
     /// a second and ten minutes).
     #[arg(long, env = "VOW_BLOB_SWEEP_SECS")]
     pub blob_sweep_secs: Option<u64>,
+    /// The AppView `app.bsky.*` calls go to when a request names no service.
+    #[arg(long, env = "VOW_BSKY_APP_VIEW_URL", default_value = "https://api.bsky.app")]
+    pub bsky_app_view_url: String,
+    #[arg(long, env = "VOW_BSKY_APP_VIEW_DID", default_value = "did:web:api.bsky.app")]
+    pub bsky_app_view_did: String,
+    /// The chat service `chat.bsky.*` calls go to when a request names no service.
+    #[arg(long, env = "VOW_BSKY_CHAT_URL", default_value = "https://api.bsky.chat")]
+    pub bsky_chat_url: String,
+    #[arg(long, env = "VOW_BSKY_CHAT_DID", default_value = "did:web:api.bsky.chat")]
+    pub bsky_chat_did: String,
+    /// The moderation service `com.atproto.moderation.createReport` goes to.
+    #[arg(long, env = "VOW_MOD_SERVICE_URL", default_value = "https://mod.bsky.app")]
+    pub mod_service_url: String,
+    #[arg(long, env = "VOW_MOD_SERVICE_DID", default_value = "did:plc:ar7c4by46qjdydhdevvrndac")]
+    pub mod_service_did: String,
+    /// Let proxied calls and service resolution reach private and loopback addresses (local
+    /// development and tests only; a `did:web:localhost…` service then resolves over HTTP).
+    #[arg(long, env = "VOW_PROXY_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub proxy_allow_private: bool,
+    /// Seconds any one proxied call may take, response body included.
+    #[arg(long, env = "VOW_PROXY_TIMEOUT", default_value_t = 30)]
+    pub proxy_timeout: u64,
+    /// Lifetime, in seconds, of the service tokens a connected signer signs in advance for the
+    /// AppView's and chat service's read methods, so reading keeps working while no signer is
+    /// open (at most 7 days; 0 turns them off and leaves only on-demand tokens).
+    #[arg(long, env = "VOW_SERVICE_TOKEN_TTL", default_value_t = 3 * 24 * 60 * 60)]
+    pub service_token_ttl: u64,
 }
 
 /// Settings `run` needs, all present and checked.
@@ -115,6 +142,26 @@ pub struct ServerConfig {
     pub ipfs: Option<IpfsConfig>,
     pub blob_grace: std::time::Duration,
     pub blob_sweep_every: std::time::Duration,
+    pub proxy: ProxyConfig,
+}
+
+/// A service the PDS calls for its users: where it is and the DID its tokens are for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceTarget {
+    pub url: String,
+    pub did: String,
+}
+
+/// Proxying to the AppView, the chat and moderation services, and their tokens.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub appview: ServiceTarget,
+    pub chat: ServiceTarget,
+    pub moderation: ServiceTarget,
+    pub allow_private: bool,
+    pub timeout: std::time::Duration,
+    /// Lifetime of the stored read tokens; zero when they are off.
+    pub stored_token_ttl: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -180,9 +227,27 @@ impl Config {
             blob_sweep_every: std::time::Duration::from_secs(
                 self.blob_sweep_secs.unwrap_or(self.blob_grace_secs / 10).clamp(1, 600),
             ),
+            proxy: ProxyConfig {
+                appview: target(&self.bsky_app_view_url, &self.bsky_app_view_did, "VOW_BSKY_APP_VIEW")?,
+                chat: target(&self.bsky_chat_url, &self.bsky_chat_did, "VOW_BSKY_CHAT")?,
+                moderation: target(&self.mod_service_url, &self.mod_service_did, "VOW_MOD_SERVICE")?,
+                allow_private: self.proxy_allow_private,
+                timeout: std::time::Duration::from_secs(self.proxy_timeout.clamp(1, 600)),
+                stored_token_ttl: std::time::Duration::from_secs(self.service_token_ttl.min(7 * 24 * 60 * 60)),
+            },
             hostname,
         })
     }
+}
+
+fn target(url: &str, did: &str, env: &'static str) -> Result<ServiceTarget, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid { env, reason };
+    let parsed = reqwest::Url::parse(url).map_err(|e| invalid(format!("_URL {url:?}: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid(format!("_URL {url:?} is not an http(s) URL")));
+    }
+    atproto::syntax::Did::new(did).map_err(|e| invalid(format!("_DID {did:?}: {e}")))?;
+    Ok(ServiceTarget { url: url.trim_end_matches('/').to_owned(), did: did.to_owned() })
 }
 
 fn parse_addr(addr: &str) -> Result<SocketAddr, String> {

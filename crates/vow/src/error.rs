@@ -75,14 +75,3 @@ impl From<sqlx::Error> for XrpcError {
         Self::internal("database error", err)
     }
 }
-
-impl From<crate::storage::StoreError> for XrpcError {
-    fn from(err: crate::storage::StoreError) -> Self {
-        tracing::error!(error = %err, "block store failure");
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "StorageUnavailable",
-            format!("The PDS could not reach its storage, so nothing was changed; try again later. ({err})"),
-        )
-    }
-}

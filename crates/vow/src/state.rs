@@ -9,10 +9,10 @@ use atproto::syntax::TidGenerator;
 use sqlx::SqlitePool;
 
 use crate::config::ServerConfig;
-use crate::identity::plc::PlcClient;
-use crate::repo::writer::RepoLocks;
-use crate::signer::SignerHub;
-use crate::storage::{Blocks, EmbeddedStore, IpfsStore};
+use crate::service::identity::plc::PlcClient;
+use crate::service::repo::writer::RepoLocks;
+use crate::service::signer::SignerHub;
+use crate::store::blocks::{Blocks, EmbeddedStore, IpfsStore};
 
 /// Everything handlers share.
 #[derive(Clone)]
@@ -20,7 +20,6 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub db: SqlitePool,
     pub rotation_key: Arc<Keypair>,
-    pub jwk: Arc<Keypair>,
     pub plc: PlcClient,
     pub http: reqwest::Client,
     pub tids: Arc<TidGenerator>,
@@ -28,16 +27,18 @@ pub struct AppState {
     pub signers: Arc<SignerHub>,
     pub repo_locks: Arc<RepoLocks>,
     pub lexicons: &'static atproto::lexicon::Catalog,
-    pub firehose: Arc<crate::firehose::Firehose>,
-    pub blob_store: crate::blobs::BlobStore,
+    pub firehose: Arc<crate::service::firehose::Firehose>,
+    pub blob_store: crate::service::blobs::BlobStore,
     /// Verifies session tokens.
-    pub tokens: crate::auth::Tokens,
-    /// Uploads hold this shared and the unreferenced-blob sweep exclusively.
-    pub blob_sweep: Arc<tokio::sync::RwLock<()>>,
+    pub tokens: crate::service::auth::Tokens,
+    /// The clean-up of unreferenced blobs, which uploads hold off.
+    pub blob_sweep: crate::service::blobs::BlobSweep,
     /// The write pipeline, built from the parts above.
-    pub writer: crate::repo::writer::RepoWriter,
+    pub writer: crate::service::repo::writer::RepoWriter,
     /// Key registration and identity operations, built from the parts above.
-    pub handover: crate::identity::handover::Handover,
+    pub handover: crate::service::identity::handover::Handover,
+    /// Calls to the AppView and other services, with tokens from the user's signer.
+    pub proxy: crate::service::proxy::Proxy,
 }
 
 impl AppState {
@@ -48,23 +49,24 @@ impl AppState {
             .build()
             .expect("HTTP client builds");
         let plc = PlcClient::new(&config.plc_url, http.clone());
-        let files = crate::blobs::BlobFiles::new(config.blob_dir.clone());
+        let files = crate::service::blobs::BlobFiles::new(config.blob_dir.clone());
         let (blocks, blob_store) = match &config.ipfs {
-            None => (Blocks::Embedded(EmbeddedStore::new(db.clone())), crate::blobs::BlobStore::Files(files)),
+            None => (Blocks::Embedded(EmbeddedStore::new(db.clone())), crate::service::blobs::BlobStore::Files(files)),
             Some(ipfs) => {
-                let kubo = crate::ipfs::Kubo::new(&ipfs.node_url, ipfs.timeout);
+                let kubo = crate::store::ipfs::Kubo::new(&ipfs.node_url, ipfs.timeout);
                 (
                     Blocks::Ipfs(IpfsStore::new(kubo.clone(), ipfs.cache_bytes)),
-                    crate::blobs::BlobStore::Ipfs { kubo, staging: files, gateway: ipfs.gateway_url.clone() },
+                    crate::service::blobs::BlobStore::Ipfs { kubo, staging: files, gateway: ipfs.gateway_url.clone() },
                 )
             }
         };
-        let firehose = crate::firehose::Firehose::start(db.clone(), config.firehose_retention, config.firehose_backlog);
+        let firehose =
+            crate::service::firehose::Firehose::start(db.clone(), config.firehose_retention, config.firehose_backlog);
         let signers = Arc::new(SignerHub::default());
         let repo_locks = Arc::new(RepoLocks::default());
         let tids = Arc::new(TidGenerator::with_random_clock_id());
         let lexicons = atproto::lexicon::Catalog::bundled();
-        let writer = crate::repo::writer::RepoWriter {
+        let writer = crate::service::repo::writer::RepoWriter {
             db: db.clone(),
             blocks: blocks.clone(),
             signers: signers.clone(),
@@ -75,7 +77,8 @@ impl AppState {
             signer_timeout: config.signer_timeout,
         };
         let rotation_key = Arc::new(rotation_key);
-        let handover = crate::identity::handover::Handover {
+        let jwk = Arc::new(jwk); // the session tokens' key: `tokens` owns it
+        let handover = crate::service::identity::handover::Handover {
             db: db.clone(),
             plc: plc.clone(),
             rotation_key: rotation_key.clone(),
@@ -84,18 +87,33 @@ impl AppState {
             locks: repo_locks.clone(),
             signer_timeout: config.signer_timeout,
         };
+        let service_tokens = crate::service::proxy::tokens::ServiceTokens::new(
+            db.clone(),
+            signers.clone(),
+            config.signer_timeout,
+            config.proxy.stored_token_ttl,
+            &config.proxy.appview.did,
+            &config.proxy.chat.did,
+        );
+        let proxy = crate::service::proxy::Proxy::new(config.proxy.clone(), plc.clone(), service_tokens);
+        let blob_sweep = crate::service::blobs::BlobSweep::new(db.clone(), blob_store.clone(), config.blob_grace);
         Self {
             firehose,
             writer,
             handover,
+            proxy,
             blob_store,
-            blob_sweep: Arc::default(),
-            tokens: crate::auth::Tokens::new(db.clone(), jwk.public_key(), config.service_did.clone()),
+            blob_sweep,
+            tokens: crate::service::auth::Tokens::new(
+                db.clone(),
+                jwk.clone(),
+                config.service_did.clone(),
+                config.access_token_ttl,
+            ),
             config: Arc::new(config),
             blocks,
             db,
             rotation_key,
-            jwk: Arc::new(jwk),
             plc,
             http,
             tids,
@@ -108,8 +126,8 @@ impl AppState {
 
 impl AppState {
     /// The WebAuthn relying party: the hostname as RP ID, the public URL as origin.
-    pub fn relying_party(&self) -> crate::webauthn::RelyingParty {
-        crate::webauthn::RelyingParty {
+    pub fn relying_party(&self) -> crate::service::webauthn::RelyingParty {
+        crate::service::webauthn::RelyingParty {
             id: self.config.hostname.clone(),
             origin: self.config.public_url.trim_end_matches('/').to_owned(),
         }

@@ -79,12 +79,12 @@ proptest! {
 
     #[test]
     fn blob_sniffing_never_panics(head in proptest::collection::vec(any::<u8>(), 0..600), brand in any::<[u8; 4]>(), size in any::<u32>()) {
-        let _ = vow::mime::sniff(&head);
+        let _ = vow::service::mime::sniff(&head);
         let mut boxed = size.to_be_bytes().to_vec();
         boxed.extend_from_slice(b"ftyp");
         boxed.extend_from_slice(&brand);
         boxed.extend_from_slice(&head);
-        let _ = vow::mime::sniff(&boxed);
+        let _ = vow::service::mime::sniff(&boxed);
     }
 
     #[test]
@@ -94,25 +94,25 @@ proptest! {
         kind in prop_oneof![Just("webauthn.create".to_owned()), Just("webauthn.get".to_owned()), ".{0,12}"],
         challenge in ".{0,16}",
     ) {
-        let rp = vow::webauthn::RelyingParty { id: "pds.test".into(), origin: "https://pds.test".into() };
+        let rp = vow::service::webauthn::RelyingParty { id: "pds.test".into(), origin: "https://pds.test".into() };
         // Random bytes, and well-formed client data around random fields.
         let shaped = json!({ "type": kind, "challenge": challenge, "origin": "https://pds.test" }).to_string();
         for cd in [client_data.as_slice(), shaped.as_bytes()] {
-            prop_assert!(vow::webauthn::verify_registration(&rp, b"challenge", cd, &blob).is_err());
+            prop_assert!(vow::service::webauthn::verify_registration(&rp, b"challenge", cd, &blob).is_err());
             let key = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
             let public = key.verifying_key().to_sec1_point(true).as_bytes().to_vec();
-            prop_assert!(vow::webauthn::verify_assertion(&rp, &public, b"challenge", &blob, cd, &blob).is_err());
+            prop_assert!(vow::service::webauthn::verify_assertion(&rp, &public, b"challenge", &blob, cd, &blob).is_err());
         }
     }
 
     #[test]
     fn signer_frames_never_panic(text in ".{0,200}", value in json_value()) {
-        let _ = serde_json::from_str::<vow::signer::protocol::ClientMessage>(&text);
-        let _ = serde_json::from_value::<vow::signer::protocol::ClientMessage>(value.clone());
+        let _ = serde_json::from_str::<vow::service::signer::protocol::ClientMessage>(&text);
+        let _ = serde_json::from_value::<vow::service::signer::protocol::ClientMessage>(value.clone());
         let mut framed = value;
         if let Value::Object(map) = &mut framed {
             map.insert("type".into(), json!("sign_response"));
         }
-        let _ = serde_json::from_value::<vow::signer::protocol::ClientMessage>(framed);
+        let _ = serde_json::from_value::<vow::service::signer::protocol::ClientMessage>(framed);
     }
 }

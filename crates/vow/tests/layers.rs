@@ -1,15 +1,14 @@
-//! The shape of the code, checked from its source (see ARCHITECTURE.md): no import cycle
-//! between the top-level modules of `crates/vow/src`, `AppState` known only to the HTTP edge,
-//! and SQL only in the database layer, the embedded block store and the files listed below,
-//! which still hold some (a list that may only shrink).
+//! The shape of the code, checked from its source (see ARCHITECTURE.md): each module uses
+//! only its own floor and those below it, no import cycle between modules (a top-level module,
+//! or a child of `http/`, `service/` or `store/`), `AppState` known only to the HTTP edge and
+//! the composition, and SQL only in the database layer and the embedded block store.
+//! References are read from `crate::` paths in code (comments excluded); `super::` stays
+//! inside a module, which is checked below too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// The modules that make up the HTTP edge: the only ones that may know `AppState`.
-const EDGE: &[&str] = &["cli", "server", "state", "web", "wellknown", "xrpc"];
-
-/// Files outside `db/` and `storage.rs` that run SQL themselves: none. A file that needs to
+/// Files outside `store/db/` and `store/blocks.rs` that run SQL themselves: none. A file that needs to
 /// can be listed here while its queries move.
 const SQL_NOT_YET_MOVED: &[&str] = &[];
 
@@ -38,27 +37,78 @@ fn sources() -> Vec<(String, String)> {
     out
 }
 
-fn top_module(rel: &str) -> &str {
-    rel.split('/').next().unwrap().trim_end_matches(".rs")
+/// The folders whose children are units of their own: `http/xrpc`, `service/repo`, `store/db`.
+const FLOOR_DIRS: &[&str] = &["http", "service", "store"];
+
+/// The unit a source file belongs to: a top-level module, or a child of a floor folder.
+fn unit_of(rel: &str) -> String {
+    let parts: Vec<&str> = rel.trim_end_matches(".rs").split('/').collect();
+    match parts.as_slice() {
+        [floor, "mod"] | [floor] => floor.to_string(),
+        [floor, child, ..] if FLOOR_DIRS.contains(floor) => format!("{floor}/{child}"),
+        [top, ..] => top.to_string(),
+        [] => unreachable!(),
+    }
 }
 
-/// Top-level module → the top-level modules it refers to (`crate::x`).
+/// The floor a unit stands on, top (1) to bottom (5). A unit may use its own floor and those
+/// below it.
+fn floor_of(unit: &str) -> u8 {
+    match unit.split('/').next().unwrap() {
+        "cli" | "http" => 1,
+        "state" => 2,
+        "service" => 3,
+        "store" => 4,
+        "config" | "error" => 5,
+        other => panic!("{other}: a module outside the floors; give it a place in ARCHITECTURE.md and here"),
+    }
+}
+
+/// Unit → the units it refers to (`crate::x`, or `crate::floor::child`).
 fn graph() -> BTreeMap<String, BTreeSet<String>> {
     let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (rel, code) in sources() {
-        let from = top_module(&rel);
+        let from = unit_of(&rel);
         if from == "lib" || from == "main" {
             continue;
         }
-        let deps = g.entry(from.to_owned()).or_default();
+        let deps = g.entry(from.clone()).or_default();
         for part in code.split("crate::").skip(1) {
-            let to: String = part.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            let segment =
+                |s: &str| -> String { s.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect() };
+            let top = segment(part);
+            let to = if FLOOR_DIRS.contains(&top.as_str()) {
+                let rest = &part[top.len()..];
+                assert!(!rest.starts_with("::{"), "{rel}: name each module of crate::{top} in its own `use`");
+                match rest.strip_prefix("::").map(segment) {
+                    Some(child) if !child.is_empty() && child.chars().next().unwrap().is_lowercase() => {
+                        format!("{top}/{child}")
+                    }
+                    _ => top,
+                }
+            } else {
+                top
+            };
             if !to.is_empty() && to != from {
                 deps.insert(to);
             }
         }
     }
     g
+}
+
+#[test]
+fn every_module_uses_only_its_floor_and_those_below() {
+    for (from, deps) in graph() {
+        for to in deps {
+            assert!(
+                floor_of(&to) >= floor_of(&from),
+                "{from} (floor {}) uses {to}, on floor {} above it",
+                floor_of(&from),
+                floor_of(&to)
+            );
+        }
+    }
 }
 
 #[test]
@@ -106,8 +156,30 @@ fn no_import_cycles_between_modules() {
 #[test]
 fn only_the_http_edge_knows_app_state() {
     for (module, deps) in graph() {
-        if deps.contains("state") || deps.contains("server") {
-            assert!(EDGE.contains(&module.as_str()), "{module} imports the application state or the router");
+        if deps.contains("state") || deps.iter().any(|d| d == "http" || d.starts_with("http/")) {
+            assert!(floor_of(&module) <= 2, "{module} imports the application state or the HTTP edge");
+        }
+    }
+    // And no service or storage module names the type, under any path.
+    for (rel, code) in sources() {
+        if code.contains("AppState") {
+            assert!(floor_of(&unit_of(&rel)) <= 2, "{rel} names AppState");
+        }
+    }
+}
+
+#[test]
+fn super_paths_stay_inside_their_module() {
+    for (rel, code) in sources() {
+        let depth = rel.matches('/').count();
+        // `http/xrpc/repo.rs` may reach `http/xrpc` with `super::`; `service/mime.rs` may not
+        // reach `service` that way.
+        let in_child_folder = depth >= 2 && FLOOR_DIRS.contains(&rel.split('/').next().unwrap());
+        let in_top_folder = depth >= 1 && !FLOOR_DIRS.contains(&rel.split('/').next().unwrap());
+        // A file's own tests reach it with `super::`.
+        let code = code.split("#[cfg(test)]").next().unwrap();
+        if code.contains("super::") {
+            assert!(in_child_folder || in_top_folder, "{rel}: use a crate:: path to reach another module");
         }
     }
 }
@@ -116,12 +188,12 @@ fn only_the_http_edge_knows_app_state() {
 fn sql_lives_in_the_database_layer() {
     let mut found = BTreeSet::new();
     for (rel, code) in sources() {
-        if code.contains("sqlx::query") && !rel.starts_with("db/") && rel != "storage.rs" {
+        if code.contains("sqlx::query") && !rel.starts_with("store/db/") && rel != "store/blocks.rs" {
             found.insert(rel);
         }
     }
     for rel in &found {
-        assert!(SQL_NOT_YET_MOVED.contains(&rel.as_str()), "{rel} runs SQL itself: put it in db/");
+        assert!(SQL_NOT_YET_MOVED.contains(&rel.as_str()), "{rel} runs SQL itself: put it in store/db/");
     }
     for rel in SQL_NOT_YET_MOVED {
         assert!(found.contains(*rel), "{rel} no longer runs SQL: take it off SQL_NOT_YET_MOVED");

@@ -195,7 +195,7 @@ async fn age_blob(s: &Stack, cid: &str) {
     let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(s.dir.path().join("vow.db"));
     let db = sqlx::SqlitePool::connect_with(opts).await.unwrap();
     let aged = sqlx::query("UPDATE blobs SET created_at = ? WHERE cid = ?")
-        .bind(vow::db::format_timestamp(
+        .bind(vow::store::db::format_timestamp(
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
                 - 2 * 60 * 60 * 1000,
         ))

@@ -70,6 +70,10 @@ const ROUTES: &[Route] = &[
     route("GET", "app.vow.signer.getKeyChallenge", Auth::Access),
     route("POST", "app.vow.signer.registerKey", Auth::Access),
     route("GET", "app.vow.signer.getStatus", Auth::Access),
+    route("GET", "com.atproto.server.getServiceAuth", Auth::Access),
+    route("GET", "app.bsky.actor.getPreferences", Auth::Access),
+    route("POST", "app.bsky.actor.putPreferences", Auth::Access),
+    route("GET", "app.bsky.feed.getFeed", Auth::Access),
 ];
 
 /// One bad request and the answer it must get. `{did}` in the query or body is the test
@@ -283,6 +287,41 @@ const CASES: &[Case] = &[
     // WebSocket endpoints called as plain HTTP.
     case("GET", "com.atproto.sync.subscribeRepos", Auth::None, None, 400, "InvalidRequest"),
     case("GET", "com.atproto.server.signerConnect", Auth::Access, None, 400, "InvalidRequest"),
+    // Service auth: the reference PDS's limits.
+    case("GET", "com.atproto.server.getServiceAuth", Auth::Access, None, 400, "InvalidRequest"),
+    case("GET", "com.atproto.server.getServiceAuth?aud=nope", Auth::Access, None, 400, "InvalidRequest"),
+    case("GET", "com.atproto.server.getServiceAuth?aud=did:web:x&exp=1", Auth::Access, None, 400, "BadExpiration"),
+    case(
+        "GET",
+        "com.atproto.server.getServiceAuth?aud=did:web:x&exp=99999999999&lxm=app.bsky.feed.getTimeline",
+        Auth::Access,
+        None,
+        400,
+        "BadExpiration",
+    ),
+    case(
+        "GET",
+        "com.atproto.server.getServiceAuth?aud=did:web:x&lxm=com.atproto.server.getServiceAuth",
+        Auth::Access,
+        None,
+        400,
+        "InvalidRequest",
+    ),
+    case("GET", "com.atproto.server.getServiceAuth?aud=did:web:x&lxm=nope", Auth::Access, None, 400, "InvalidRequest"),
+    // Preferences: objects with an app.bsky $type, nothing else.
+    case("POST", "app.bsky.actor.putPreferences", Auth::Access, Some(r#"{"preferences":{}}"#), 400, "InvalidRequest"),
+    case("POST", "app.bsky.actor.putPreferences", Auth::Access, Some(r#"{"preferences":[1]}"#), 400, "InvalidRequest"),
+    case(
+        "POST",
+        "app.bsky.actor.putPreferences",
+        Auth::Access,
+        Some(r#"{"preferences":[{"$type":"com.example.pref"}]}"#),
+        400,
+        "InvalidRequest",
+    ),
+    case("GET", "app.bsky.feed.getFeed", Auth::Access, None, 400, "InvalidRequest"),
+    // Proxying: a malformed or private service, or a method that never leaves the PDS.
+    case("GET", "app.bsky.feed.getTimeline", Auth::None, None, 401, "AuthenticationRequired"),
     // Unknown methods.
     case("GET", "com.example.nothing", Auth::None, None, 501, "MethodNotImplemented"),
 ];
@@ -370,10 +409,10 @@ async fn every_route_answers_bad_input_with_its_xrpc_error() {
     };
 
     // The router's routes and this table agree.
-    let router = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/xrpc/mod.rs")).unwrap();
+    let router = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/http/xrpc/mod.rs")).unwrap();
     let listed: Vec<&str> = router.split(".route(\"/xrpc/").skip(1).map(|r| r.split('"').next().unwrap()).collect();
     let known: Vec<&str> = ROUTES.iter().map(|r| r.nsid).collect();
-    assert_eq!(listed, known, "every route in src/xrpc/mod.rs needs an entry in ROUTES, in the same order");
+    assert_eq!(listed, known, "every route in src/http/xrpc/mod.rs needs an entry in ROUTES, in the same order");
 
     let mut failures = Vec::new();
     let mut check = |what: String, res: (u16, Value), status: u16, error: &str| {

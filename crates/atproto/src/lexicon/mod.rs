@@ -71,6 +71,11 @@ impl Catalog {
         self.docs.get(nsid)
     }
 
+    /// The NSIDs of the query methods (`main` of type query), in no particular order.
+    pub fn queries(&self) -> impl Iterator<Item = &str> {
+        self.docs.values().filter(|d| matches!(d.defs.get("main"), Some(TypeDef::Query(_)))).map(|d| d.id.as_str())
+    }
+
     /// Resolves a reference (`nsid`, `nsid#def` or `#def` relative to `context`).
     pub fn resolve(&self, reference: &str, context: &str) -> Option<(&str, &TypeDef)> {
         let (nsid, def) = split_ref(reference, context);

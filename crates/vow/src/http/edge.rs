@@ -1,0 +1,286 @@
+//! Rules of the HTTP edge that hold for every route: request bodies are bounded in size and in
+//! time, and every error under `/xrpc/` carries an XRPC body, including the rejections the
+//! framework makes itself (wrong method, missing WebSocket upgrade, unreadable body).
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+
+use crate::error::XrpcError;
+use crate::service::blobs::DRAIN_LIMIT;
+
+/// How long a request body may go without sending anything.
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// A refused body is read (and discarded) up to [`DRAIN_LIMIT`] bytes, so that the client,
+/// which is still sending, gets to read the error instead of a reset connection; and for at
+/// most this long.
+const DRAIN_TIME: Duration = Duration::from_secs(30);
+
+/// The largest body a route accepts, by path.
+#[derive(Clone, Copy)]
+pub struct BodyLimits {
+    pub json: u64,
+}
+
+impl BodyLimits {
+    /// None for the routes that stream their bodies and apply their own limits.
+    fn for_path(&self, path: &str) -> Option<u64> {
+        match path {
+            "/xrpc/com.atproto.repo.uploadBlob" | "/xrpc/com.atproto.repo.importRepo" => None,
+            _ => Some(self.json),
+        }
+    }
+}
+
+/// Refuses a request whose declared length is over its route's limit before reading any of
+/// it. A body small enough to drain is read to the end in the background (so the client sees
+/// the 413); a larger one is not, and the connection is closed after the answer.
+pub async fn refuse_oversized(State(limits): State<BodyLimits>, req: Request, next: Next) -> Response {
+    let Some(limit) = limits.for_path(req.uri().path()) else { return next.run(req).await };
+    let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    let Some(declared) = declared.filter(|&n| n > limit) else { return next.run(req).await };
+    let mut res = XrpcError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PayloadTooLarge",
+        format!("Request body is {declared} bytes; the limit here is {limit}"),
+    )
+    .into_response();
+    if declared - limit <= DRAIN_LIMIT {
+        let body = req.into_body();
+        tokio::spawn(async move {
+            let mut stream = body.into_data_stream();
+            let _ = tokio::time::timeout(DRAIN_TIME, async { while let Some(Ok(_)) = stream.next().await {} }).await;
+        });
+    } else {
+        res.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
+}
+
+/// The XRPC error name for a status the framework chose.
+fn error_name(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::UNAUTHORIZED => "AuthenticationRequired",
+        StatusCode::PAYLOAD_TOO_LARGE => "PayloadTooLarge",
+        StatusCode::TOO_MANY_REQUESTS => "RateLimitExceeded",
+        StatusCode::NOT_IMPLEMENTED => "MethodNotImplemented",
+        s if s.is_server_error() => "InternalServerError",
+        _ => "InvalidRequest",
+    }
+}
+
+/// Gives every error response under `/xrpc/` an XRPC body: handlers already do; this covers
+/// the framework's own answers (405, WebSocket upgrade refusals, body read failures).
+pub async fn xrpc_error_bodies(req: Request, next: Next) -> Response {
+    let xrpc = req.uri().path().starts_with("/xrpc/");
+    let res = next.run(req).await;
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !xrpc || !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let message = match text.trim() {
+        "" => status.canonical_reason().unwrap_or("Request failed").to_owned(),
+        t => t.to_owned(),
+    };
+    let mut fixed = XrpcError::new(status, error_name(status), message).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != CONTENT_TYPE && name != CONTENT_LENGTH {
+            fixed.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    fixed
+}
+
+/// The answer for a known path called with the wrong method.
+pub async fn method_not_allowed(req: Request<Body>) -> XrpcError {
+    XrpcError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "InvalidRequest",
+        format!("{} does not accept {}", req.uri().path(), req.method()),
+    )
+}
+
+/// A TCP listener whose connections answer the HTTP parser's own refusals (a request line or
+/// headers too long to read, a malformed request) with an XRPC body. Those are written by
+/// the HTTP library before any route runs, with an empty body.
+pub struct Listener(pub tokio::net::TcpListener);
+
+impl axum::serve::Listener for Listener {
+    type Io = ParserErrorBodies<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    return (ParserErrorBodies { inner: stream, pending: Vec::new() }, addr);
+                }
+                // Out of file descriptors and the like: wait a little rather than spin.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+/// A connection that replaces the parser's bare error answers (see [`Listener`]).
+pub struct ParserErrorBodies<S> {
+    inner: S,
+    /// A replacement answer not yet written.
+    pending: Vec<u8>,
+}
+
+/// The XRPC answer for a bare parser refusal at the start of `out`, if it is one. The parser
+/// writes such an answer only between requests, as the whole of one write, and the routes
+/// never answer these statuses without a body (see [`xrpc_error_bodies`]).
+fn parser_error_answer(out: &[u8]) -> Option<Vec<u8>> {
+    let (status, message) = match out.get(..12)? {
+        b"HTTP/1.1 400" | b"HTTP/1.0 400" => (400, "The request could not be parsed"),
+        b"HTTP/1.1 414" | b"HTTP/1.0 414" => (414, "The request URL is too long"),
+        b"HTTP/1.1 431" | b"HTTP/1.0 431" => (431, "The request headers are too large"),
+        _ => return None,
+    };
+    let head_end = out.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    if head_end != out.len() {
+        return None;
+    }
+    let head = String::from_utf8_lossy(out).to_ascii_lowercase();
+    if !head.contains("\r\ncontent-length: 0\r\n") {
+        return None;
+    }
+    let body = serde_json::json!({ "error": "InvalidRequest", "message": message }).to_string();
+    let reason = axum::http::StatusCode::from_u16(status).ok()?.canonical_reason().unwrap_or("Bad Request");
+    Some(
+        format!(
+            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+             connection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> ParserErrorBodies<S> {
+    /// Writes out a pending replacement answer.
+    fn poll_pending(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        while !self.pending.is_empty() {
+            match std::pin::Pin::new(&mut self.inner).poll_write(cx, &self.pending) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.pending.drain(..n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for ParserErrorBodies<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for ParserErrorBodies<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::ready!(self.poll_pending(cx))?;
+        if let Some(answer) = parser_error_answer(buf) {
+            self.pending = answer;
+            // Taken: written by the next poll, flush or shutdown.
+            let _ = self.poll_pending(cx)?;
+            return std::task::Poll::Ready(Ok(buf.len()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::ready!(self.poll_pending(cx))?;
+        let mut nonempty = bufs.iter().filter(|b| !b.is_empty());
+        if let (Some(only), None) = (nonempty.next(), nonempty.next())
+            && let Some(answer) = parser_error_answer(only)
+        {
+            self.pending = answer;
+            let _ = self.poll_pending(cx)?;
+            return std::task::Poll::Ready(Ok(only.len()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_pending(cx))?;
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_pending(cx))?;
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parser_error_answer;
+
+    #[test]
+    fn only_bare_parser_refusals_are_replaced() {
+        let bare = b"HTTP/1.1 414 URI Too Long\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        let answer = String::from_utf8(parser_error_answer(bare).unwrap()).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 414 URI Too Long\r\n"), "{answer}");
+        let body = answer.split_once("\r\n\r\n").unwrap().1;
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["error"], "InvalidRequest");
+        assert!(answer.contains(&format!("content-length: {}\r\n", body.len())));
+        // A body follows, another status, or a write that is not a whole head: untouched.
+        assert!(parser_error_answer(b"HTTP/1.1 414 URI Too Long\r\ncontent-length: 2\r\n\r\n{}").is_none());
+        assert!(parser_error_answer(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n").is_none());
+        assert!(parser_error_answer(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n").is_none());
+        assert!(parser_error_answer(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\nmore").is_none());
+        assert!(parser_error_answer(b"HTTP/1").is_none());
+    }
+}

@@ -1,0 +1,379 @@
+//! The account pages: sign-in, and `/account`, which registers a passkey and then acts as the
+//! account's signer. The page's JavaScript and its one library are compiled into the binary.
+
+mod session;
+
+use axum::extract::{Form, State, WebSocketUpgrade};
+use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::{XrpcError, XrpcResult};
+use crate::service::auth::password;
+use crate::service::identity::handover;
+use crate::service::signer::ws::{self, ConnectionInfo};
+use crate::state::AppState;
+use crate::store::db::accounts;
+use session::MaybeSession;
+
+const PURPOSE_PASSKEY: &str = "passkey";
+const APP_JS: &str = include_str!("../../../assets/account.js");
+const NOBLE_JS: &str = include_str!("../../../assets/noble-secp256k1.js");
+const VERIFY_JS: &str = include_str!("../../../assets/verify.js");
+/// Scripts only from this origin; the signer socket only to it.
+const CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; \
+                   img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/account") }))
+        .route("/account", get(account_page))
+        .route("/account/signin", get(signin_page).post(signin))
+        .route("/account/signout", get(signout).post(signout))
+        .route("/account/account.js", get(|| async { script(APP_JS) }))
+        .route("/account/noble-secp256k1.js", get(|| async { script(NOBLE_JS) }))
+        .route("/account/verify.js", get(|| async { script(VERIFY_JS) }))
+        .route("/account/passkey/challenge", post(passkey_challenge))
+        .route("/account/passkey/register", post(passkey_register))
+        .route("/account/signer", get(signer_socket))
+}
+
+/// The public URL's host, when it names this machine (`localhost`, `*.localhost`, a loopback
+/// address): local development, where the same server also answers on its listening address.
+fn local_public_host(public_url: &str) -> Option<&str> {
+    let authority = public_url.split_once("://")?.1.split('/').next()?;
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+    let local = host == "localhost"
+        || host.ends_with(".localhost")
+        || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    local.then_some(authority)
+}
+
+/// Sends a browser that opened a page at another address of this machine (such as the
+/// listening `127.0.0.1:port` when the public URL is `http://localhost:port`) to the public
+/// URL: passkeys are bound to the public hostname and sign-in to the public origin, so the
+/// page cannot work anywhere else. Only for local public URLs, so that a reverse proxy that
+/// rewrites `Host` can never make a redirect loop.
+pub async fn canonical_host(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let public = state.config.public_url.trim_end_matches('/');
+    let host = req.headers().get(axum::http::header::HOST).and_then(|h| h.to_str().ok());
+    if let (Some(expected), Some(host)) = (local_public_host(public), host)
+        && req.method() == axum::http::Method::GET
+        && !host.eq_ignore_ascii_case(expected)
+    {
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        if let Ok(location) = HeaderValue::from_str(&format!("{public}{path}")) {
+            return (StatusCode::TEMPORARY_REDIRECT, [(LOCATION, location)]).into_response();
+        }
+    }
+    next.run(req).await
+}
+
+struct Redirect;
+impl Redirect {
+    fn to(location: &'static str) -> Response {
+        (StatusCode::SEE_OTHER, [(LOCATION, location)]).into_response()
+    }
+}
+
+fn script(body: &'static str) -> Response {
+    (
+        [
+            (CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8")),
+            (CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+/// The origin of `url` (`scheme://host[:port]`), if it has a plain one.
+fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let ok = matches!(scheme, "http" | "https")
+        && !authority.is_empty()
+        && authority.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+    ok.then(|| format!("{scheme}://{authority}"))
+}
+
+fn page(title: &str, body: &str) -> Response {
+    page_with_csp(title, body, CSP.to_owned())
+}
+
+fn page_with_csp(title: &str, body: &str, csp: String) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
+         content=\"width=device-width, initial-scale=1\"><title>{title} · Vow</title><style>{STYLE}</style></head>\
+         <body><main>{body}</main></body></html>",
+        title = escape(title)
+    );
+    let mut res = Html(html).into_response();
+    if let Ok(csp) = HeaderValue::from_str(&csp) {
+        res.headers_mut().insert(CONTENT_SECURITY_POLICY, csp);
+    }
+    res.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;background:#f6f6f4;color:#1d1d1b;margin:0}\
+main{max-width:40rem;margin:2rem auto;padding:0 1rem}section{background:#fff;border-radius:8px;padding:1rem 1.25rem;\
+margin:1rem 0;box-shadow:0 1px 2px #0002}label{display:block;margin:.5rem 0}input[type=text],input[type=password]\
+{width:100%;padding:.5rem;box-sizing:border-box}button{padding:.5rem 1rem;margin:.25rem .25rem .25rem 0;cursor:pointer}\
+.error{color:#a40000}.muted{color:#666;font-size:.9em}code{word-break:break-all}#log{font-family:monospace;\
+font-size:.85em;max-height:16rem;overflow:auto;list-style:none;padding:0}.dot{display:inline-block;width:.7em;\
+height:.7em;border-radius:50%;background:#c00;margin-right:.4em}.dot.on{background:#2a2}.dot.wait{background:#d90}";
+
+fn signin_form(error: Option<&str>) -> Response {
+    let error = error.map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e))).unwrap_or_default();
+    page(
+        "Sign in",
+        &format!(
+            "<h1>Sign in</h1>{error}<section><form method=\"post\" action=\"/account/signin\">\
+             <label>Handle or email<input type=\"text\" name=\"identifier\" autocomplete=\"username\" required></label>\
+             <label>Password<input type=\"password\" name=\"password\" autocomplete=\"current-password\" required></label>\
+             <button type=\"submit\">Sign in</button></form></section>"
+        ),
+    )
+}
+
+async fn signin_page(MaybeSession(did): MaybeSession) -> Response {
+    match did {
+        Some(_) => Redirect::to("/account"),
+        None => signin_form(None),
+    }
+}
+
+#[derive(Deserialize)]
+struct SigninForm {
+    identifier: String,
+    password: String,
+}
+
+async fn signin(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<SigninForm>) -> Response {
+    if !session::same_origin(&state, &headers) {
+        let public = state.config.public_url.trim_end_matches('/');
+        let page = format!(
+            "<!doctype html><meta charset=utf-8><title>Sign-in refused</title><p>Sign-in is only accepted from \
+             this server's own pages. Open <a href=\"{public}/account/signin\">{public}/account/signin</a> and \
+             sign in there.</p>"
+        );
+        return (StatusCode::FORBIDDEN, Html(page)).into_response();
+    }
+    let account = match accounts::by_identifier(&state.db, &form.identifier).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "sign-in lookup failed");
+            return signin_form(Some("Something went wrong; try again."));
+        }
+    };
+    let ok = match &account {
+        Some(a) => match password::verify_async(form.password, a.password_hash.clone()).await {
+            Ok(ok) => ok,
+            Err(_) => return signin_form(Some("The server is busy; try again in a moment.")),
+        },
+        None => false,
+    };
+    match account {
+        Some(a) if ok => {
+            let mut res = Redirect::to("/account");
+            session::set_cookie(res.headers_mut(), session::issue(&state, &a.did));
+            res
+        }
+        _ => signin_form(Some("Handle or password is incorrect.")),
+    }
+}
+
+async fn signout() -> Response {
+    let mut res = Redirect::to("/account/signin");
+    session::set_cookie(res.headers_mut(), session::clear());
+    res
+}
+
+async fn account_page(State(state): State<AppState>, MaybeSession(did): MaybeSession) -> Response {
+    let Some(did) = did else { return Redirect::to("/account/signin") };
+    let account = match accounts::by_did(&state.db, &did).await {
+        Ok(Some(a)) => a,
+        _ => return signout().await,
+    };
+    let key_status = match &account.signing_key {
+        Some(key) => format!(
+            "<p>Your signing key is <code id=\"signing-key\">{}</code>. Only this key can change your identity \
+             or sign your repo; the PDS holds no key for you.</p>",
+            escape(key)
+        ),
+        None => "<p>No signing key yet. Register a passkey: your signing key is derived from it in this browser, \
+                 and the PDS hands your identity over to that key. You cannot post until you do.</p>\
+                 <p><strong>Recommended: a recovery key.</strong> Give the <code>did:key</code> of a key you keep \
+                 offline (for example one made with <code>vow create-rotation-key</code>). It is placed above your \
+                 passkey's key, so for 72 hours after any identity change signed by your passkey's key, even one you \
+                 were tricked into, the recovery key can undo it; and it can restore your identity if you lose your \
+                 passkey. Without one, what your passkey's key signs is final, and a lost passkey is a lost \
+                 identity.</p>\
+                 <label>Recovery key (did:key)\
+                 <input type=\"text\" id=\"recovery-key\" placeholder=\"did:key:…\"></label>\
+                 <button id=\"register\">Register passkey</button>"
+            .to_owned(),
+    };
+    let body = format!(
+        "<h1>{handle}</h1><p class=\"muted\"><code>{did}</code> · <a href=\"/account/signout\">Sign out</a></p>\
+         <div id=\"vow\" data-did=\"{did}\" data-handle=\"{handle}\" data-signing-key=\"{key}\" \
+         data-credential-id=\"{cred}\" data-plc=\"{plc}\"></div>\
+         <section><h2>Signing key</h2>{key_status}<p id=\"status\" role=\"status\"></p></section>\
+         <section id=\"signer-panel\"><h2>Signer</h2><p><span id=\"dot\" class=\"dot\"></span><span id=\"signer-state\">\
+         Locked</span></p><p class=\"muted\">Keep this tab open: your posts are signed here. Unlock once with your \
+         passkey; routine writes are then signed without prompts while the tab is open.</p>\
+         <button id=\"unlock\">Unlock signer</button><button id=\"disconnect\">Lock</button>\
+         <button id=\"replace\">Replace passkey</button>\
+         <label><input type=\"checkbox\" id=\"ask-each\"> Ask me before every write</label>\
+         <h3>Signed here</h3><ul id=\"log\"></ul></section>\
+         <script type=\"module\" src=\"/account/account.js\"></script>",
+        handle = escape(&account.handle),
+        did = escape(&account.did),
+        key = escape(account.signing_key.as_deref().unwrap_or("")),
+        cred = escape(account.passkey_credential_id.as_deref().unwrap_or("")),
+        plc = escape(state.config.plc_url.trim_end_matches('/')),
+    );
+    // The signer asks the PLC directory itself about the DID before it signs an identity change.
+    let csp = match origin_of(&state.config.plc_url) {
+        Some(plc) => CSP.replace("connect-src 'self'", &format!("connect-src 'self' {plc}")),
+        None => CSP.to_owned(),
+    };
+    page_with_csp("Your account", &body, csp)
+}
+
+/// A cookie-authenticated JSON call from our own page.
+fn page_caller(state: &AppState, did: Option<String>, headers: &HeaderMap) -> XrpcResult<String> {
+    if !session::same_origin(state, headers) {
+        return Err(XrpcError::forbidden("Cross-site request refused"));
+    }
+    did.ok_or_else(|| XrpcError::auth_required("Sign in first"))
+}
+
+async fn passkey_challenge(
+    State(state): State<AppState>,
+    MaybeSession(did): MaybeSession,
+    headers: HeaderMap,
+) -> XrpcResult<Json<serde_json::Value>> {
+    let did = page_caller(&state, did, &headers)?;
+    let account = accounts::by_did(&state.db, &did).await?.ok_or_else(|| XrpcError::auth_required("Sign in first"))?;
+    let challenge = handover::issue_challenge(&state.handover, &did, PURPOSE_PASSKEY).await?;
+    Ok(Json(json!({
+        "challenge": challenge,
+        "rp": { "id": state.config.hostname, "name": "Vow" },
+        "user": { "id": URL_SAFE_NO_PAD.encode(did.as_bytes()), "name": account.handle, "displayName": account.handle },
+        "pubKeyCredParams": [{ "type": "public-key", "alg": -7 }],
+        "authenticatorSelection": { "residentKey": "preferred", "userVerification": "preferred" },
+        "attestation": "none",
+        "timeout": 60000,
+        "prfSalt": URL_SAFE_NO_PAD.encode(crate::service::signer::derive::prf_salt()),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RegisterInput {
+    challenge: String,
+    #[serde(rename = "clientDataJSON")]
+    client_data_json: String,
+    attestation_object: String,
+    /// did:key of the key derived from the passkey's PRF output.
+    public_key: String,
+    /// That key's signature over the challenge bytes (proof of possession).
+    signature: String,
+    recovery_key: Option<String>,
+}
+
+async fn passkey_register(
+    State(state): State<AppState>,
+    MaybeSession(did): MaybeSession,
+    headers: HeaderMap,
+    Json(input): Json<RegisterInput>,
+) -> XrpcResult<Json<serde_json::Value>> {
+    let did = page_caller(&state, did, &headers)?;
+    let challenge = handover::consume_challenge(&state.handover, &did, PURPOSE_PASSKEY, &input.challenge).await?;
+    let decode = |s: &str, what: &str| {
+        URL_SAFE_NO_PAD
+            .decode(s.trim_end_matches('='))
+            .map_err(|_| XrpcError::invalid_request(format!("{what} is not base64url")))
+    };
+    let credential = crate::service::webauthn::verify_registration(
+        &state.relying_party(),
+        &challenge,
+        &decode(&input.client_data_json, "clientDataJSON")?,
+        &decode(&input.attestation_object, "attestationObject")?,
+    )
+    .map_err(|e| XrpcError::named("InvalidPasskey", format!("The passkey registration did not verify: {e}")))?;
+    let key = handover::parse_user_key(&input.public_key)?;
+    handover::check_possession(&key, &challenge, &input.signature)?;
+    let recovery = input.recovery_key.as_deref().map(str::trim).filter(|r| !r.is_empty());
+    handover::register_and_hand_over(
+        &state.handover,
+        &did,
+        &key,
+        Some(&credential),
+        recovery,
+        handover::Replace::ThroughSigner,
+    )
+    .await?;
+    Ok(Json(json!({
+        "did": did,
+        "signingKey": key.to_did_key(),
+        "credentialId": URL_SAFE_NO_PAD.encode(&credential.id),
+    })))
+}
+
+async fn signer_socket(
+    State(state): State<AppState>,
+    MaybeSession(did): MaybeSession,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let did = match page_caller(&state, did, &headers) {
+        Ok(did) => did,
+        Err(e) => return e.into_response(),
+    };
+    let account = match accounts::by_did(&state.db, &did).await {
+        Ok(Some(a)) if a.signing_key.is_some() => a,
+        Ok(_) => {
+            return XrpcError::named("SigningKeyRequired", "Register a passkey before connecting the signer")
+                .into_response();
+        }
+        Err(e) => return XrpcError::from(e).into_response(),
+    };
+    let info = ConnectionInfo { did, passkey: account.passkey_public_key, rp: state.relying_party(), expires_at: None };
+    let hub = state.signers.clone();
+    let ready = crate::service::repo::writer::resign_when_ready(state.writer.clone(), info.did.clone());
+    upgrade
+        .max_message_size(64 * 1024)
+        .on_upgrade(move |socket| async move { ws::serve(socket, &hub, info, ready).await })
+}
+
+#[cfg(test)]
+mod host_tests {
+    #[test]
+    fn only_local_public_urls_redirect() {
+        use super::local_public_host as local;
+        assert_eq!(local("http://localhost:2583"), Some("localhost:2583"));
+        assert_eq!(local("http://pds.localhost"), Some("pds.localhost"));
+        assert_eq!(local("http://127.0.0.1:2583/"), Some("127.0.0.1:2583"));
+        assert_eq!(local("http://[::1]:80"), Some("[::1]:80"));
+        assert_eq!(local("https://pds.example"), None);
+        assert_eq!(local("http://pds.test"), None);
+        assert_eq!(local("garbage"), None);
+    }
+}

@@ -1,0 +1,52 @@
+//! The extractors handlers use to require a credential: they read the request and ask the
+//! services (`auth::Tokens`, the configured admin password).
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use subtle::ConstantTimeEq;
+
+use crate::error::XrpcError;
+use crate::service::auth::{AccessAuth, AdminAuth, RefreshAuth, bearer, jwt};
+use crate::state::AppState;
+
+impl FromRequestParts<AppState> for AccessAuth {
+    type Rejection = XrpcError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, XrpcError> {
+        Ok(state.tokens.access(bearer(parts)?).await?.0)
+    }
+}
+
+impl FromRequestParts<AppState> for RefreshAuth {
+    type Rejection = XrpcError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, XrpcError> {
+        let claims = state.tokens.check(bearer(parts)?, &[jwt::REFRESH_SCOPE]).await?;
+        Ok(Self { claims })
+    }
+}
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = XrpcError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, XrpcError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .ok_or_else(|| XrpcError::auth_required("Admin authentication required (HTTP basic, user 'admin')"))?;
+        let decoded = header
+            .strip_prefix("Basic ")
+            .and_then(|b| STANDARD.decode(b.trim()).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| XrpcError::auth_required("Admin authentication must be HTTP basic"))?;
+        let expected = format!("admin:{}", state.config.admin_password);
+        if bool::from(decoded.as_bytes().ct_eq(expected.as_bytes())) {
+            Ok(AdminAuth)
+        } else {
+            Err(XrpcError::auth_required("Wrong admin credentials"))
+        }
+    }
+}

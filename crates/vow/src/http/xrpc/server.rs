@@ -1,0 +1,411 @@
+//! `com.atproto.server.*`: describeServer, accounts, sessions, invite codes, app passwords.
+
+use atproto::syntax::{Did, Handle};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{XrpcJson, XrpcQuery};
+use crate::error::{XrpcError, XrpcResult};
+use crate::service::auth::{AccessAuth, AdminAuth, RefreshAuth, password, random_code};
+use crate::service::events::Event;
+use crate::service::identity::plc::Operation;
+use crate::state::AppState;
+use crate::store::blocks::BlockStore;
+use crate::store::db::{self, accounts};
+
+/// 200 with the version when everything the server depends on answers; 503 naming what does
+/// not otherwise (the database, the IPFS node).
+pub async fn health(State(state): State<AppState>) -> Response {
+    let mut problems = Vec::new();
+    if let Err(e) = db::ping(&state.db).await {
+        problems.push(format!("database: {e}"));
+    }
+    if let crate::store::blocks::Blocks::Ipfs(ipfs) = &state.blocks {
+        let check = tokio::time::timeout(std::time::Duration::from_secs(3), ipfs.kubo().version()).await;
+        match check {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => problems.push(e.to_string()),
+            Err(_) => problems.push("IPFS node did not answer within 3 s".into()),
+        }
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    if problems.is_empty() {
+        Json(json!({ "version": version })).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "version": version, "error": problems.join("; ") })))
+            .into_response()
+    }
+}
+
+pub async fn describe_server(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "did": state.config.service_did,
+        "availableUserDomains": [format!(".{}", state.config.hostname)],
+        "inviteCodeRequired": state.config.require_invite,
+        "phoneVerificationRequired": false,
+        "links": {},
+        "contact": { "email": state.config.contact_email },
+    }))
+}
+
+/// An invite code: `XXXXXXXX-XXXXXXXX`.
+pub fn new_invite_code() -> String {
+    format!("{}-{}", random_code(8), random_code(8))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateAccountInput {
+    email: Option<String>,
+    handle: String,
+    did: Option<String>,
+    invite_code: Option<String>,
+    password: Option<String>,
+}
+
+fn check_email(email: &str) -> XrpcResult<String> {
+    let email = email.trim().to_ascii_lowercase();
+    let valid = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+        })
+        && !email.contains(char::is_whitespace);
+    if valid { Ok(email) } else { Err(XrpcError::named("InvalidEmail", "That email address is not valid")) }
+}
+
+/// Checks that a handle is free to take on this server (syntax, domain, not taken).
+pub(crate) async fn check_new_handle(state: &AppState, raw: &str) -> XrpcResult<Handle> {
+    let handle =
+        Handle::new(raw.trim().to_ascii_lowercase()).map_err(|e| XrpcError::named("InvalidHandle", e.to_string()))?;
+    let suffix = format!(".{}", state.config.hostname);
+    let Some(name) = handle.as_str().strip_suffix(&suffix) else {
+        return Err(XrpcError::named("UnsupportedDomain", format!("Handles on this server must end with {suffix}")));
+    };
+    if name.contains('.') || name.len() < 3 || name.len() > 18 {
+        return Err(XrpcError::named(
+            "InvalidHandle",
+            format!("Choose a single name of 3 to 18 characters before {suffix}"),
+        ));
+    }
+    if accounts::by_handle(&state.db, handle.as_str()).await?.is_some() {
+        return Err(XrpcError::named("HandleNotAvailable", format!("The handle {handle} is already taken")));
+    }
+    Ok(handle)
+}
+
+pub async fn create_account(
+    State(state): State<AppState>,
+    XrpcJson(input): XrpcJson<CreateAccountInput>,
+) -> XrpcResult<Json<Value>> {
+    if input.did.is_some() {
+        return Err(XrpcError::invalid_request("Migrating an existing DID to this server is not supported yet"));
+    }
+    let handle = check_new_handle(&state, &input.handle).await?;
+    let email = check_email(input.email.as_deref().unwrap_or(""))?;
+    let password = input
+        .password
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| XrpcError::named("InvalidPassword", "A password is required"))?;
+    if password.len() > 256 {
+        return Err(XrpcError::named("InvalidPassword", "Password is too long"));
+    }
+    if accounts::by_email(&state.db, &email).await?.is_some() {
+        return Err(XrpcError::named("EmailNotAvailable", "That email address is already in use"));
+    }
+    let invite = match (&input.invite_code, state.config.require_invite) {
+        (None, true) => return Err(XrpcError::named("InvalidInviteCode", "An invite code is required")),
+        (code, _) => code.clone(),
+    };
+    if let Some(code) = &invite
+        && !db::invites::is_usable(&state.db, code).await?
+    {
+        return Err(XrpcError::named("InvalidInviteCode", "That invite code is not valid or has been used up"));
+    }
+
+    // The DID: a genesis operation signed by this server's rotation key, which stays the
+    // account's key until the user registers a passkey and takes over.
+    let rotation = state.rotation_key.public_key().to_did_key();
+    let op = Operation::genesis(vec![rotation.clone()], rotation, handle.as_str(), &state.config.public_url)
+        .sign(&state.rotation_key);
+    let did = op.did();
+    state
+        .plc
+        .submit(&did, &op)
+        .await
+        .map_err(|e| XrpcError::upstream("Could not register the DID with the PLC directory", e))?;
+    let did_typed = Did::new(did.as_str()).map_err(|e| XrpcError::internal("PLC produced an invalid DID", e))?;
+
+    let password_hash = password::hash_async(password).await?;
+    let commit = crate::service::repo::genesis_commit(&did_typed, &state.rotation_key, &state.tids);
+
+    // Blocks first: if the transaction below fails they are merely unreferenced.
+    let _protected = state.blocks.protect(commit.blocks.iter().map(|(cid, _)| *cid).collect()).await;
+    state.blocks.put_many(&commit.blocks).await?;
+    let mut events = state.firehose.sequencer().await?;
+    let mut tx = state.db.begin().await?;
+    if let Some(code) = &invite
+        && !db::invites::take_use(&mut tx, code, &did).await?
+    {
+        return Err(XrpcError::named("InvalidInviteCode", "That invite code is not valid or has been used up"));
+    }
+    let inserted =
+        accounts::insert(&mut tx, &did, handle.as_str(), &email, &password_hash, &commit.cid.to_string(), &commit.rev)
+            .await;
+    if let Err(sqlx::Error::Database(e)) = &inserted
+        && e.is_unique_violation()
+    {
+        // Lost a race with another sign-up for the same handle or email.
+        return Err(if e.message().contains("email") {
+            XrpcError::named("EmailNotAvailable", "That email address is already in use")
+        } else {
+            XrpcError::named("HandleNotAvailable", format!("The handle {handle} is already taken"))
+        });
+    }
+    inserted?;
+    let cids: Vec<_> = commit.blocks.iter().map(|(cid, _)| *cid).collect();
+    crate::store::db::refs::add_blocks(&mut tx, &did, &commit.rev, &cids).await?;
+    // The genesis commit is not announced: it is signed by the PDS key, which stops being the
+    // account's key at the handover, so a consumer replaying later could not verify it. The
+    // first user-signed #commit carries prevData, which is all a consumer needs.
+    events.append(&mut tx, Event::Identity { did: &did, handle: Some(handle.as_str()) }).await?;
+    events.append(&mut tx, Event::Account { did: &did, active: true, status: None }).await?;
+    let (access, refresh) = state.tokens.issue(&mut *tx, &did, None).await?;
+    tx.commit().await?;
+    events.publish();
+    tracing::info!(%did, %handle, "account created");
+    Ok(Json(json!({ "accessJwt": access, "refreshJwt": refresh, "handle": handle.as_str(), "did": did })))
+}
+
+#[derive(Deserialize)]
+pub struct CreateSessionInput {
+    identifier: String,
+    password: String,
+}
+
+fn session_view(account: &accounts::Account) -> Value {
+    let mut view = json!({
+        "did": account.did,
+        "handle": account.handle,
+        "email": account.email,
+        "emailConfirmed": account.email_confirmed_at.is_some(),
+        "active": account.active(),
+    });
+    if !account.active() {
+        view["status"] = json!("deactivated");
+    }
+    view
+}
+
+pub async fn create_session(
+    State(state): State<AppState>,
+    XrpcJson(input): XrpcJson<CreateSessionInput>,
+) -> XrpcResult<Json<Value>> {
+    let denied = || XrpcError::auth_required("Invalid identifier or password");
+    let account = accounts::by_identifier(&state.db, &input.identifier).await?.ok_or_else(denied)?;
+    let app_password = if password::verify_async(input.password.clone(), account.password_hash.clone()).await? {
+        None
+    } else {
+        let mut found = None;
+        for app in db::app_passwords::of(&state.db, &account.did).await? {
+            if password::verify_async(input.password.clone(), app.password_hash).await? {
+                found = Some((app.name, app.privileged));
+                break;
+            }
+        }
+        Some(found.ok_or_else(denied)?)
+    };
+    let (access, refresh) =
+        state.tokens.issue(&state.db, &account.did, app_password.as_ref().map(|(n, p)| (n.as_str(), *p))).await?;
+    let mut view = session_view(&account);
+    view["accessJwt"] = json!(access);
+    view["refreshJwt"] = json!(refresh);
+    Ok(Json(view))
+}
+
+pub async fn get_session(State(state): State<AppState>, auth: AccessAuth) -> XrpcResult<Json<Value>> {
+    let account = accounts::by_did(&state.db, &auth.did)
+        .await?
+        .ok_or_else(|| XrpcError::invalid_token("Account no longer exists"))?;
+    Ok(Json(session_view(&account)))
+}
+
+pub async fn refresh_session(State(state): State<AppState>, auth: RefreshAuth) -> XrpcResult<Json<Value>> {
+    let claims = auth.claims;
+    let next_jti = random_code(26);
+    if !db::sessions::rotate_refresh(&state.db, &claims.sid, &claims.jti, &next_jti).await? {
+        // A refresh token used twice means it leaked: end the whole session.
+        db::sessions::delete(&state.db, &claims.sid).await?;
+        tracing::warn!(did = %claims.sub, "refresh token replayed; session revoked");
+        return Err(XrpcError::expired_token(
+            "This refresh token was already used; the session has been ended. Log in again.",
+        ));
+    }
+    let account = accounts::by_did(&state.db, &claims.sub)
+        .await?
+        .ok_or_else(|| XrpcError::invalid_token("Account no longer exists"))?;
+    let app = db::sessions::app_password_of(&state.db, &claims.sid).await?;
+    let (access, refresh) = state.tokens.mint(&claims.sub, &claims.sid, &next_jti, app);
+    let mut view = session_view(&account);
+    view["accessJwt"] = json!(access);
+    view["refreshJwt"] = json!(refresh);
+    Ok(Json(view))
+}
+
+pub async fn delete_session(State(state): State<AppState>, auth: RefreshAuth) -> XrpcResult<Json<Value>> {
+    db::sessions::delete(&state.db, &auth.claims.sid).await?;
+    // Signed out everywhere: the tokens signed in advance go too.
+    if db::sessions::count(&state.db, &auth.claims.sub).await? == 0 {
+        state.proxy.tokens.discard(&auth.claims.sub).await?;
+    }
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateInviteCodeInput {
+    use_count: i64,
+    for_account: Option<String>,
+}
+
+async fn insert_invite(state: &AppState, uses: i64, for_account: &str) -> XrpcResult<String> {
+    if !(1..=1_000_000).contains(&uses) {
+        return Err(XrpcError::invalid_request("useCount must be between 1 and 1000000"));
+    }
+    let code = new_invite_code();
+    db::invites::insert(&state.db, &code, for_account, uses).await?;
+    Ok(code)
+}
+
+pub async fn create_invite_code(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+    XrpcJson(input): XrpcJson<CreateInviteCodeInput>,
+) -> XrpcResult<Json<Value>> {
+    if let Some(account) = &input.for_account {
+        super::did_param(account, "forAccount")?;
+    }
+    let code = insert_invite(&state, input.use_count, input.for_account.as_deref().unwrap_or("admin")).await?;
+    Ok(Json(json!({ "code": code })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateInviteCodesInput {
+    code_count: Option<i64>,
+    use_count: i64,
+    for_accounts: Option<Vec<String>>,
+}
+
+pub async fn create_invite_codes(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+    XrpcJson(input): XrpcJson<CreateInviteCodesInput>,
+) -> XrpcResult<Json<Value>> {
+    let count = input.code_count.unwrap_or(1);
+    if !(1..=1000).contains(&count) {
+        return Err(XrpcError::invalid_request("codeCount must be between 1 and 1000"));
+    }
+    let accounts = input.for_accounts.unwrap_or_else(|| vec!["admin".into()]);
+    for (i, account) in accounts.iter().enumerate() {
+        if account != "admin" {
+            super::did_param(account, &format!("forAccounts[{i}]"))?;
+        }
+    }
+    if accounts.len() as i64 * count > 1000 {
+        return Err(XrpcError::invalid_request("At most 1000 codes per request"));
+    }
+    let mut out = Vec::new();
+    for account in accounts {
+        let mut codes = Vec::new();
+        for _ in 0..count {
+            codes.push(insert_invite(&state, input.use_count, &account).await?);
+        }
+        out.push(json!({ "account": account, "codes": codes }));
+    }
+    Ok(Json(json!({ "codes": out })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GetInviteCodesParams {
+    include_used: Option<bool>,
+}
+
+pub async fn get_account_invite_codes(
+    State(state): State<AppState>,
+    auth: AccessAuth,
+    XrpcQuery(params): XrpcQuery<GetInviteCodesParams>,
+) -> XrpcResult<Json<Value>> {
+    let mut codes = Vec::new();
+    for c in db::invites::of_account(&state.db, &auth.did).await? {
+        if !params.include_used.unwrap_or(true) && c.available <= 0 {
+            continue;
+        }
+        let uses = db::invites::uses_of(&state.db, &c.code).await?;
+        codes.push(json!({
+            "code": c.code, "available": c.available, "disabled": c.disabled, "forAccount": c.for_account,
+            "createdBy": c.created_by, "createdAt": c.created_at,
+            "uses": uses.into_iter().map(|(by, at)| json!({ "usedBy": by, "usedAt": at })).collect::<Vec<_>>(),
+        }));
+    }
+    Ok(Json(json!({ "codes": codes })))
+}
+
+#[derive(Deserialize)]
+pub struct CreateAppPasswordInput {
+    name: String,
+    privileged: Option<bool>,
+}
+
+pub async fn create_app_password(
+    State(state): State<AppState>,
+    auth: AccessAuth,
+    XrpcJson(input): XrpcJson<CreateAppPasswordInput>,
+) -> XrpcResult<Json<Value>> {
+    auth.require_full_access()?;
+    let name = input.name.trim().to_owned();
+    if name.is_empty() || name.len() > 64 {
+        return Err(XrpcError::invalid_request("App password names must be 1 to 64 characters"));
+    }
+    let secret = random_code(16).to_ascii_lowercase();
+    let secret = format!("{}-{}-{}-{}", &secret[0..4], &secret[4..8], &secret[8..12], &secret[12..16]);
+    let hash = password::hash_async(secret.clone()).await?;
+    let created_at = db::now();
+    let privileged = input.privileged.unwrap_or(false);
+    if !db::app_passwords::insert(&state.db, &auth.did, &name, &hash, privileged, &created_at).await? {
+        return Err(XrpcError::named("DuplicateName", format!("An app password named '{name}' already exists")));
+    }
+    Ok(Json(json!({ "name": name, "password": secret, "createdAt": created_at, "privileged": privileged })))
+}
+
+pub async fn list_app_passwords(State(state): State<AppState>, auth: AccessAuth) -> XrpcResult<Json<Value>> {
+    let passwords: Vec<Value> = db::app_passwords::of(&state.db, &auth.did)
+        .await?
+        .into_iter()
+        .map(|a| json!({ "name": a.name, "createdAt": a.created_at, "privileged": a.privileged }))
+        .collect();
+    Ok(Json(json!({ "passwords": passwords })))
+}
+
+#[derive(Deserialize)]
+pub struct RevokeAppPasswordInput {
+    name: String,
+}
+
+pub async fn revoke_app_password(
+    State(state): State<AppState>,
+    auth: AccessAuth,
+    XrpcJson(input): XrpcJson<RevokeAppPasswordInput>,
+) -> XrpcResult<Json<Value>> {
+    auth.require_full_access()?;
+    let mut tx = state.db.begin().await?;
+    db::app_passwords::delete(&mut *tx, &auth.did, &input.name).await?;
+    // Sessions opened with it end too.
+    db::sessions::delete_for_app_password(&mut *tx, &auth.did, &input.name).await?;
+    tx.commit().await?;
+    Ok(Json(json!({})))
+}

@@ -1,0 +1,181 @@
+//! Authentication: passwords and session tokens, issued and verified. The extractors handlers
+//! use to require them belong to the HTTP edge (`xrpc/extract.rs`).
+
+pub mod jwt;
+pub mod password;
+
+use axum::http::request::Parts;
+
+use crate::error::XrpcError;
+
+/// Refresh lifetime.
+pub const REFRESH_TTL_SECS: i64 = 90 * 24 * 60 * 60;
+
+/// A random code from the base32 alphabet the original uses (session ids, token ids, invite
+/// codes, app passwords).
+pub fn random_code(len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    (0..len).map(|_| ALPHABET[(rand::random::<u8>() % 32) as usize] as char).collect()
+}
+
+/// The bearer token of a request's `Authorization` header.
+pub fn bearer(parts: &Parts) -> Result<&str, XrpcError> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| XrpcError::auth_required("Authentication required: send 'Authorization: Bearer <accessJwt>'"))?;
+    let value = header.to_str().map_err(|_| XrpcError::invalid_token("Authorization header is not valid text"))?;
+    value
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| XrpcError::invalid_token("Authorization header must be 'Bearer <token>'"))
+}
+
+/// Issues session tokens, and verifies them: signature (once per token, then remembered),
+/// scope, audience, expiry, and that the session still exists.
+#[derive(Clone)]
+pub struct Tokens {
+    db: sqlx::SqlitePool,
+    /// Signs the tokens (P-256, never a user's key).
+    jwk: std::sync::Arc<atproto::crypto::Keypair>,
+    key: atproto::crypto::PublicKey,
+    service_did: String,
+    /// Access token lifetime, in seconds.
+    access_ttl: i64,
+    /// Tokens whose signature has been verified, by their exact text.
+    verified: moka::sync::Cache<String, jwt::Claims>,
+}
+
+impl Tokens {
+    pub fn new(
+        db: sqlx::SqlitePool,
+        jwk: std::sync::Arc<atproto::crypto::Keypair>,
+        service_did: String,
+        access_ttl: i64,
+    ) -> Self {
+        let verified = moka::sync::Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live(std::time::Duration::from_secs(15 * 60))
+            .build();
+        Self { db, key: jwk.public_key(), jwk, service_did, access_ttl, verified }
+    }
+
+    /// Starts a session for an account: its row (through `executor`, so it can join the
+    /// caller's transaction) and its access and refresh tokens. `app_password` names the app
+    /// password it was opened with, and whether that one is privileged.
+    pub async fn issue(
+        &self,
+        executor: impl sqlx::SqliteExecutor<'_>,
+        did: &str,
+        app_password: Option<(&str, bool)>,
+    ) -> Result<(String, String), XrpcError> {
+        let session_id = random_code(26);
+        let refresh_jti = random_code(26);
+        let expires = crate::store::db::unix_now() + REFRESH_TTL_SECS;
+        let name = app_password.map(|(name, _)| name);
+        crate::store::db::sessions::insert(executor, &session_id, did, name, &refresh_jti, expires).await?;
+        Ok(self.mint(did, &session_id, &refresh_jti, app_password.map(|(_, privileged)| privileged)))
+    }
+
+    /// A new pair of tokens for an existing session, the refresh token with id `refresh_jti`.
+    /// `app_password` is `Some(privileged)` for app-password sessions.
+    pub fn mint(&self, did: &str, session_id: &str, refresh_jti: &str, app_password: Option<bool>) -> (String, String) {
+        let now = crate::store::db::unix_now();
+        let scope = match app_password {
+            None => jwt::ACCESS_SCOPE,
+            Some(true) => jwt::APP_PASS_PRIVILEGED_SCOPE,
+            Some(false) => jwt::APP_PASS_SCOPE,
+        };
+        let access = jwt::Claims {
+            scope: scope.into(),
+            sub: did.into(),
+            aud: self.service_did.clone(),
+            iat: now,
+            exp: now + self.access_ttl,
+            jti: random_code(26),
+            sid: session_id.into(),
+        };
+        let refresh = jwt::Claims {
+            scope: jwt::REFRESH_SCOPE.into(),
+            exp: now + REFRESH_TTL_SECS,
+            jti: refresh_jti.into(),
+            ..access.clone()
+        };
+        (jwt::sign(&self.jwk, "at+jwt", &access), jwt::sign(&self.jwk, "refresh+jwt", &refresh))
+    }
+
+    /// Checks a token of the given scopes and that its session still exists.
+    pub async fn check(&self, token: &str, scopes: &[&str]) -> Result<jwt::Claims, XrpcError> {
+        let now = crate::store::db::unix_now();
+        // A P-256 verification costs more than the rest of a small request; a token whose
+        // signature was checked before is recognised by its exact bytes. Expiry and the
+        // session are still checked every time.
+        let claims = match self.verified.get(token) {
+            Some(claims) if claims.exp > now => claims,
+            Some(_) => return Err(XrpcError::expired_token("Token has expired")),
+            None => {
+                let claims = jwt::verify(&self.key, token, now).map_err(|e| match e {
+                    jwt::JwtError::Expired => XrpcError::expired_token("Token has expired"),
+                    other => XrpcError::invalid_token(format!("Token could not be verified: {other}")),
+                })?;
+                self.verified.insert(token.to_owned(), claims.clone());
+                claims
+            }
+        };
+        if !scopes.contains(&claims.scope.as_str()) {
+            return Err(XrpcError::invalid_token("Token has the wrong scope for this endpoint"));
+        }
+        if claims.aud != self.service_did {
+            return Err(XrpcError::invalid_token("Token was issued for another service"));
+        }
+        if !crate::store::db::sessions::is_live(&self.db, &claims.sid, &claims.sub).await? {
+            return Err(XrpcError::expired_token("Token has been revoked"));
+        }
+        Ok(claims)
+    }
+
+    /// Checks an access token (full or app password); returns the account and when the
+    /// token expires (unix seconds).
+    pub async fn access(&self, token: &str) -> Result<(AccessAuth, i64), XrpcError> {
+        let claims =
+            self.check(token, &[jwt::ACCESS_SCOPE, jwt::APP_PASS_SCOPE, jwt::APP_PASS_PRIVILEGED_SCOPE]).await?;
+        let exp = claims.exp;
+        Ok((AccessAuth { did: claims.sub, session_id: claims.sid, scope: claims.scope }, exp))
+    }
+}
+
+/// A request authenticated with an access token (full or app password).
+#[derive(Debug, Clone)]
+pub struct AccessAuth {
+    pub did: String,
+    pub session_id: String,
+    /// The scope the token carries.
+    pub scope: String,
+}
+
+impl AccessAuth {
+    /// App-password sessions may not manage app passwords or the account.
+    pub fn require_full_access(&self) -> Result<(), XrpcError> {
+        if self.scope == jwt::ACCESS_SCOPE {
+            Ok(())
+        } else {
+            Err(XrpcError::forbidden("This action needs a session from the account password, not an app password"))
+        }
+    }
+}
+
+/// The bearer token of a request, if it has one.
+pub fn bearer_token(parts: &Parts) -> Option<&str> {
+    bearer(parts).ok()
+}
+
+/// A request authenticated with a refresh token.
+#[derive(Debug, Clone)]
+pub struct RefreshAuth {
+    pub claims: jwt::Claims,
+}
+
+/// A request authenticated as the administrator (HTTP basic auth, user `admin`).
+#[derive(Debug, Clone, Copy)]
+pub struct AdminAuth;

@@ -1,0 +1,206 @@
+//! `com.atproto.sync.subscribeRepos`. Events are rows of the `firehose` table (see
+//! [`crate::service::events`]). Writers take the [`Sequencer`] around the transaction that stores their
+//! events: it hands out the next numbers and, once the transaction has committed, broadcasts the
+//! frames before letting the next writer in, so every subscriber sees seq order with no gaps.
+//! A subscriber with a cursor is replayed from the table and then follows the broadcast. One
+//! that falls too far behind the broadcast is cut off with `ConsumerTooSlow` instead of being
+//! buffered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket};
+use sqlx::SqlitePool;
+use tokio::sync::{Mutex, MutexGuard, broadcast};
+
+use crate::service::events::{Event, error_frame, info_frame};
+
+/// How long one frame may take to reach a subscriber before it counts as gone.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Rows read per query when replaying or publishing.
+const PAGE: i64 = 500;
+
+pub type Frame = Arc<(i64, Vec<u8>)>;
+
+pub struct Firehose {
+    live: broadcast::Sender<Frame>,
+    /// The last seq committed; `None` until read from the table (and after a failed insert).
+    last_seq: Mutex<Option<i64>>,
+    db: SqlitePool,
+}
+
+/// Exclusive right to append events: taken just before a transaction that stores events and
+/// finished with [`Sequencer::publish`] right after it commits. Dropping it unpublished (the
+/// transaction failed) hands out the same numbers again.
+pub struct Sequencer<'a> {
+    firehose: &'a Firehose,
+    last: MutexGuard<'a, Option<i64>>,
+    next: i64,
+    frames: Vec<(i64, Vec<u8>)>,
+}
+
+impl Sequencer<'_> {
+    /// Stores `event` in the caller's transaction under the next sequence number.
+    pub async fn append(&mut self, conn: &mut sqlx::SqliteConnection, event: Event<'_>) -> Result<i64, sqlx::Error> {
+        let mut q = crate::store::db::refs::batch();
+        let seq = self.push(&mut q, event);
+        crate::store::db::refs::execute(conn, q).await?;
+        Ok(seq)
+    }
+
+    /// Adds the statement storing `event` under the next sequence number to the caller's batch,
+    /// which must run in the transaction this sequencer is held around.
+    pub fn push(&mut self, q: &mut crate::store::db::refs::Batch, event: Event<'_>) -> i64 {
+        let seq = self.next;
+        self.frames.push((seq, crate::service::events::push_insert(q, seq, &event)));
+        self.next += 1;
+        seq
+    }
+
+    /// Call once the transaction has committed: sends the frames to live subscribers.
+    pub fn publish(mut self) {
+        if self.frames.is_empty() {
+            return;
+        }
+        *self.last = Some(self.next - 1);
+        for (seq, frame) in self.frames.drain(..) {
+            let _ = self.firehose.live.send(Arc::new((seq, frame))); // no subscribers is fine
+        }
+    }
+}
+
+impl Drop for Sequencer<'_> {
+    /// Events appended but never published: their transaction failed, perhaps because the
+    /// table holds more than this process numbered. Count again from the table next time.
+    fn drop(&mut self) {
+        if !self.frames.is_empty() {
+            *self.last = None;
+        }
+    }
+}
+
+impl Firehose {
+    /// Starts the retention sweeper.
+    /// `backlog`: frames a subscriber may fall behind the newest before it is cut off.
+    pub fn start(db: SqlitePool, retention: Duration, backlog: usize) -> Arc<Self> {
+        let (live, _) = broadcast::channel(backlog.max(1));
+        let firehose = Arc::new(Self { live, last_seq: Mutex::new(None), db });
+        let sweeper = firehose.clone();
+        tokio::spawn(async move { sweeper.sweep(retention).await });
+        firehose
+    }
+
+    /// Takes the right to append events (see [`Sequencer`]).
+    pub async fn sequencer(&self) -> Result<Sequencer<'_>, sqlx::Error> {
+        let mut last = self.last_seq.lock().await;
+        let current = match *last {
+            Some(seq) => seq,
+            None => {
+                let head = self.head().await?;
+                *last = Some(head);
+                head
+            }
+        };
+        Ok(Sequencer { firehose: self, last, next: current + 1, frames: Vec::new() })
+    }
+
+    async fn head(&self) -> Result<i64, sqlx::Error> {
+        Ok(crate::store::db::events::newest_seq(&self.db).await?.unwrap_or(0))
+    }
+
+    async fn page_after(&self, seq: i64) -> Result<Vec<(i64, Vec<u8>)>, sqlx::Error> {
+        crate::store::db::events::frames_after(&self.db, seq, PAGE).await
+    }
+
+    async fn sweep(&self, retention: Duration) {
+        loop {
+            let cutoff = crate::store::db::unix_now() * 1000 - retention.as_millis() as i64;
+            // Keep the newest row whatever its age, so MAX(seq)+1 never goes backwards.
+            match crate::store::db::events::delete_older_than(&self.db, cutoff).await {
+                Ok(rows) if rows > 0 => tracing::info!(rows, "firehose: old events removed"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "firehose: retention sweep failed"),
+            }
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    }
+
+    /// Serves one subscriber until it leaves or falls behind.
+    pub async fn serve(&self, mut socket: WebSocket, cursor: Option<i64>) {
+        // Subscribe before replaying so nothing published meanwhile is missed; replayed
+        // sequence numbers are skipped when they come round again.
+        let mut live = self.live.subscribe();
+        let mut last = match cursor {
+            None => match self.head().await {
+                Ok(head) => head,
+                Err(_) => return,
+            },
+            Some(cursor) => match self.replay(&mut socket, cursor).await {
+                Some(last) => last,
+                None => return,
+            },
+        };
+        loop {
+            tokio::select! {
+                frame = live.recv() => match frame {
+                    Ok(frame) => {
+                        if frame.0 <= last {
+                            continue;
+                        }
+                        last = frame.0;
+                        let sent = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Binary(frame.1.clone().into())));
+                        if !matches!(sent.await, Ok(Ok(()))) {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let bye = error_frame("ConsumerTooSlow", "Stream consumer too slow; reconnect with a cursor");
+                        // A consumer this far behind may not be reading at all: do not wait long.
+                        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                            socket.send(Message::Binary(bye.into())).await?;
+                            socket.send(Message::Close(None)).await
+                        })
+                        .await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                msg = socket.recv() => match msg {
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    /// Replays from `cursor`; returns the last seq sent, or `None` if the stream ended.
+    async fn replay(&self, socket: &mut WebSocket, cursor: i64) -> Option<i64> {
+        let head = self.head().await.ok()?;
+        if cursor > head {
+            let bye = error_frame("FutureCursor", "Cursor in the future");
+            let _ = socket.send(Message::Binary(bye.into())).await;
+            let _ = socket.send(Message::Close(None)).await;
+            return None;
+        }
+        let oldest = crate::store::db::events::oldest_seq(&self.db).await.ok()?;
+        if let Some(oldest) = oldest
+            && cursor > 0
+            && cursor < oldest - 1
+        {
+            let info = info_frame("OutdatedCursor", "Requested cursor exceeded limit. Possibly missing events");
+            socket.send(Message::Binary(info.into())).await.ok()?;
+        }
+        let mut last = cursor;
+        loop {
+            let rows = self.page_after(last).await.ok()?;
+            let done = (rows.len() as i64) < PAGE;
+            for (seq, frame) in rows {
+                socket.send(Message::Binary(frame.into())).await.ok()?;
+                last = seq;
+            }
+            if done {
+                return Some(last);
+            }
+        }
+    }
+}

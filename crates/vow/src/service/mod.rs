@@ -1,0 +1,16 @@
+//! The services, the floor below the composition: each a struct (or functions) built from
+//! exactly what it uses, owning one job. They never see `AppState` or a handler; they use
+//! the storage floor (`crate::store`) and the protocol crate.
+
+pub mod auth;
+pub mod blobs;
+pub mod crawl;
+pub mod events;
+pub mod firehose;
+pub mod identity;
+pub mod keys;
+pub mod mime;
+pub mod proxy;
+pub mod repo;
+pub mod signer;
+pub mod webauthn;

@@ -1,0 +1,167 @@
+//! Finding a service from its DID: the DID document (did:plc from the PLC directory, did:web
+//! from its host), then the service entry, named `#id` or `did#id`. Documents are cached for
+//! a while; failures are not.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::service::identity::plc::PlcClient;
+
+/// Largest DID document read.
+const MAX_DOC_BYTES: usize = 64 * 1024;
+/// How long a resolved document is used.
+const DOC_TTL: Duration = Duration::from_secs(10 * 60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("{0} is not a DID this PDS can resolve")]
+    Unsupported(String),
+    #[error("{0} could not be resolved: {1}")]
+    Unreachable(String, String),
+    #[error("{0} has no DID document")]
+    NotFound(String),
+    #[error("the DID document of {0} has no service #{1}")]
+    NoService(String, String),
+    #[error(transparent)]
+    Refused(#[from] super::net::Refused),
+}
+
+#[derive(Clone)]
+pub struct Resolver {
+    plc: PlcClient,
+    http: reqwest::Client,
+    allow_private: bool,
+    docs: moka::sync::Cache<String, Arc<Value>>,
+}
+
+impl Resolver {
+    /// `http` is the guarded client of [`super::net::client`].
+    pub fn new(plc: PlcClient, http: reqwest::Client, allow_private: bool) -> Self {
+        let docs = moka::sync::Cache::builder().max_capacity(1_000).time_to_live(DOC_TTL).build();
+        Self { plc, http, allow_private, docs }
+    }
+
+    /// The current DID document of `did`.
+    pub async fn document(&self, did: &str) -> Result<Arc<Value>, ResolveError> {
+        if let Some(doc) = self.docs.get(did) {
+            return Ok(doc);
+        }
+        let doc = if did.starts_with("did:plc:") {
+            self.plc
+                .resolve(did)
+                .await
+                .map_err(|e| ResolveError::Unreachable(did.into(), e.to_string()))?
+                .ok_or_else(|| ResolveError::NotFound(did.into()))?
+        } else if let Some(host) = did.strip_prefix("did:web:") {
+            self.did_web(did, host).await?
+        } else {
+            return Err(ResolveError::Unsupported(did.into()));
+        };
+        if doc["id"].as_str() != Some(did) {
+            return Err(ResolveError::Unreachable(did.into(), "the document is for another DID".into()));
+        }
+        let doc = Arc::new(doc);
+        self.docs.insert(did.to_owned(), doc.clone());
+        Ok(doc)
+    }
+
+    async fn did_web(&self, did: &str, host: &str) -> Result<Value, ResolveError> {
+        // ATProto uses host-level did:web only; a port is percent-encoded.
+        let host = host.replace("%3A", ":").replace("%3a", ":");
+        if host.contains('/')
+            || (host.contains(':') && host.split_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err()))
+        {
+            return Err(ResolveError::Unsupported(did.into()));
+        }
+        let bare = host.split(':').next().unwrap_or_default();
+        // As @atproto/identity does: a localhost service (development) is served over HTTP.
+        let scheme = if self.allow_private && (bare == "localhost" || bare == "127.0.0.1") { "http" } else { "https" };
+        let url = reqwest::Url::parse(&format!("{scheme}://{host}/.well-known/did.json"))
+            .map_err(|_| ResolveError::Unsupported(did.into()))?;
+        super::net::check_url(&url, self.allow_private)?;
+        let unreachable = |e: String| ResolveError::Unreachable(did.into(), e);
+        let response = self.http.get(url).send().await.map_err(|e| unreachable(e.to_string()))?;
+        match response.status().as_u16() {
+            200 => {}
+            404 | 410 => return Err(ResolveError::NotFound(did.into())),
+            status => return Err(unreachable(format!("status {status}"))),
+        }
+        let body = read_bounded(response, MAX_DOC_BYTES).await.map_err(unreachable)?;
+        serde_json::from_slice(&body).map_err(|e| unreachable(format!("not a JSON document: {e}")))
+    }
+
+    /// The endpoint of the service `#id` of `did`.
+    pub async fn service_endpoint(&self, did: &str, id: &str) -> Result<reqwest::Url, ResolveError> {
+        let doc = self.document(did).await?;
+        let endpoint = service_entry(&doc, did, id).ok_or_else(|| ResolveError::NoService(did.into(), id.into()))?;
+        let url = reqwest::Url::parse(endpoint).map_err(|_| ResolveError::NoService(did.into(), id.into()))?;
+        super::net::check_url(&url, self.allow_private)?;
+        Ok(url)
+    }
+
+    /// The `#atproto` signing key of `did`, as a did:key.
+    pub async fn atproto_key(&self, did: &str) -> Result<Option<String>, ResolveError> {
+        let doc = self.document(did).await?;
+        Ok(signing_key(&doc, did))
+    }
+
+    /// Forgets a cached document (after an identity change).
+    pub fn forget(&self, did: &str) {
+        self.docs.invalidate(did);
+    }
+}
+
+/// The `serviceEndpoint` of the service `#id` (or `did#id`) in a DID document.
+pub fn service_entry<'a>(doc: &'a Value, did: &str, id: &str) -> Option<&'a str> {
+    let full = format!("{did}#{id}");
+    doc["service"].as_array()?.iter().find_map(|s| {
+        let sid = s["id"].as_str()?;
+        (sid == format!("#{id}") || sid == full).then(|| s["serviceEndpoint"].as_str()).flatten()
+    })
+}
+
+/// The `#atproto` verification method of a DID document, as a did:key.
+pub fn signing_key(doc: &Value, did: &str) -> Option<String> {
+    let full = format!("{did}#atproto");
+    doc["verificationMethod"].as_array()?.iter().find_map(|m| {
+        let id = m["id"].as_str()?;
+        if id != "#atproto" && id != full {
+            return None;
+        }
+        m["publicKeyMultibase"].as_str().map(|k| format!("did:key:{k}"))
+    })
+}
+
+/// A response body, refused beyond `limit` bytes.
+pub async fn read_bounded(response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    use futures_util::StreamExt;
+    let mut out = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        if out.len() + chunk.len() > limit {
+            return Err(format!("larger than {limit} bytes"));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn service_entries_match_both_id_forms() {
+        let doc = json!({ "id": "did:web:x", "service": [
+            { "id": "#bsky_appview", "type": "BskyAppView", "serviceEndpoint": "https://a.example" },
+            { "id": "did:web:x#bsky_chat", "type": "BskyChatService", "serviceEndpoint": "https://c.example" },
+        ]});
+        assert_eq!(super::service_entry(&doc, "did:web:x", "bsky_appview"), Some("https://a.example"));
+        assert_eq!(super::service_entry(&doc, "did:web:x", "bsky_chat"), Some("https://c.example"));
+        assert_eq!(super::service_entry(&doc, "did:web:y", "bsky_chat"), None);
+        assert_eq!(super::service_entry(&doc, "did:web:x", "atproto_pds"), None);
+    }
+}

@@ -1,0 +1,327 @@
+//! `vow signer`: a programmatic signer for bots and tests. It holds the user's secp256k1 key in
+//! a file, registers it for an account that has none, and keeps the signer WebSocket open until
+//! stopped. It trusts nothing the server says about a request: it signs a payload only after
+//! [`super::verify`] has recognised and checked it (commits against their evidence, PLC
+//! operations against the PLC directory's own record of the DID), and it signs changes of
+//! who controls the DID only when told to (`--approve-identity`, and `--approve-key-removal`
+//! for an operation that removes its own key).
+
+use std::path::Path;
+use std::time::Duration;
+
+use atproto::crypto::{Keypair, PublicKey};
+use atproto::syntax::Tid;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use super::protocol::CommitEvidence;
+use super::verify::{self, Payload, Refusal};
+use super::ws::{CLOSE_REPLACED, CLOSE_TOKEN_EXPIRED};
+
+pub struct Options<'a> {
+    pub pds: &'a str,
+    pub identifier: &'a str,
+    pub password: &'a str,
+    pub key_file: &'a Path,
+    pub recovery_key: Option<&'a str>,
+    /// The PLC directory, asked directly for the DID's state before any PLC operation is signed.
+    pub plc: &'a str,
+    /// Sign operations that change the DID's signing key or rotation keys, or tombstone it.
+    pub approve_identity: bool,
+    /// With `approve_identity`: also those that remove this signer's own key.
+    pub approve_key_removal: bool,
+}
+
+struct Session {
+    did: String,
+    access: String,
+    refresh: String,
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    async fn xrpc(
+        &self,
+        method: reqwest::Method,
+        nsid: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
+        let mut req = self.http.request(method, format!("{}/xrpc/{nsid}", self.base));
+        if !token.is_empty() {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.map_err(|e| format!("{nsid}: {e}"))?;
+        let status = res.status();
+        let value: Value = res.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            Ok(value)
+        } else {
+            Err(format!("{nsid} failed ({status}): {} {}", value["error"], value["message"]))
+        }
+    }
+
+    async fn login(&self, identifier: &str, password: &str) -> Result<Session, String> {
+        let s = self
+            .xrpc(
+                reqwest::Method::POST,
+                "com.atproto.server.createSession",
+                "",
+                Some(json!({ "identifier": identifier, "password": password })),
+            )
+            .await?;
+        session_from(&s)
+    }
+
+    async fn refresh(&self, session: &Session) -> Result<Session, String> {
+        let s = self.xrpc(reqwest::Method::POST, "com.atproto.server.refreshSession", &session.refresh, None).await?;
+        session_from(&s)
+    }
+}
+
+fn session_from(v: &Value) -> Result<Session, String> {
+    let field = |k: &str| v[k].as_str().map(str::to_owned).ok_or_else(|| format!("session lacks {k}"));
+    Ok(Session { did: field("did")?, access: field("accessJwt")?, refresh: field("refreshJwt")? })
+}
+
+/// Runs until interrupted, or until another signer replaces this one.
+pub async fn run(opts: Options<'_>) -> Result<(), String> {
+    let key = crate::service::keys::load_or_create_k256(opts.key_file, "signing key").map_err(|e| e.to_string())?;
+    let our_key = key.public_key().to_did_key();
+    let client = Client {
+        http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| e.to_string())?,
+        base: opts.pds.trim_end_matches('/').to_owned(),
+    };
+    let mut session = client.login(opts.identifier, opts.password).await?;
+    let status = client.xrpc(reqwest::Method::GET, "app.vow.signer.getStatus", &session.access, None).await?;
+    match status["signingKey"].as_str() {
+        None => {
+            let challenge =
+                client.xrpc(reqwest::Method::GET, "app.vow.signer.getKeyChallenge", &session.access, None).await?;
+            let challenge = challenge["challenge"].as_str().ok_or("no challenge returned")?.to_owned();
+            let bytes = URL_SAFE_NO_PAD.decode(&challenge).map_err(|e| format!("challenge: {e}"))?;
+            let signature = URL_SAFE_NO_PAD.encode(key.sign(&bytes));
+            client
+                .xrpc(
+                    reqwest::Method::POST,
+                    "app.vow.signer.registerKey",
+                    &session.access,
+                    Some(json!({
+                        "publicKey": our_key, "challenge": challenge, "signature": signature,
+                        "password": opts.password, "recoveryKey": opts.recovery_key,
+                    })),
+                )
+                .await?;
+            eprintln!("registered {our_key} as the signing key of {}", session.did);
+        }
+        Some(k) if k == our_key => {}
+        Some(k) => {
+            return Err(format!(
+                "{} is signed for by {k}, but {} holds {our_key}",
+                session.did,
+                opts.key_file.display()
+            ));
+        }
+    }
+
+    let ws_url = format!("{}/xrpc/com.atproto.server.signerConnect", client.base.replacen("http", "ws", 1));
+    let mut policy = Policy {
+        did: session.did.clone(),
+        own_key: key.public_key(),
+        key,
+        plc: opts.plc.trim_end_matches('/').to_owned(),
+        http: client.http.clone(),
+        approve_identity: opts.approve_identity,
+        approve_key_removal: opts.approve_key_removal,
+        last_rev: None,
+    };
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match connect_and_sign(&ws_url, &session, &mut policy).await {
+            Ok(Ended::TokenExpired) => {
+                session = match client.refresh(&session).await {
+                    Ok(s) => s,
+                    Err(_) => client.login(opts.identifier, opts.password).await?,
+                };
+                backoff = Duration::from_secs(1);
+                continue;
+            }
+            Ok(Ended::Replaced) => return Err("another signer connected for this account; stopping".into()),
+            Ok(Ended::Closed) => eprintln!("signer connection closed; reconnecting"),
+            Err(e) => eprintln!("signer connection failed: {e}; retrying in {backoff:?}"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+        // A long outage may have outlived the access token.
+        if let Ok(s) = client.refresh(&session).await {
+            session = s;
+        }
+    }
+}
+
+enum Ended {
+    TokenExpired,
+    Replaced,
+    Closed,
+}
+
+async fn connect_and_sign(url: &str, session: &Session, policy: &mut Policy) -> Result<Ended, String> {
+    let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {}", session.access).parse().map_err(|_| "bad token")?);
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| e.to_string())?;
+    // The server pings once it has registered this connection; only then do writes reach us.
+    let mut announced = false;
+    while let Some(msg) = socket.next().await {
+        let msg = msg.map_err(|e| e.to_string())?;
+        if !announced && !matches!(msg, Message::Close(_)) {
+            announced = true;
+            println!("signer connected for {}", session.did);
+        }
+        match msg {
+            Message::Text(text) => {
+                let Some(reply) = policy.answer(&text).await else { continue };
+                socket.send(Message::Text(reply.to_string().into())).await.map_err(|e| e.to_string())?;
+            }
+            Message::Close(frame) => {
+                return Ok(match frame.map(|f| f.code) {
+                    Some(CloseCode::Library(CLOSE_TOKEN_EXPIRED)) => Ended::TokenExpired,
+                    Some(CloseCode::Library(CLOSE_REPLACED)) => Ended::Replaced,
+                    _ => Ended::Closed,
+                });
+            }
+            _ => {} // tungstenite answers pings itself
+        }
+    }
+    Ok(Ended::Closed)
+}
+
+/// What this signer will sign, and what it remembers between requests.
+struct Policy {
+    did: String,
+    key: Keypair,
+    own_key: PublicKey,
+    plc: String,
+    http: reqwest::Client,
+    approve_identity: bool,
+    approve_key_removal: bool,
+    /// The newest commit revision signed: an older one is never signed again.
+    last_rev: Option<Tid>,
+}
+
+impl Policy {
+    /// The reply to one server message, if it needs one.
+    async fn answer(&mut self, text: &str) -> Option<Value> {
+        let msg: Value = serde_json::from_str(text).ok()?;
+        if msg["type"] != "sign_request" {
+            if msg["type"] == "sign_error" {
+                eprintln!("server refused a signature: {}", msg["message"]);
+            }
+            return None;
+        }
+        let request_id = msg["requestId"].as_str()?;
+        let payload = msg["payload"].as_str().and_then(|p| URL_SAFE_NO_PAD.decode(p).ok());
+        let evidence: Option<CommitEvidence> = serde_json::from_value(msg["commit"].clone()).ok();
+        let decided = match payload {
+            None => Err(Refusal("a payload that is not base64url".into())),
+            Some(payload) => self.decide(&payload, evidence.as_ref()).await.map(|what| (payload, what)),
+        };
+        match decided {
+            Ok((payload, what)) => {
+                eprintln!("signed {what}");
+                let sig = URL_SAFE_NO_PAD.encode(self.key.sign(&payload));
+                Some(json!({ "type": "sign_response", "requestId": request_id, "commitSignature": sig }))
+            }
+            Err(why) => {
+                eprintln!("refused to sign {why}");
+                Some(json!({ "type": "sign_reject", "requestId": request_id, "reason": why.0 }))
+            }
+        }
+    }
+
+    /// Whether to sign `payload`: what it is, from its bytes, and what signing it does.
+    async fn decide(&mut self, payload: &[u8], evidence: Option<&CommitEvidence>) -> Result<String, Refusal> {
+        match verify::classify(&self.did, payload)? {
+            Payload::Commit(commit) => {
+                // Earlier keys matter only for a previous commit this key did not sign and that
+                // is not a new account's empty tree: only then is the PLC directory asked.
+                let vouched_here = evidence.map(verify::previous_commit).transpose()?.is_none_or(|prev| {
+                    prev.verify(&self.own_key).is_ok() || prev.unsigned.data == verify::empty_tree_root()
+                });
+                let earlier = if vouched_here { Vec::new() } else { self.earlier_keys().await? };
+                let ctx = verify::CommitContext {
+                    own_key: &self.own_key,
+                    earlier_keys: &earlier,
+                    last_rev: self.last_rev.as_ref(),
+                };
+                let (changes, _) = verify::check_commit(&commit, evidence, &ctx)?;
+                self.last_rev = Some(commit.rev.clone());
+                Ok(if changes.is_empty() {
+                    format!("commit {} (the same records at a new revision)", commit.rev)
+                } else {
+                    changes.iter().map(|c| c.describe()).collect::<Vec<_>>().join("; ")
+                })
+            }
+            Payload::Plc(op) => {
+                let (current, cid, _) = verify::plc_history(&self.plc_audit().await?)?;
+                let change = verify::plc_change(&current, &cid, &op, &self.own_key.to_did_key())?;
+                let what = change.lines.join("; ");
+                if change.removes_own_key && !(self.approve_identity && self.approve_key_removal) {
+                    return Err(Refusal(format!(
+                        "a PLC operation that removes this signer's key ({what}); sign it only with \
+                         --approve-identity --approve-key-removal"
+                    )));
+                }
+                if change.identity && !self.approve_identity {
+                    return Err(Refusal(format!(
+                        "a PLC operation that changes who controls the DID ({what}); sign it only with \
+                         --approve-identity"
+                    )));
+                }
+                Ok(format!("PLC operation: {what}"))
+            }
+            Payload::ServiceAuth(auth) => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                verify::check_token(&auth, now.as_secs() as i64)?;
+                let method = auth.lxm.clone().unwrap_or_else(|| "any method".into());
+                if verify::token_moves_account(&auth) && !self.approve_identity {
+                    return Err(Refusal(format!(
+                        "a service token for {method} at {}, which can move the account; sign it only with \
+                         --approve-identity",
+                        auth.aud
+                    )));
+                }
+                Ok(format!("service token for {method} at {}", auth.aud))
+            }
+        }
+    }
+
+    /// The DID's audit log, from the PLC directory itself.
+    async fn plc_audit(&self) -> Result<Value, Refusal> {
+        let url = format!("{}/{}/log/audit", self.plc, self.did);
+        let res = self.http.get(&url).send().await.map_err(|e| Refusal(format!("the PLC directory: {e}")))?;
+        if !res.status().is_success() {
+            return Err(Refusal(format!("the PLC directory answered {} for {url}", res.status())));
+        }
+        res.json().await.map_err(|e| Refusal(format!("the PLC directory's answer: {e}")))
+    }
+
+    /// Keys the DID has had as its `#atproto` key, by the PLC directory's record.
+    async fn earlier_keys(&self) -> Result<Vec<PublicKey>, Refusal> {
+        let (_, _, keys) = verify::plc_history(&self.plc_audit().await?)?;
+        Ok(keys.iter().filter_map(|k| PublicKey::from_did_key(k).ok()).collect())
+    }
+}
