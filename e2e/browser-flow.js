@@ -7,6 +7,7 @@
 // Usage: node browser-flow.js <pdsUrl> --plc <plcUrl> [--chromium /usr/bin/chromium]
 const { AtpAgent } = require('@atproto/api')
 const { verifyRepoCar } = require('@atproto/repo')
+const { verifySignature } = require('@atproto/crypto')
 
 const { option, check, steps, launchChromium, addVirtualPasskey } = require('./lib')
 
@@ -117,8 +118,27 @@ async function main() {
       const r = (await writer.com.atproto.repo.listRecords({ repo: did, collection: 'app.bsky.feed.post' })).data
       check(r.records.length === 2, `2 posts left, got ${r.records.length}`)
     })
+    await step('the page signs service tokens: read tokens in advance, and on demand', async () => {
+      // The read tokens (for when no signer is open) are signed right after the page connects.
+      let status
+      for (let i = 0; i < 600; i++) {
+        const res = await fetch(`${service}/xrpc/app.vow.signer.getStatus`, { headers: { authorization: `Bearer ${writer.session.accessJwt}` } })
+        status = await res.json()
+        if (status.readTokens.stored > 0 && status.readTokens.stored === status.readTokens.methods) break
+        await new Promise((r) => setTimeout(r, 100))
+      }
+      check(status.readTokens.stored === status.readTokens.methods, `read tokens signed: ${JSON.stringify(status.readTokens)}`)
+      const { token } = (await writer.com.atproto.server.getServiceAuth({ aud: 'did:web:api.bsky.app', lxm: 'app.bsky.feed.getTimeline' })).data
+      const [h, c, sig] = token.split('.')
+      const claims = JSON.parse(Buffer.from(c, 'base64url'))
+      check(claims.iss === did && claims.aud === 'did:web:api.bsky.app' && claims.lxm === 'app.bsky.feed.getTimeline', 'claims')
+      const ok = await verifySignature(signingKey, Buffer.from(`${h}.${c}`), Buffer.from(sig, 'base64url'))
+      check(ok, "the token verifies against the page's key")
+    })
     await step('the page logged what it signed', async () => {
-      const entries = await page.$$eval('#log li', (lis) => lis.map((li) => li.textContent))
+      const all = await page.$$eval('#log li', (lis) => lis.map((li) => li.textContent))
+      check(all.some((e) => e.includes('a token for app.bsky.feed.getTimeline at did:web:api.bsky.app')), 'tokens logged')
+      const entries = all.filter((e) => !e.includes('a token for'))
       // Six writes, and first the head re-signed with the new key (the genesis commit was signed
       // by the PDS key), announced as #sync.
       check(entries.length === 7, `7 signatures logged, got ${entries.length}`)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project: formatting, lints, and the Rust test suites (the server's
-# integration tests start the real PLC directory server and run @atproto/* clients and headless
-# Chromium from e2e/, installed here from npm and apt).
+# integration tests start the real PLC directory server, the real Bluesky AppView with PostgreSQL,
+# and run @atproto/* clients and headless Chromium from e2e/, installed here from npm and apt).
 # Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,18 @@ echo "== installing e2e components (PLC directory server, ATProto clients, playw
 # tarball that cannot be fetched here; no retries keeps that failure quick.
 echo "== installing js-ipfs from npm"
 (cd e2e/ipfs && npm ci --no-audit --no-fund --loglevel=error --fetch-retries=0)
+
+# The real Bluesky AppView (@atproto/bsky) and Node 22, which it needs, both from npm.
+echo "== installing the Bluesky AppView and Node 22 from npm"
+(cd e2e/appview && npm ci --no-audit --no-fund --loglevel=error)
+# The AppView keeps its index in PostgreSQL; the test starts a private cluster on loopback.
+if [ -z "${PG_BIN:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "== installing postgresql from apt"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+fi
+export PG_BIN="${PG_BIN:-$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")}"
 
 # The passkey end-to-end test drives Debian's Chromium (a real browser with a virtual
 # authenticator); install it from apt when it is missing.

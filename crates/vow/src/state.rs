@@ -125,6 +125,21 @@ impl AppState {
 }
 
 impl AppState {
+    /// What a new signer connection of `did` (whose key is `signing_key`) starts once it is
+    /// registered: re-signing the head if another key signed it, and the read tokens for when
+    /// no signer is open, signed now and kept fresh while it is.
+    pub fn on_signer_ready(&self, did: &str, signing_key: Option<&str>) -> impl FnOnce() + Send + 'static {
+        let resign = crate::service::repo::writer::resign_when_ready(self.writer.clone(), did.to_owned());
+        let key = signing_key.and_then(|k| atproto::crypto::PublicKey::from_did_key(k).ok());
+        let (tokens, did) = (self.proxy.tokens.clone(), did.to_owned());
+        move || {
+            resign();
+            if let Some(key) = key {
+                tokens.keep_fresh(did, key);
+            }
+        }
+    }
+
     /// The WebAuthn relying party: the hostname as RP ID, the public URL as origin.
     pub fn relying_party(&self) -> crate::service::webauthn::RelyingParty {
         crate::service::webauthn::RelyingParty {

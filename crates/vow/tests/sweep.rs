@@ -74,6 +74,10 @@ const ROUTES: &[Route] = &[
     route("GET", "app.bsky.actor.getPreferences", Auth::Access),
     route("POST", "app.bsky.actor.putPreferences", Auth::Access),
     route("GET", "app.bsky.feed.getFeed", Auth::Access),
+    route("GET", "app.bsky.actor.getProfile", Auth::Access),
+    route("GET", "app.bsky.feed.getAuthorFeed", Auth::Access),
+    route("GET", "app.bsky.feed.getTimeline", Auth::Access),
+    route("GET", "app.bsky.feed.getPostThread", Auth::Access),
 ];
 
 /// One bad request and the answer it must get. `{did}` in the query or body is the test

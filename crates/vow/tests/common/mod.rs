@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 pub struct Proc(Option<Child>);
 impl Proc {
-    fn none() -> Proc {
+    pub fn none() -> Proc {
         Proc(None)
     }
 }

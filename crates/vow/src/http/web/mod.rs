@@ -357,7 +357,7 @@ async fn signer_socket(
     };
     let info = ConnectionInfo { did, passkey: account.passkey_public_key, rp: state.relying_party(), expires_at: None };
     let hub = state.signers.clone();
-    let ready = crate::service::repo::writer::resign_when_ready(state.writer.clone(), info.did.clone());
+    let ready = state.on_signer_ready(&info.did, account.signing_key.as_deref());
     upgrade
         .max_message_size(64 * 1024)
         .on_upgrade(move |socket| async move { ws::serve(socket, &hub, info, ready).await })

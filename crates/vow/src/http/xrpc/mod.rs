@@ -6,6 +6,7 @@ pub mod blobs;
 mod extract;
 mod identity;
 pub mod proxy;
+mod read_after_write;
 mod repo;
 mod repo_write;
 mod server;
@@ -69,6 +70,10 @@ pub fn routes() -> Router<AppState> {
         .route("/xrpc/app.bsky.actor.getPreferences", get(actor::get_preferences))
         .route("/xrpc/app.bsky.actor.putPreferences", post(actor::put_preferences))
         .route("/xrpc/app.bsky.feed.getFeed", get(proxy::get_feed))
+        .route("/xrpc/app.bsky.actor.getProfile", get(read_after_write::get_profile))
+        .route("/xrpc/app.bsky.feed.getAuthorFeed", get(read_after_write::get_author_feed))
+        .route("/xrpc/app.bsky.feed.getTimeline", get(read_after_write::get_timeline))
+        .route("/xrpc/app.bsky.feed.getPostThread", get(read_after_write::get_post_thread))
 }
 
 /// A hosted, active account by DID, with the sync endpoints' error names.

@@ -26,7 +26,7 @@ fn parse_nsid(collection: &str) -> XrpcResult<Nsid> {
     Nsid::new(collection).map_err(|e| XrpcError::invalid_request(format!("Invalid collection: {e}")))
 }
 
-async fn record_value(state: &AppState, cid: &str) -> XrpcResult<Value> {
+pub(crate) async fn record_value(state: &AppState, cid: &str) -> XrpcResult<Value> {
     let cid: atproto::Cid = cid.parse().map_err(|e| XrpcError::internal("bad CID in the records index", e))?;
     let bytes = state.blocks.get(&cid).await?.ok_or_else(|| XrpcError::internal("record block missing", cid))?;
     let value = atproto::data::decode(&bytes).map_err(|e| XrpcError::internal("stored record does not decode", e))?;

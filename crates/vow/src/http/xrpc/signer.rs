@@ -30,11 +30,19 @@ pub async fn get_status(State(state): State<AppState>, auth: AccessAuth) -> Xrpc
     let account = accounts::by_did(&state.db, &auth.did)
         .await?
         .ok_or_else(|| XrpcError::named("AccountNotFound", "No such account"))?;
+    let key = account.signing_key.as_deref().and_then(|k| atproto::crypto::PublicKey::from_did_key(k).ok());
+    let (stored, until) = match &key {
+        Some(key) => state.proxy.tokens.stored(&auth.did, key).await?,
+        None => (0, None),
+    };
     Ok(Json(json!({
         "did": account.did,
         "signingKey": account.signing_key,
         "passkey": account.passkey_credential_id.is_some(),
         "signerConnected": state.signers.is_connected(&auth.did),
+        // Read tokens signed in advance: how many of how many methods, and until when (unix
+        // seconds) reading works with no signer open.
+        "readTokens": { "stored": stored, "methods": state.proxy.tokens.stored_methods(), "validUntil": until },
     })))
 }
 
@@ -127,16 +135,7 @@ pub async fn signer_connect(
         expires_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(exp.max(0) as u64)),
     };
     let hub = state.signers.clone();
-    let resign = crate::service::repo::writer::resign_when_ready(state.writer.clone(), info.did.clone());
-    let key = account.signing_key.as_deref().and_then(|k| atproto::crypto::PublicKey::from_did_key(k).ok());
-    let (tokens, did) = (state.proxy.tokens.clone(), info.did.clone());
-    let ready = move || {
-        resign();
-        // Read tokens for when no signer is open, signed now and kept fresh while it is.
-        if let Some(key) = key {
-            tokens.keep_fresh(did, key);
-        }
-    };
+    let ready = state.on_signer_ready(&info.did, account.signing_key.as_deref());
     Ok(upgrade
         .max_message_size(64 * 1024)
         .on_upgrade(move |socket| async move { ws::serve(socket, &hub, info, ready).await }))

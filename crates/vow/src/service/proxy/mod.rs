@@ -53,10 +53,16 @@ pub fn never_proxied(nsid: &str) -> bool {
 pub struct Target {
     pub did: String,
     pub url: reqwest::Url,
+    /// Configured by the operator (the AppView, chat, moderation), so it may live on a private
+    /// network; services a request names go through the guarded client.
+    pub configured: bool,
 }
 
 #[derive(Clone)]
 pub struct Proxy {
+    /// For the configured services.
+    trusted: reqwest::Client,
+    /// For services requests name: public addresses only (unless allowed), no redirects.
     http: reqwest::Client,
     pub resolver: resolve::Resolver,
     pub config: ProxyConfig,
@@ -65,7 +71,7 @@ pub struct Proxy {
 
 fn target_of(service: &ServiceTarget) -> Result<Target, XrpcError> {
     let url = reqwest::Url::parse(&service.url).map_err(|e| XrpcError::internal("configured service URL", e))?;
-    Ok(Target { did: service.did.clone(), url })
+    Ok(Target { did: service.did.clone(), url, configured: true })
 }
 
 impl Proxy {
@@ -75,8 +81,9 @@ impl Proxy {
         tokens: tokens::ServiceTokens,
     ) -> Self {
         let http = net::client(config.allow_private, config.timeout);
+        let trusted = net::client(true, config.timeout);
         let resolver = resolve::Resolver::new(plc, http.clone(), config.allow_private);
-        Self { http, resolver, config, tokens }
+        Self { trusted, http, resolver, config, tokens }
     }
 
     pub fn appview(&self) -> Result<Target, XrpcError> {
@@ -117,7 +124,7 @@ impl Proxy {
                 resolve::ResolveError::Refused(r) => XrpcError::invalid_request(format!("atproto-proxy: {r}")),
                 other => XrpcError::named("InvalidRequest", format!("atproto-proxy: {other}")),
             })?;
-            return Ok(Some(Target { did: did.to_owned(), url }));
+            return Ok(Some(Target { did: did.to_owned(), url, configured: false }));
         }
         if nsid.starts_with("app.bsky.") {
             Ok(Some(target_of(&self.config.appview)?))
@@ -146,9 +153,14 @@ impl Proxy {
         let mut url = target.url.clone();
         url.set_path(&format!("{}/xrpc/{nsid}", target.url.path().trim_end_matches('/')));
         url.set_query(query.filter(|q| !q.is_empty()));
-        net::check_url(&url, self.config.allow_private)
-            .map_err(|e| XrpcError::invalid_request(format!("the service cannot be called: {e}")))?;
-        let mut request = self.http.request(method.clone(), url);
+        let client = if target.configured {
+            &self.trusted
+        } else {
+            net::check_url(&url, self.config.allow_private)
+                .map_err(|e| XrpcError::invalid_request(format!("the service cannot be called: {e}")))?;
+            &self.http
+        };
+        let mut request = client.request(method.clone(), url);
         for name in REQUEST_HEADERS {
             if let Some(value) = headers.get(*name) {
                 request = request.header(*name, value);

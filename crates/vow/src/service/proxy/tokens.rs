@@ -240,6 +240,14 @@ impl ServiceTokens {
         Ok(())
     }
 
+    /// How many valid stored tokens `did` has for `key`, and when the first of them expires.
+    pub async fn stored(&self, did: &str, key: &PublicKey) -> Result<(usize, Option<i64>), sqlx::Error> {
+        let now = crate::store::db::unix_now();
+        let rows = crate::store::db::service_tokens::expiries(&self.db, did, &key.to_did_key()).await?;
+        let valid: Vec<i64> = rows.into_iter().map(|(_, _, exp)| exp).filter(|exp| *exp > now).collect();
+        Ok((valid.len(), valid.iter().min().copied()))
+    }
+
     /// How many read methods get stored tokens.
     pub fn stored_methods(&self) -> usize {
         self.reads.len()

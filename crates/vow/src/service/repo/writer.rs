@@ -839,7 +839,7 @@ pub async fn resign_head(w: &RepoWriter, did: &Did) -> XrpcResult<bool> {
 
 /// What a new signer connection triggers: re-signing the account's head if its key did not
 /// sign it (see [`resign_head`]), in the background.
-pub fn resign_when_ready(w: RepoWriter, did: String) -> impl FnOnce() {
+pub fn resign_when_ready(w: RepoWriter, did: String) -> impl FnOnce() + Send + 'static {
     move || {
         tokio::spawn(async move {
             let Ok(did) = Did::new(did.as_str()) else { return };
