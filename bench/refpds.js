@@ -30,8 +30,9 @@ const settings = {
   PDS_SERVICE_HANDLE_DOMAINS: '.test',
   PDS_DISABLE_SSRF_PROTECTION: 'true',
   PDS_CRAWLERS: '',
-  PDS_BSKY_APP_VIEW_URL: '',
-  PDS_BSKY_APP_VIEW_DID: '',
+  // An AppView to proxy to, when a benchmark runs one (scripts/bench-appview.sh).
+  PDS_BSKY_APP_VIEW_URL: process.env.REF_APP_VIEW_URL || '',
+  PDS_BSKY_APP_VIEW_DID: process.env.REF_APP_VIEW_DID || '',
   PDS_RATE_LIMITS_ENABLED: 'false',
   LOG_ENABLED: 'false',
 }

@@ -3,6 +3,7 @@
 //! line with requests per second and latency percentiles. Non-2xx answers count as errors.
 //!
 //! Usage: cargo run --release -p vow --example xrpc_load -- <url> <concurrency> <seconds>
+//! With `XRPC_LOAD_BEARER` set, every request carries it as a bearer token.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +18,12 @@ async fn main() {
     };
     let concurrency: usize = concurrency.parse().expect("concurrency is a number");
     let duration = Duration::from_secs_f64(seconds.parse().expect("seconds is a number"));
-    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().unwrap();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(token) = std::env::var("XRPC_LOAD_BEARER") {
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().expect("a header value"));
+    }
+    let client =
+        reqwest::Client::builder().pool_max_idle_per_host(concurrency).default_headers(headers).build().unwrap();
     // Warm-up: connections open, caches filled.
     for _ in 0..concurrency * 4 {
         let _ = client.get(url).send().await.and_then(|r| r.error_for_status());

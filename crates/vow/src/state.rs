@@ -14,9 +14,20 @@ use crate::service::repo::writer::RepoLocks;
 use crate::service::signer::SignerHub;
 use crate::store::blocks::{Blocks, EmbeddedStore, IpfsStore};
 
-/// Everything handlers share.
+/// Everything handlers share, behind one `Arc`: the router clones the state for every request
+/// and every middleware that takes it, and one reference count is all a clone should cost.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The services and shared parts, built once.
+pub struct Services {
     pub config: Arc<ServerConfig>,
     pub db: SqlitePool,
     pub rotation_key: Arc<Keypair>,
@@ -43,6 +54,12 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: ServerConfig, db: SqlitePool, rotation_key: Keypair, jwk: Keypair) -> Self {
+        Self(Arc::new(Services::new(config, db, rotation_key, jwk)))
+    }
+}
+
+impl Services {
+    fn new(config: ServerConfig, db: SqlitePool, rotation_key: Keypair, jwk: Keypair) -> Self {
         let http = reqwest::Client::builder()
             .user_agent(concat!("vow/", env!("CARGO_PKG_VERSION")))
             .timeout(std::time::Duration::from_secs(15))

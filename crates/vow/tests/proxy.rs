@@ -122,6 +122,10 @@ async fn proxied_calls_carry_a_token_signed_by_the_users_key() {
             ("VOW_BSKY_APP_VIEW_DID", &did),
             ("VOW_PROXY_ALLOW_PRIVATE", "true"),
             ("VOW_SERVICE_TOKEN_TTL", "0"),
+            ("VOW_BSKY_CHAT_URL", &url),
+            ("VOW_BSKY_CHAT_DID", "did:web:chat.example"),
+            ("VOW_MOD_SERVICE_URL", &url),
+            ("VOW_MOD_SERVICE_DID", "did:web:mod.example"),
         ],
     );
     let alice = s.account("alice").await;
@@ -180,6 +184,42 @@ async fn proxied_calls_carry_a_token_signed_by_the_users_key() {
     assert_eq!(seen.headers["content-type"], "application/json");
     assert_eq!(decode(&seen.token().unwrap()).1["lxm"], "app.bsky.graph.muteActor");
 
+    // Chat and reports go to their own services, each token for its audience.
+    assert_eq!(get(&s, "chat.bsky.convo.listConvos", &alice.access, &[]).await.status(), 418);
+    let claims = decode(&rec.last().token().unwrap()).1;
+    assert_eq!(
+        (claims["aud"].as_str(), claims["lxm"].as_str()),
+        (Some("did:web:chat.example"), Some("chat.bsky.convo.listConvos"))
+    );
+    let res = s
+        .http
+        .post(format!("{}/xrpc/com.atproto.moderation.createReport", s.url))
+        .bearer_auth(&alice.access)
+        .json(&json!({ "reasonType": "com.atproto.moderation.defs#reasonSpam", "subject": { "$type": "com.atproto.admin.defs#repoRef", "did": "did:plc:x" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 418);
+    let claims = decode(&rec.last().token().unwrap()).1;
+    assert_eq!(
+        (claims["aud"].as_str(), claims["lxm"].as_str()),
+        (Some("did:web:mod.example"), Some("com.atproto.moderation.createReport"))
+    );
+    // Chat is for the account password or a privileged app password.
+    let (_, app) = s
+        .call("POST", "com.atproto.server.createAppPassword", Some(&alice.access), Some(json!({ "name": "phone" })))
+        .await;
+    let (_, session) = s
+        .call(
+            "POST",
+            "com.atproto.server.createSession",
+            None,
+            Some(json!({ "identifier": alice.handle, "password": app["password"] })),
+        )
+        .await;
+    let got = answer(get(&s, "chat.bsky.convo.listConvos", session["accessJwt"].as_str().unwrap(), &[]).await).await;
+    assert_error(&got, 403, "Forbidden");
+
     // A service named by atproto-proxy, found through its DID document.
     let header = format!("{did}#echo");
     let res = get(&s, "com.example.thing.doIt?x=1", &alice.access, &[("atproto-proxy", &header)]).await;
@@ -230,7 +270,7 @@ async fn services_on_private_addresses_are_refused_unless_allowed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn stored_tokens_keep_reads_going_without_a_signer_and_nothing_else_is_used() {
     let (did, url, rec) = start_service().await;
-    let s = stack_with(
+    let mut s = stack_with(
         false,
         &[("VOW_BSKY_APP_VIEW_URL", &url), ("VOW_BSKY_APP_VIEW_DID", &did), ("VOW_PROXY_ALLOW_PRIVATE", "true")],
     );
@@ -249,6 +289,8 @@ async fn stored_tokens_keep_reads_going_without_a_signer_and_nothing_else_is_use
     let until = status["readTokens"]["validUntil"].as_i64().unwrap();
     drop(signer);
     wait_for_signer(&s, &alice.access, false).await;
+    // They are kept across a restart.
+    s.restart_vow(&[]);
 
     // A read method: its stored token, three days long, the user's key.
     let res = get(&s, "app.bsky.notification.listNotifications", &alice.access, &[]).await;
@@ -354,4 +396,40 @@ async fn get_service_auth_is_signed_by_the_signer_within_the_reference_limits() 
         let path = format!("com.atproto.server.getServiceAuth?aud=did:web:other.example&lxm={lxm}");
         assert_error(&s.call("GET", &path, Some(app_access), None).await, 403, "Forbidden");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn app_passwords_neither_see_nor_set_personal_details() {
+    let s = stack(false);
+    let alice = s.account("alice").await;
+    let details =
+        json!({ "$type": "app.bsky.actor.defs#personalDetailsPref", "birthDate": "1990-01-01T00:00:00.000Z" });
+    let feeds = json!({ "$type": "app.bsky.actor.defs#savedFeedsPrefV2", "items": [] });
+    let put = |token: String, prefs: Value| {
+        let s = &s;
+        async move {
+            s.call("POST", "app.bsky.actor.putPreferences", Some(&token), Some(json!({ "preferences": prefs }))).await
+        }
+    };
+    assert_eq!(put(alice.access.clone(), json!([details, feeds])).await.0, 200);
+    let (_, app) = s
+        .call("POST", "com.atproto.server.createAppPassword", Some(&alice.access), Some(json!({ "name": "app" })))
+        .await;
+    let (_, session) = s
+        .call(
+            "POST",
+            "com.atproto.server.createSession",
+            None,
+            Some(json!({ "identifier": alice.handle, "password": app["password"] })),
+        )
+        .await;
+    let app_access = session["accessJwt"].as_str().unwrap().to_owned();
+    let (_, seen) = s.call("GET", "app.bsky.actor.getPreferences", Some(&app_access), None).await;
+    assert_eq!(seen["preferences"], json!([feeds]), "the app password does not see the personal details");
+    assert_error(&put(app_access.clone(), json!([details])).await, 400, "InvalidRequest");
+    // What it puts replaces what it can see; the personal details stay.
+    let adult = json!({ "$type": "app.bsky.actor.defs#adultContentPref", "enabled": true });
+    assert_eq!(put(app_access.clone(), json!([adult])).await.0, 200);
+    let (_, full) = s.call("GET", "app.bsky.actor.getPreferences", Some(&alice.access), None).await;
+    assert_eq!(full["preferences"], json!([details, adult]));
 }
