@@ -4,7 +4,8 @@
 #   directly at the AppView, with a service token Vow's signer signed (getServiceAuth),
 #   through Vow (its kept token for the call), and
 #   through the reference PDS (@atproto/pds 0.4.217, which signs its own tokens),
-# reporting requests/s at concurrency $C and latency at concurrency 1 (Rust load generator).
+# reporting requests/s at concurrency $C and latency at concurrency 1 (Rust load generator), for
+# a cheap AppView method (getConfig: what the PDS adds) and two hydrated feeds.
 # Usage: scripts/bench-appview.sh   (env: C=16 SECS=10 POSTS=30)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,15 +49,22 @@ done
 echo "indexed $n posts"
 # The token the direct calls use: one Vow's signer signs, for an hour.
 exp=$(( $(date +%s) + 3600 ))
-direct_token() { curl -sf "$V/xrpc/com.atproto.server.getServiceAuth?aud=$AV_DID&lxm=$1&exp=$exp" -H "authorization: Bearer $vow_token" \
+direct_token() { curl -sf "$V/xrpc/com.atproto.server.getServiceAuth?aud=${AV_DID//%/%25}&lxm=$1&exp=$exp" -H "authorization: Bearer $vow_token" \
   | node -pe 'JSON.parse(require("fs").readFileSync(0)).token'; }
 
 run() { # label token url concurrency seconds
   local out; out=$(XRPC_LOAD_BEARER="$2" "$LOAD" "$3" "$4" "$5"); echo "$1 c=$4: $out"
 }
 tl="app.bsky.feed.getTimeline?limit=30"; af="app.bsky.feed.getAuthorFeed?actor=$vow_did&limit=30"
+cf="app.bsky.unspecced.getConfig"
 t_tl=$(direct_token app.bsky.feed.getTimeline); t_af=$(direct_token app.bsky.feed.getAuthorFeed)
+t_cf=$(direct_token app.bsky.unspecced.getConfig)
+# getConfig costs the AppView almost nothing, so it shows what each PDS adds; the feeds are
+# bound by the AppView's own work on this machine.
 for c in 1 "$C"; do
+  run "getConfig     direct  " "$t_cf" "$AV/xrpc/$cf" "$c" "$SECS"
+  run "getConfig     via vow " "$vow_token" "$V/xrpc/$cf" "$c" "$SECS"
+  run "getConfig     via ref " "$ref_token" "$REF/xrpc/$cf" "$c" "$SECS"
   run "getTimeline   direct  " "$t_tl" "$AV/xrpc/$tl" "$c" "$SECS"
   run "getTimeline   via vow " "$vow_token" "$V/xrpc/$tl" "$c" "$SECS"
   run "getTimeline   via ref " "$ref_token" "$REF/xrpc/$tl" "$c" "$SECS"

@@ -330,6 +330,8 @@ async fn passkey_register(
         handover::Replace::ThroughSigner,
     )
     .await?;
+    // Proxied calls now need tokens of the new key.
+    state.proxy.tokens.forget_key(&did);
     Ok(Json(json!({
         "did": did,
         "signingKey": key.to_did_key(),

@@ -40,8 +40,7 @@ fn sign_error(e: SignError) -> XrpcError {
 
 /// The account's registered key, if it has one.
 async fn account_key(state: &AppState, did: &str) -> XrpcResult<Option<PublicKey>> {
-    let account = crate::store::db::accounts::by_did(&state.db, did).await?;
-    Ok(account.and_then(|a| a.signing_key).and_then(|k| PublicKey::from_did_key(&k).ok()))
+    Ok(state.proxy.tokens.account_key(did).await?)
 }
 
 /// An authenticated call to a service: a token for `lxm` at `aud` (kept or signed now), then

@@ -85,6 +85,8 @@ pub async fn register_key(
         handover::Replace::No,
     )
     .await?;
+    // Proxied calls now need tokens of the new key.
+    state.proxy.tokens.forget_key(&auth.did);
     Ok(Json(json!({ "did": auth.did, "signingKey": key.to_did_key() })))
 }
 

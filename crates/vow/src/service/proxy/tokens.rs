@@ -63,6 +63,8 @@ pub struct ServiceTokens {
     fresh: moka::sync::Cache<(String, String, String), (String, i64, String)>,
     /// Accounts whose stored tokens are being kept fresh.
     keeping: Arc<Mutex<HashSet<String>>>,
+    /// Each account's signing key (did:key), briefly: every proxied call needs it.
+    keys: moka::sync::Cache<String, Option<String>>,
 }
 
 /// Where a token comes from when none is kept.
@@ -95,7 +97,11 @@ impl ServiceTokens {
             .time_to_live(Duration::from_secs(ON_DEMAND_SECS as u64))
             .support_invalidation_closures()
             .build();
-        Self { db, signers, signer_timeout, stored_ttl, reads: Arc::new(reads), fresh, keeping: Default::default() }
+        // A read waiting on a stuck signer should not wait as long as a write may.
+        let signer_timeout = signer_timeout.min(Duration::from_secs(10));
+        let keys = moka::sync::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(30)).build();
+        let reads = Arc::new(reads);
+        Self { db, signers, signer_timeout, stored_ttl, reads, fresh, keeping: Default::default(), keys }
     }
 
     /// A token for `did` to call `lxm` at `aud`, signed by `key`: kept, or (with
@@ -124,7 +130,9 @@ impl ServiceTokens {
                 tracing::warn!(%did, error = %e, "stored service tokens could not be read");
                 None
             });
-        if let Some((token, _)) = stored {
+        if let Some((token, exp)) = stored {
+            // Kept in memory too, so the next call skips the database.
+            self.fresh.insert(id, (token.clone(), exp, key_did));
             return Ok(Some(token));
         }
         if fallback == Fallback::KeptOnly || !self.signers.is_connected(did) {
@@ -139,6 +147,25 @@ impl ServiceTokens {
             Err(SignError::NotConnected) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The account's signing key, if it has one (cached for half a minute; see [`Self::forget_key`]).
+    pub async fn account_key(&self, did: &str) -> Result<Option<PublicKey>, sqlx::Error> {
+        let key_did = match self.keys.get(did) {
+            Some(k) => k,
+            None => {
+                let account = crate::store::db::accounts::by_did(&self.db, did).await?;
+                let k = account.and_then(|a| a.signing_key);
+                self.keys.insert(did.to_owned(), k.clone());
+                k
+            }
+        };
+        Ok(key_did.and_then(|k| PublicKey::from_did_key(&k).ok()))
+    }
+
+    /// Forgets the cached key of `did`, after it changed.
+    pub fn forget_key(&self, did: &str) {
+        self.keys.invalidate(did);
     }
 
     /// Has the connected signer sign a token valid from `iat` to `exp`; the hub verifies the
@@ -232,6 +259,7 @@ impl ServiceTokens {
     /// or it was deactivated or deleted.
     pub async fn discard(&self, did: &str) -> Result<(), sqlx::Error> {
         let gone = crate::store::db::service_tokens::discard(&self.db, did).await?;
+        self.forget_key(did);
         let did = did.to_owned();
         let _ = self.fresh.invalidate_entries_if(move |(d, _, _), _| *d == did);
         if gone > 0 {
