@@ -71,6 +71,7 @@ const ROUTES: &[Route] = &[
     route("POST", "app.vow.signer.registerKey", Auth::Access),
     route("GET", "app.vow.signer.getStatus", Auth::Access),
     route("GET", "com.atproto.server.getServiceAuth", Auth::Access),
+    route("GET", "com.atproto.server.checkAccountStatus", Auth::Access),
     route("GET", "app.bsky.actor.getPreferences", Auth::Access),
     route("POST", "app.bsky.actor.putPreferences", Auth::Access),
     route("GET", "app.bsky.feed.getFeed", Auth::Access),
@@ -326,6 +327,25 @@ const CASES: &[Case] = &[
     case("GET", "app.bsky.feed.getFeed", Auth::Access, None, 400, "InvalidRequest"),
     // Proxying: a malformed or private service, or a method that never leaves the PDS.
     case("GET", "app.bsky.feed.getTimeline", Auth::None, None, 401, "AuthenticationRequired"),
+    // An existing DID needs a token from its current PDS.
+    case(
+        "POST",
+        "com.atproto.server.createAccount",
+        Auth::None,
+        Some(
+            r#"{"did":"did:plc:aaaaaaaaaaaaaaaaaaaaaaaa","handle":"mover.pds.test","email":"m@x.test","password":"pw"}"#,
+        ),
+        401,
+        "AuthenticationRequired",
+    ),
+    case(
+        "POST",
+        "com.atproto.server.createAccount",
+        Auth::None,
+        Some(r#"{"did":"not-a-did","handle":"mover.pds.test","email":"m@x.test","password":"pw"}"#),
+        400,
+        "InvalidRequest",
+    ),
     // Unknown methods.
     case("GET", "com.example.nothing", Auth::None, None, 501, "MethodNotImplemented"),
 ];

@@ -67,6 +67,7 @@ pub fn routes() -> Router<AppState> {
         .route("/xrpc/app.vow.signer.registerKey", post(signer::register_key))
         .route("/xrpc/app.vow.signer.getStatus", get(signer::get_status))
         .route("/xrpc/com.atproto.server.getServiceAuth", get(proxy::get_service_auth))
+        .route("/xrpc/com.atproto.server.checkAccountStatus", get(server::check_account_status))
         .route("/xrpc/app.bsky.actor.getPreferences", get(actor::get_preferences))
         .route("/xrpc/app.bsky.actor.putPreferences", post(actor::put_preferences))
         .route("/xrpc/app.bsky.feed.getFeed", get(proxy::get_feed))

@@ -97,13 +97,55 @@ pub(crate) async fn check_new_handle(state: &AppState, raw: &str) -> XrpcResult<
     Ok(handle)
 }
 
+/// Checks the service token an account's current PDS gave it for moving here: issued by the
+/// DID, for this PDS and createAccount, live, and signed by the `#atproto` key of the DID's
+/// current document.
+async fn check_migration_token(state: &AppState, headers: &axum::http::HeaderMap, did: &Did) -> XrpcResult<()> {
+    use crate::service::auth::inbound;
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            XrpcError::auth_required(
+                "Bring an existing DID with a service token from its current PDS (getServiceAuth with this PDS's DID \
+                 as aud and lxm com.atproto.server.createAccount)",
+            )
+        })?;
+    let lxm = "com.atproto.server.createAccount";
+    let refused = |e: inbound::Refused| XrpcError::new(StatusCode::UNAUTHORIZED, "InvalidToken", e.to_string());
+    let unverified = inbound::inspect(token.trim(), did.as_str(), &state.config.service_did, lxm, db::unix_now())
+        .map_err(refused)?;
+    // The document as it is now, not as a cache remembers it.
+    state.proxy.resolver.forget(did.as_str());
+    let key = state
+        .proxy
+        .resolver
+        .atproto_key(did.as_str())
+        .await
+        .map_err(|e| XrpcError::upstream("Could not resolve the DID", e))?
+        .ok_or_else(|| XrpcError::invalid_request(format!("The DID document of {did} has no #atproto key")))?;
+    let key = atproto::crypto::PublicKey::from_did_key(&key)
+        .map_err(|e| XrpcError::invalid_request(format!("The #atproto key of {did} is not usable: {e}")))?;
+    unverified.verify(&key).map_err(refused)
+}
+
 pub async fn create_account(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     XrpcJson(input): XrpcJson<CreateAccountInput>,
 ) -> XrpcResult<Json<Value>> {
-    if input.did.is_some() {
-        return Err(XrpcError::invalid_request("Migrating an existing DID to this server is not supported yet"));
-    }
+    let migrating = match &input.did {
+        None => None,
+        Some(did) => {
+            let did = super::did_param(did, "did")?;
+            if accounts::by_did(&state.db, did.as_str()).await?.is_some() {
+                return Err(XrpcError::named("AlreadyExists", format!("{did} already has an account here")));
+            }
+            check_migration_token(&state, &headers, &did).await?;
+            Some(did)
+        }
+    };
     let handle = check_new_handle(&state, &input.handle).await?;
     let email = check_email(input.email.as_deref().unwrap_or(""))?;
     let password = input
@@ -124,6 +166,10 @@ pub async fn create_account(
         && !db::invites::is_usable(&state.db, code).await?
     {
         return Err(XrpcError::named("InvalidInviteCode", "That invite code is not valid or has been used up"));
+    }
+
+    if let Some(did) = migrating {
+        return create_migrating(&state, did, handle, &email, password, invite).await;
     }
 
     // The DID: a genesis operation signed by this server's rotation key, which stays the
@@ -178,6 +224,74 @@ pub async fn create_account(
     events.publish();
     tracing::info!(%did, %handle, "account created");
     Ok(Json(json!({ "accessJwt": access, "refreshJwt": refresh, "handle": handle.as_str(), "did": did })))
+}
+
+/// The first step of a migration here: the account, deactivated and without a repo, for a DID
+/// that stays where it is (on its current PDS, with its current keys) until the user moves it.
+async fn create_migrating(
+    state: &AppState,
+    did: Did,
+    handle: Handle,
+    email: &str,
+    password: String,
+    invite: Option<String>,
+) -> XrpcResult<Json<Value>> {
+    let did = did.as_str();
+    let password_hash = password::hash_async(password).await?;
+    let mut events = state.firehose.sequencer().await?;
+    let mut tx = state.db.begin().await?;
+    if let Some(code) = &invite
+        && !db::invites::take_use(&mut tx, code, did).await?
+    {
+        return Err(XrpcError::named("InvalidInviteCode", "That invite code is not valid or has been used up"));
+    }
+    match accounts::insert_migrating(&mut tx, did, handle.as_str(), email, &password_hash).await {
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            return Err(if e.message().contains("email") {
+                XrpcError::named("EmailNotAvailable", "That email address is already in use")
+            } else if e.message().contains("handle") {
+                XrpcError::named("HandleNotAvailable", format!("The handle {handle} is already taken"))
+            } else {
+                XrpcError::named("AlreadyExists", format!("{did} already has an account here"))
+            });
+        }
+        other => other?,
+    }
+    events.append(&mut tx, Event::Account { did, active: false, status: Some("deactivated") }).await?;
+    let (access, refresh) = state.tokens.issue(&mut *tx, did, None).await?;
+    tx.commit().await?;
+    events.publish();
+    tracing::info!(%did, %handle, "account created for a DID moving here; deactivated until its repo arrives");
+    Ok(Json(json!({ "accessJwt": access, "refreshJwt": refresh, "handle": handle.as_str(), "did": did })))
+}
+
+/// `com.atproto.server.checkAccountStatus`, as the reference reports it.
+pub async fn check_account_status(State(state): State<AppState>, auth: AccessAuth) -> XrpcResult<Json<Value>> {
+    let account = accounts::by_did(&state.db, &auth.did)
+        .await?
+        .ok_or_else(|| XrpcError::invalid_token("Account no longer exists"))?;
+    let counts = db::refs::repo_counts(&state.db, &auth.did).await?;
+    // The DID is valid here when its document names this PDS and the account's key.
+    state.proxy.resolver.forget(&auth.did);
+    let doc = state.proxy.resolver.document(&auth.did).await.ok();
+    let endpoint = doc
+        .as_deref()
+        .and_then(|d| crate::service::proxy::resolve::service_entry(d, &auth.did, "atproto_pds").map(str::to_owned));
+    let key = doc.as_deref().and_then(|d| crate::service::proxy::resolve::signing_key(d, &auth.did));
+    let valid_did = endpoint.as_deref().map(|e| e.trim_end_matches('/')) == Some(state.config.public_url.as_str())
+        && key.is_some()
+        && key == account.signing_key;
+    Ok(Json(json!({
+        "activated": account.active(),
+        "validDid": valid_did,
+        "repoCommit": account.repo_root,
+        "repoRev": account.repo_rev,
+        "repoBlocks": counts.blocks,
+        "indexedRecords": counts.records,
+        "privateStateValues": 0,
+        "expectedBlobs": counts.expected_blobs,
+        "importedBlobs": counts.imported_blobs,
+    })))
 }
 
 #[derive(Deserialize)]

@@ -122,7 +122,8 @@ pub fn service_entry<'a>(doc: &'a Value, did: &str, id: &str) -> Option<&'a str>
     })
 }
 
-/// The `#atproto` verification method of a DID document, as a did:key.
+/// The `#atproto` verification method of a DID document, as a did:key (a `Multikey`, or the
+/// older `EcdsaSecp256k1VerificationKey2019` / `EcdsaSecp256r1VerificationKey2019` forms).
 pub fn signing_key(doc: &Value, did: &str) -> Option<String> {
     let full = format!("{did}#atproto");
     doc["verificationMethod"].as_array()?.iter().find_map(|m| {
@@ -130,7 +131,9 @@ pub fn signing_key(doc: &Value, did: &str) -> Option<String> {
         if id != "#atproto" && id != full {
             return None;
         }
-        m["publicKeyMultibase"].as_str().map(|k| format!("did:key:{k}"))
+        let kind = m["type"].as_str().unwrap_or("Multikey");
+        let key = atproto::crypto::PublicKey::from_verification_method(kind, m["publicKeyMultibase"].as_str()?).ok()?;
+        Some(key.to_did_key())
     })
 }
 
@@ -163,5 +166,25 @@ mod tests {
         assert_eq!(super::service_entry(&doc, "did:web:x", "bsky_chat"), Some("https://c.example"));
         assert_eq!(super::service_entry(&doc, "did:web:y", "bsky_chat"), None);
         assert_eq!(super::service_entry(&doc, "did:web:x", "atproto_pds"), None);
+    }
+
+    #[test]
+    fn the_atproto_key_is_read_in_both_document_forms() {
+        let key = atproto::crypto::Keypair::generate(atproto::crypto::Algorithm::K256).public_key();
+        let multikey = key.to_multikey();
+        // The older form: the bare compressed point, base58btc.
+        let legacy = format!("z{}", bs58_of(&key.to_sec1_compressed()));
+        for (kind, value) in [("Multikey", multikey), ("EcdsaSecp256k1VerificationKey2019", legacy)] {
+            let doc = json!({ "verificationMethod": [
+                { "id": "did:plc:a#other", "type": "Multikey", "publicKeyMultibase": "zNope" },
+                { "id": "did:plc:a#atproto", "type": kind, "publicKeyMultibase": value },
+            ]});
+            assert_eq!(super::signing_key(&doc, "did:plc:a"), Some(key.to_did_key()), "{kind}");
+        }
+        assert_eq!(super::signing_key(&json!({}), "did:plc:a"), None);
+    }
+
+    fn bs58_of(bytes: &[u8]) -> String {
+        multibase::encode(multibase::Base::Base58Btc, bytes)[1..].to_owned()
     }
 }

@@ -90,6 +90,30 @@ pub async fn move_root(
 }
 
 /// A new account row with its genesis commit.
+/// An account arriving with its DID from another PDS: deactivated, without a repo until its
+/// repo is imported.
+pub async fn insert_migrating(
+    conn: &mut sqlx::SqliteConnection,
+    did: &str,
+    handle: &str,
+    email: &str,
+    password_hash: &str,
+) -> Result<(), sqlx::Error> {
+    let now = super::now();
+    sqlx::query(
+        "INSERT INTO accounts (did, handle, email, password_hash, deactivated_at, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(did)
+    .bind(handle)
+    .bind(email.to_ascii_lowercase())
+    .bind(password_hash)
+    .bind(&now)
+    .bind(&now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 pub async fn insert(
     conn: &mut sqlx::SqliteConnection,
     did: &str,

@@ -214,3 +214,26 @@ pub async fn records_since(
     .fetch_all(db)
     .await
 }
+
+/// What an account's repo holds, for `checkAccountStatus`.
+pub struct RepoCounts {
+    pub blocks: i64,
+    pub records: i64,
+    /// Distinct blobs its records reference, and how many of them were uploaded.
+    pub expected_blobs: i64,
+    pub imported_blobs: i64,
+}
+
+pub async fn repo_counts(db: &sqlx::SqlitePool, did: &str) -> Result<RepoCounts, sqlx::Error> {
+    let (blocks, records, expected_blobs, imported_blobs): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM repo_blocks WHERE did = ?1),
+                (SELECT COUNT(*) FROM records WHERE did = ?1),
+                (SELECT COUNT(DISTINCT cid) FROM record_blobs WHERE did = ?1),
+                (SELECT COUNT(DISTINCT r.cid) FROM record_blobs r
+                  WHERE r.did = ?1 AND EXISTS (SELECT 1 FROM blobs b WHERE b.did = r.did AND b.cid = r.cid))",
+    )
+    .bind(did)
+    .fetch_one(db)
+    .await?;
+    Ok(RepoCounts { blocks, records, expected_blobs, imported_blobs })
+}
