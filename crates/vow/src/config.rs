@@ -87,6 +87,9 @@ pub struct Config {
     /// a second and ten minutes).
     #[arg(long, env = "VOW_BLOB_SWEEP_SECS")]
     pub blob_sweep_secs: Option<u64>,
+    /// Largest repo CAR `importRepo` accepts, in megabytes.
+    #[arg(long, env = "VOW_IMPORT_MAX_MB", default_value_t = 1024)]
+    pub import_max_mb: u64,
     /// The AppView `app.bsky.*` calls go to when a request names no service.
     #[arg(long, env = "VOW_BSKY_APP_VIEW_URL", default_value = "https://api.bsky.app")]
     pub bsky_app_view_url: String,
@@ -143,6 +146,8 @@ pub struct ServerConfig {
     pub blob_grace: std::time::Duration,
     pub blob_sweep_every: std::time::Duration,
     pub proxy: ProxyConfig,
+    /// Largest repo CAR `importRepo` accepts, in bytes.
+    pub import_max_bytes: u64,
 }
 
 /// A service the PDS calls for its users: where it is and the DID its tokens are for.
@@ -227,6 +232,7 @@ impl Config {
             blob_sweep_every: std::time::Duration::from_secs(
                 self.blob_sweep_secs.unwrap_or(self.blob_grace_secs / 10).clamp(1, 600),
             ),
+            import_max_bytes: self.import_max_mb.max(1) * 1024 * 1024,
             proxy: ProxyConfig {
                 appview: target(&self.bsky_app_view_url, &self.bsky_app_view_did, "VOW_BSKY_APP_VIEW")?,
                 chat: target(&self.bsky_chat_url, &self.bsky_chat_did, "VOW_BSKY_CHAT")?,

@@ -101,3 +101,155 @@ async fn an_existing_did_arrives_deactivated_only_with_a_token_its_key_signed() 
     let again = create(&s, &did, "mover2", Some(&token(&key, good))).await;
     assert_error(&again, 400, "AlreadyExists");
 }
+
+/// A repo of `did` with `n` posts (the first referencing a blob), committed at a fresh rev
+/// and signed by `key`, as a CAR.
+fn repo_car(did: &str, key: &Keypair, n: usize) -> (Vec<u8>, atproto::Cid) {
+    use atproto::blocks::BlockMap;
+    let mut blocks = BlockMap::new();
+    let mut entries = Vec::new();
+    let blob = "bafkreibme22gw2h7y2h7tg2fhqotaqjucnbc24deqo72b6mkl2egezxhvy";
+    let tids = atproto::syntax::TidGenerator::with_random_clock_id();
+    for i in 0..n {
+        let mut record = json!({ "$type": "app.bsky.feed.post", "text": format!("post {i}"), "createdAt": "2026-12-01T00:00:00.000Z" });
+        if i == 0 {
+            record["embed"] = json!({ "$type": "app.bsky.embed.images", "images": [{ "alt": "", "image": {
+                "$type": "blob", "ref": { "$link": blob }, "mimeType": "image/png", "size": 10 } }] });
+        }
+        let bytes = atproto::data::encode(&atproto::data::record_from_json(&record).unwrap()).unwrap();
+        let cid = blocks.insert_cbor(bytes);
+        entries.push((format!("app.bsky.feed.post/{}", tids.next()), cid));
+    }
+    let mut tree = atproto::mst::Mst::from_entries(entries).unwrap();
+    let data = tree.commit();
+    blocks.extend(data.blocks);
+    let unsigned =
+        atproto::commit::UnsignedCommit::new(atproto::syntax::Did::new(did).unwrap(), data.root, tids.next());
+    let sig = key.sign(&unsigned.bytes_to_sign()).to_vec();
+    let (cid, bytes) = unsigned.with_signature(sig).to_block_with_cid();
+    blocks.insert(cid, bytes);
+    (atproto::car::encode(&[cid], blocks.iter()), cid)
+}
+
+async fn import(s: &Stack, access: &str, car: Vec<u8>) -> (u16, Value) {
+    let res = s
+        .http
+        .post(format!("{}/xrpc/com.atproto.repo.importRepo", s.url))
+        .bearer_auth(access)
+        .header("content-type", "application/vnd.ipld.car")
+        .body(car)
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
+}
+
+async fn status(s: &Stack, access: &str) -> Value {
+    s.call("GET", "com.atproto.server.checkAccountStatus", Some(access), None).await.1
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_imported_repo_is_verified_indexed_and_replaceable_and_bad_cars_change_nothing() {
+    let s = stack(false);
+    let key = Keypair::generate(Algorithm::K256);
+    let did = foreign_did(&s, &key).await;
+    let claims =
+        json!({ "iss": did, "aud": "did:web:pds.test", "lxm": "com.atproto.server.createAccount", "exp": now() + 60 });
+    let (_, created) = create(&s, &did, "mover", Some(&token(&key, claims))).await;
+    let access = created["accessJwt"].as_str().unwrap().to_owned();
+
+    let (car, commit) = repo_car(&did, &key, 50);
+    let (code, body) = import(&s, &access, car.clone()).await;
+    assert_eq!(code, 200, "{body}");
+    let st = status(&s, &access).await;
+    assert_eq!(st["repoCommit"], commit.to_string());
+    assert_eq!(st["indexedRecords"], 50);
+    assert_eq!((st["expectedBlobs"].as_i64(), st["importedBlobs"].as_i64()), (Some(1), Some(0)));
+    assert!(st["repoBlocks"].as_i64().unwrap() > 50);
+    let (_, missing) = s.call("GET", "com.atproto.repo.listMissingBlobs", Some(&access), None).await;
+    assert_eq!(missing["blobs"].as_array().map(Vec::len), Some(1), "{missing}");
+    // The same CAR again, then a newer, smaller repo: the index follows.
+    assert_eq!(import(&s, &access, car.clone()).await.0, 200);
+    assert_eq!(status(&s, &access).await["indexedRecords"], 50);
+    let (newer, newer_commit) = repo_car(&did, &key, 40);
+    assert_eq!(import(&s, &access, newer.clone()).await.0, 200);
+    let st = status(&s, &access).await;
+    assert_eq!(
+        (st["indexedRecords"].as_i64(), st["repoCommit"].as_str()),
+        (Some(40), Some(newer_commit.to_string().as_str()))
+    );
+
+    // Refused, with the index as it was: truncated, tampered, another account's, another key's.
+    let truncated = newer[..newer.len() - 100].to_vec();
+    let mut tampered = newer.clone();
+    let at = tampered.len() / 2;
+    tampered[at] ^= 0x55;
+    let other_key = Keypair::generate(Algorithm::K256);
+    let other_did = foreign_did(&s, &other_key).await;
+    let (foreign, _) = repo_car(&other_did, &other_key, 5);
+    let (wrong_key, _) = repo_car(&did, &other_key, 5);
+    let db = s.db().await;
+    let count = || async { sqlx::query_as::<_, (i64,)>("SELECT COUNT(*) FROM blocks").fetch_one(&db).await.unwrap().0 };
+    let blocks_before = count().await;
+    for (what, bad) in
+        [("truncated", truncated), ("tampered", tampered), ("another account's", foreign), ("another key's", wrong_key)]
+    {
+        let (code, body) = import(&s, &access, bad).await;
+        assert_eq!(code, 400, "{what}: {body}");
+        assert_eq!(body["error"], "InvalidRequest", "{what}: {body}");
+        let st = status(&s, &access).await;
+        assert_eq!(st["indexedRecords"], 40, "{what} changed the index");
+        assert_eq!(st["repoCommit"], newer_commit.to_string(), "{what} moved the root");
+        assert_eq!(count().await, blocks_before, "{what} left blocks behind");
+    }
+}
+
+/// The import benchmark (run by hand; not part of the test run): a generated repo of 128k
+/// records, imported through the HTTP endpoint; prints the time and the server's peak RSS.
+///   cargo build --release -p vow && VOW_BIN=target/release/vow \
+///     cargo test -p vow --test migration -- --ignored --nocapture
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark, run by hand"]
+async fn bench_import_128k_records() {
+    let records: usize = std::env::var("RECORDS").ok().and_then(|n| n.parse().ok()).unwrap_or(128_000);
+    let s = stack(false);
+    let key = Keypair::generate(Algorithm::K256);
+    let did = foreign_did(&s, &key).await;
+    let claims =
+        json!({ "iss": did, "aud": "did:web:pds.test", "lxm": "com.atproto.server.createAccount", "exp": now() + 600 });
+    let (_, created) = create(&s, &did, "mover", Some(&token(&key, claims))).await;
+    let access = created["accessJwt"].as_str().unwrap().to_owned();
+    let (car, _) = repo_car(&did, &key, records);
+    let idle = s.vow.rss();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(idle));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pid_status = format!("/proc/{}/status", s.vow.pid());
+    let sampler = {
+        let (peak, done) = (peak.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(status) = std::fs::read_to_string(&pid_status)
+                    && let Some(kb) = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))
+                    && let Ok(kb) = kb.trim().trim_end_matches("kB").trim().parse::<u64>()
+                {
+                    peak.fetch_max(kb * 1024, std::sync::atomic::Ordering::Relaxed);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    let (code, body) = import(&s, &access, car.clone()).await;
+    let took = started.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.join().unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(status(&s, &access).await["indexedRecords"].as_u64(), Some(records as u64));
+    println!(
+        "{{\"records\":{records},\"carBytes\":{},\"seconds\":{:.2},\"peakRssMB\":{},\"idleAnonMB\":{}}}",
+        car.len(),
+        took.as_secs_f64(),
+        peak.load(std::sync::atomic::Ordering::Relaxed) / (1 << 20),
+        idle / (1 << 20)
+    );
+}

@@ -160,6 +160,23 @@ impl BlockStore for EmbeddedStore {
     fn in_metadata_db(&self) -> bool {
         true
     }
+
+    /// Writes release inside their transaction (the trigger on `repo_blocks`); this is for
+    /// blocks stored outside one that never became referenced (an import that failed).
+    async fn release_unreferenced(&self, _db: &SqlitePool, candidates: Vec<Cid>) -> Result<usize, StoreError> {
+        let mut released = 0;
+        for chunk in candidates.chunks(500) {
+            let mut query = sqlx::QueryBuilder::new("DELETE FROM blocks WHERE cid IN (");
+            let mut list = query.separated(", ");
+            for cid in chunk {
+                list.push_bind(cid.to_string());
+            }
+            query.push(") AND NOT EXISTS (SELECT 1 FROM repo_blocks r WHERE r.cid = blocks.cid)");
+            let done = query.build().execute(&self.db).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            released += done.rows_affected() as usize;
+        }
+        Ok(released)
+    }
 }
 
 impl From<IpfsError> for StoreError {

@@ -13,6 +13,10 @@ impl Proc {
     }
 }
 impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().expect("process is running").id()
+    }
+
     /// The process's resident anonymous memory (heap, stacks), in bytes (Linux): what it
     /// allocated, without the pages of its own executable, which vary with the code run.
     pub fn rss(&self) -> u64 {
@@ -175,7 +179,9 @@ pub fn stack_with(require_invite: bool, env: &[(&str, &str)]) -> Stack {
 }
 
 fn spawn_vow(dir: &std::path::Path, plc_url: &str, require_invite: bool, env: &[(String, String)]) -> (Proc, String) {
-    let mut vow = Command::new(env!("CARGO_BIN_EXE_vow"));
+    // Benchmarks run by hand may point this at a release build.
+    let bin = std::env::var("VOW_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vow").to_owned());
+    let mut vow = Command::new(bin);
     vow.arg("run")
         .current_dir(dir)
         .env("VOW_ADDR", "127.0.0.1:0")

@@ -523,3 +523,48 @@ pub async fn revoke_app_password(
     tx.commit().await?;
     Ok(Json(json!({})))
 }
+
+/// `com.atproto.repo.importRepo`: the repo of an account moving here, streamed (see
+/// `service::repo::import`). Only while the account is deactivated: an active repo changes
+/// only through signed writes.
+pub async fn import_repo(
+    State(state): State<AppState>,
+    auth: AccessAuth,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> XrpcResult<Json<Value>> {
+    auth.require_full_access()?;
+    let limit = state.config.import_max_bytes;
+    let declared = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let account = accounts::by_did(&state.db, &auth.did)
+        .await?
+        .ok_or_else(|| XrpcError::invalid_token("Account no longer exists"))?;
+    if account.active() {
+        return Err(XrpcError::invalid_request(
+            "importRepo is for an account moving here, before activateAccount; this account is active",
+        ));
+    }
+    if declared.is_some_and(|n| n > limit) {
+        return Err(XrpcError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PayloadTooLarge",
+            format!("Repos up to {} MB can be imported here (VOW_IMPORT_MAX_MB)", limit / (1024 * 1024)),
+        ));
+    }
+    let did = Did::new(auth.did.as_str()).map_err(|e| XrpcError::internal("session for an invalid DID", e))?;
+    // The commit must be signed by the key the DID's document names now.
+    state.proxy.resolver.forget(did.as_str());
+    let key = state
+        .proxy
+        .resolver
+        .atproto_key(did.as_str())
+        .await
+        .map_err(|e| XrpcError::upstream("Could not resolve the DID", e))?
+        .and_then(|k| atproto::crypto::PublicKey::from_did_key(&k).ok())
+        .ok_or_else(|| XrpcError::invalid_request(format!("The DID document of {did} has no usable #atproto key")))?;
+    let mut guard = state.repo_locks.get(did.as_str()).lock_owned().await;
+    let imported = crate::service::repo::import::import(&state.writer, &did, &key, body, limit).await;
+    guard.forget_account();
+    let imported = imported?;
+    Ok(Json(json!({ "commit": imported.commit.to_string(), "rev": imported.rev, "records": imported.records })))
+}

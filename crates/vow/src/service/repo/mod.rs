@@ -2,6 +2,7 @@
 //! which is the account's key until handover) and the write pipeline.
 
 pub mod backfill;
+pub mod import;
 pub mod writer;
 
 use atproto::Cid;

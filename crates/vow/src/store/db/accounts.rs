@@ -114,6 +114,17 @@ pub async fn insert_migrating(
     Ok(())
 }
 
+/// Sets the repo root and revision outright (an imported repo).
+pub async fn set_repo(conn: &mut sqlx::SqliteConnection, did: &str, root: &str, rev: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE accounts SET repo_root = ?, repo_rev = ? WHERE did = ?")
+        .bind(root)
+        .bind(rev)
+        .bind(did)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 pub async fn insert(
     conn: &mut sqlx::SqliteConnection,
     did: &str,

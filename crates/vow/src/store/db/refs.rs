@@ -237,3 +237,35 @@ pub async fn repo_counts(db: &sqlx::SqlitePool, did: &str) -> Result<RepoCounts,
     .await?;
     Ok(RepoCounts { blocks, records, expected_blobs, imported_blobs })
 }
+
+/// After an import at `rev`: removes what an earlier import left that this one does not hold
+/// (records, their blob references, block references), so the trigger releases only blocks no
+/// repo references any more.
+pub async fn drop_older_than_import(conn: &mut SqliteConnection, did: &str, rev: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM records WHERE did = ? AND (rev IS NULL OR rev != ?)")
+        .bind(did)
+        .bind(rev)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "DELETE FROM record_blobs WHERE did = ?1 AND NOT EXISTS \
+         (SELECT 1 FROM records r WHERE r.did = ?1 AND r.collection = record_blobs.collection AND r.rkey = record_blobs.rkey)",
+    )
+    .bind(did)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM repo_blocks WHERE did = ? AND rev != ?").bind(did).bind(rev).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Whether any block the repo references is missing from the embedded block store.
+pub async fn blocks_missing(conn: &mut SqliteConnection, did: &str) -> Result<bool, sqlx::Error> {
+    let (missing,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM repo_blocks rb WHERE rb.did = ? \
+         AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.cid = rb.cid))",
+    )
+    .bind(did)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(missing)
+}
