@@ -202,6 +202,69 @@ async fn an_imported_repo_is_verified_indexed_and_replaceable_and_bad_cars_chang
         assert_eq!(st["repoCommit"], newer_commit.to_string(), "{what} moved the root");
         assert_eq!(count().await, blocks_before, "{what} left blocks behind");
     }
+
+    // The user's key: registered through `vow signer`, with no PLC operation yet.
+    let mover = Account {
+        did: did.clone(),
+        handle: "mover.pds.test".into(),
+        password: "pw-mover-secret".into(),
+        access: access.clone(),
+    };
+    let keys = tempfile::tempdir().unwrap();
+    let _signer = s.signer(&mover, &keys.path().join("mover.key"));
+    let (_, signer_status) = s.call("GET", "app.vow.signer.getStatus", Some(&access), None).await;
+    let user_key = signer_status["signingKey"].as_str().unwrap().to_owned();
+    let (code, rec) = s.call("GET", "com.atproto.identity.getRecommendedDidCredentials", Some(&access), None).await;
+    assert_eq!(code, 200, "{rec}");
+    assert_eq!(rec["rotationKeys"], json!([user_key]), "the user's key is the only rotation key");
+    assert_eq!(rec["verificationMethods"]["atproto"], user_key);
+    assert_eq!(rec["services"]["atproto_pds"]["endpoint"], "http://pds.test");
+    let early = s.call("POST", "com.atproto.server.activateAccount", Some(&access), None).await;
+    assert_error(&early, 400, "InvalidRequest");
+
+    // The old PDS (the test, holding the DID's rotation key) signs the recommended operation.
+    let last: Operation = s.http.get(format!("{}/{did}/log/last", s.plc)).send().await.unwrap().json().await.unwrap();
+    let mut op = last.successor();
+    op.rotation_keys = serde_json::from_value(rec["rotationKeys"].clone()).unwrap();
+    op.verification_methods = serde_json::from_value(rec["verificationMethods"].clone()).unwrap();
+    op.also_known_as = serde_json::from_value(rec["alsoKnownAs"].clone()).unwrap();
+    op.services = serde_json::from_value(rec["services"].clone()).unwrap();
+    let res = s.http.post(format!("{}/{did}", s.plc)).json(&op.sign(&key)).send().await.unwrap();
+    assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+
+    let (code, body) = s.call("POST", "com.atproto.server.activateAccount", Some(&access), None).await;
+    assert_eq!(code, 200, "{body}");
+    let st = status(&s, &access).await;
+    assert_eq!((st["activated"].clone(), st["validDid"].clone()), (json!(true), json!(true)), "{st}");
+    // The imported head (signed by the old key) is re-signed by the user's key.
+    let user = atproto::crypto::PublicKey::from_did_key(&user_key).unwrap();
+    let head_verifies = || async {
+        let res = s.http.get(format!("{}/xrpc/com.atproto.sync.getRepo?did={did}", s.url)).send().await.unwrap();
+        let car = res.bytes().await.unwrap();
+        let reader = atproto::car::CarReader::new(std::io::Cursor::new(car.to_vec()), Default::default()).unwrap();
+        let root = reader.roots()[0];
+        let blocks: std::collections::HashMap<_, _> = reader.map(|b| b.unwrap()).collect();
+        atproto::commit::SignedCommit::from_block(&blocks[&root]).unwrap().verify(&user).is_ok()
+    };
+    let mut verified = false;
+    for _ in 0..600 {
+        if head_verifies().await {
+            verified = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(verified, "the head was re-signed by the user's key");
+    let write = s
+        .call(
+            "POST",
+            "com.atproto.repo.createRecord",
+            Some(&access),
+            Some(json!({ "repo": did, "collection": "app.bsky.feed.post", "record": { "$type": "app.bsky.feed.post", "text": "moved in", "createdAt": "2026-12-01T00:00:00.000Z" } })),
+        )
+        .await;
+    assert_eq!(write.0, 200, "{:?}", write.1);
+    assert_eq!(status(&s, &access).await["indexedRecords"], 41);
 }
 
 /// The import benchmark (run by hand; not part of the test run): a generated repo of 128k

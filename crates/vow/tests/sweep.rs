@@ -73,6 +73,8 @@ const ROUTES: &[Route] = &[
     route("GET", "com.atproto.server.getServiceAuth", Auth::Access),
     route("GET", "com.atproto.server.checkAccountStatus", Auth::Access),
     route("POST", "com.atproto.repo.importRepo", Auth::Access),
+    route("GET", "com.atproto.identity.getRecommendedDidCredentials", Auth::Access),
+    route("POST", "com.atproto.server.activateAccount", Auth::Access),
     route("GET", "app.bsky.actor.getPreferences", Auth::Access),
     route("POST", "app.bsky.actor.putPreferences", Auth::Access),
     route("GET", "app.bsky.feed.getFeed", Auth::Access),
@@ -515,8 +517,11 @@ async fn every_route_answers_bad_input_with_its_xrpc_error() {
                 let error = if r.nsid.ends_with("uploadBlob") { "BlobTooLarge" } else { "PayloadTooLarge" };
                 check(format!("POST {} declaring 200 MB", r.nsid), res, 413, error);
             }
-            // Bodies that are not JSON (refreshSession and deleteSession read none).
-            if !r.nsid.ends_with("uploadBlob") && !matches!(r.auth, Auth::Refresh) {
+            // Bodies that are not JSON (refreshSession, deleteSession and activateAccount read none).
+            if !r.nsid.ends_with("uploadBlob")
+                && !matches!(r.auth, Auth::Refresh)
+                && !r.nsid.ends_with("activateAccount")
+            {
                 let res = send(&s, &creds, "POST", r.nsid, r.auth, Some("{not json")).await;
                 if res.0 != 401 {
                     check(format!("POST {} with broken JSON", r.nsid), res, 400, "InvalidRequest");

@@ -69,6 +69,8 @@ pub fn routes() -> Router<AppState> {
         .route("/xrpc/com.atproto.server.getServiceAuth", get(proxy::get_service_auth))
         .route("/xrpc/com.atproto.server.checkAccountStatus", get(server::check_account_status))
         .route("/xrpc/com.atproto.repo.importRepo", post(server::import_repo))
+        .route("/xrpc/com.atproto.identity.getRecommendedDidCredentials", get(server::get_recommended_did_credentials))
+        .route("/xrpc/com.atproto.server.activateAccount", post(server::activate_account))
         .route("/xrpc/app.bsky.actor.getPreferences", get(actor::get_preferences))
         .route("/xrpc/app.bsky.actor.putPreferences", post(actor::put_preferences))
         .route("/xrpc/app.bsky.feed.getFeed", get(proxy::get_feed))

@@ -568,3 +568,82 @@ pub async fn import_repo(
     let imported = imported?;
     Ok(Json(json!({ "commit": imported.commit.to_string(), "rev": imported.rev, "records": imported.records })))
 }
+
+/// `com.atproto.identity.getRecommendedDidCredentials`: what the DID document should say for
+/// the account to live here. The user's key is the `#atproto` key and the only rotation key,
+/// never this PDS's: once the old PDS signs this, only the user controls the DID.
+pub async fn get_recommended_did_credentials(
+    State(state): State<AppState>,
+    auth: AccessAuth,
+) -> XrpcResult<Json<Value>> {
+    let account = accounts::by_did(&state.db, &auth.did)
+        .await?
+        .ok_or_else(|| XrpcError::invalid_token("Account no longer exists"))?;
+    let key = account.signing_key.ok_or_else(|| {
+        XrpcError::named(
+            "SigningKeyRequired",
+            "Register a passkey on your account page (or run `vow signer`) first: your key becomes the DID's key",
+        )
+    })?;
+    Ok(Json(json!({
+        "rotationKeys": [key],
+        "alsoKnownAs": [format!("at://{}", account.handle)],
+        "verificationMethods": { "atproto": key },
+        "services": { "atproto_pds": { "type": "AtprotoPersonalDataServer", "endpoint": state.config.public_url } },
+    })))
+}
+
+/// `com.atproto.server.activateAccount`: once the DID document names this PDS and the
+/// account's key, the account goes live: `#identity` and `#account`, then the head re-signed
+/// by the user's key (`#sync`), now if the signer is connected or when it next connects.
+pub async fn activate_account(State(state): State<AppState>, auth: AccessAuth) -> XrpcResult<Json<Value>> {
+    auth.require_full_access()?;
+    let account = accounts::by_did(&state.db, &auth.did)
+        .await?
+        .ok_or_else(|| XrpcError::invalid_token("Account no longer exists"))?;
+    if account.active() {
+        return Ok(Json(json!({})));
+    }
+    if account.takedown_ref.is_some() {
+        return Err(XrpcError::named("AccountTakedown", "This account has been taken down"));
+    }
+    if account.repo_root.is_none() {
+        return Err(XrpcError::invalid_request("Import the repo (importRepo) before activating the account"));
+    }
+    state.proxy.resolver.forget(&auth.did);
+    let doc = state
+        .proxy
+        .resolver
+        .document(&auth.did)
+        .await
+        .map_err(|e| XrpcError::upstream("Could not resolve the DID", e))?;
+    let endpoint = crate::service::proxy::resolve::service_entry(&doc, &auth.did, "atproto_pds").unwrap_or_default();
+    if endpoint.trim_end_matches('/') != state.config.public_url {
+        return Err(XrpcError::invalid_request(format!(
+            "The DID document names {endpoint:?} as the PDS, not {}: submit the PLC operation first",
+            state.config.public_url
+        )));
+    }
+    let key = crate::service::proxy::resolve::signing_key(&doc, &auth.did);
+    if key.is_none() || key != account.signing_key {
+        return Err(XrpcError::invalid_request(
+            "The DID document's #atproto key is not this account's key (see getRecommendedDidCredentials)",
+        ));
+    }
+    let mut events = state.firehose.sequencer().await?;
+    let mut tx = state.db.begin().await?;
+    accounts::activate(&mut tx, &auth.did).await?;
+    events.append(&mut tx, Event::Identity { did: &auth.did, handle: Some(&account.handle) }).await?;
+    events.append(&mut tx, Event::Account { did: &auth.did, active: true, status: None }).await?;
+    tx.commit().await?;
+    events.publish();
+    state.repo_locks.get(&auth.did).lock().await.forget_account();
+    let did = Did::new(auth.did.as_str()).map_err(|e| XrpcError::internal("session for an invalid DID", e))?;
+    if state.signers.is_connected(did.as_str())
+        && let Err(e) = crate::service::repo::writer::resign_head(&state.writer, &did).await
+    {
+        tracing::warn!(%did, error = ?e, "the head will be re-signed when the signer next connects");
+    }
+    tracing::info!(%did, "account activated");
+    Ok(Json(json!({})))
+}

@@ -113,11 +113,17 @@ pub async fn register_and_hand_over(
         let last =
             h.plc.last_operation(did).await.map_err(|e| XrpcError::upstream("Could not read the DID's PLC log", e))?;
         let ours = h.rotation_key.public_key().to_did_key();
-        if account.signing_key.is_none() && !last.rotation_keys.contains(&ours) {
+        // An account moving here: its DID is still controlled by its old PDS, which will sign
+        // the operation getRecommendedDidCredentials describes. Only the key is recorded now.
+        let arriving = account.signing_key.is_none() && account.deactivated_at.is_some();
+        if account.signing_key.is_none() && !last.rotation_keys.contains(&ours) && !arriving {
             return Err(XrpcError::named(
                 "KeyAlreadyRegistered",
                 "The PDS rotation key no longer controls this DID on the PLC directory",
             ));
+        }
+        if arriving && !last.rotation_keys.contains(&ours) {
+            return record_key(h, &account, &user_did_key, passkey).await;
         }
         let mut op = last.successor();
         // Keep any recovery keys already listed unless the user names a new one.
@@ -160,6 +166,32 @@ pub async fn register_and_hand_over(
     tx.commit().await?;
     events.publish();
     tracing::info!(%did, key = %user_did_key, "signing key registered; DID handed over");
+    Ok(())
+}
+
+/// Records the key of an account moving here, without any PLC operation (its old PDS moves the
+/// DID; see `getRecommendedDidCredentials`).
+async fn record_key(
+    h: &Handover,
+    account: &accounts::Account,
+    user_did_key: &str,
+    passkey: Option<&NewCredential>,
+) -> XrpcResult<()> {
+    let mut tx = h.db.begin().await?;
+    let updated = accounts::set_signing_key(
+        &mut tx,
+        &account.did,
+        None,
+        user_did_key,
+        passkey.map(|p| URL_SAFE_NO_PAD.encode(&p.id)),
+        passkey.map(|p| p.public_key.clone()),
+    )
+    .await?;
+    if !updated {
+        return Err(XrpcError::internal("signing key changed concurrently", &account.did));
+    }
+    tx.commit().await?;
+    tracing::info!(did = %account.did, key = %user_did_key, "signing key recorded for an account moving here");
     Ok(())
 }
 

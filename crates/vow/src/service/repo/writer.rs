@@ -791,6 +791,10 @@ async fn apply_once(
 /// changes to stage or prove, and the event is `#sync` instead of `#commit`.
 pub async fn resign_head(w: &RepoWriter, did: &Did) -> XrpcResult<bool> {
     let Some(account) = accounts::by_did(&w.db, did.as_str()).await? else { return Ok(false) };
+    // A deactivated repo is announced again when it is activated, re-signed then.
+    if !account.active() {
+        return Ok(false);
+    }
     let Some(key_did) = account.signing_key.as_deref() else { return Ok(false) };
     let key = PublicKey::from_did_key(key_did).map_err(|e| XrpcError::internal("stored signing key is invalid", e))?;
     let mut cache = w.locks.get(did.as_str()).lock_owned().await;

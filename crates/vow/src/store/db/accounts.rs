@@ -114,6 +114,12 @@ pub async fn insert_migrating(
     Ok(())
 }
 
+/// Ends the account's deactivation.
+pub async fn activate(conn: &mut sqlx::SqliteConnection, did: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE accounts SET deactivated_at = NULL WHERE did = ?").bind(did).execute(conn).await?;
+    Ok(())
+}
+
 /// Sets the repo root and revision outright (an imported repo).
 pub async fn set_repo(conn: &mut sqlx::SqliteConnection, did: &str, root: &str, rev: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE accounts SET repo_root = ?, repo_rev = ? WHERE did = ?")
