@@ -102,13 +102,16 @@ async fn an_existing_did_arrives_deactivated_only_with_a_token_its_key_signed() 
     assert_error(&again, 400, "AlreadyExists");
 }
 
-/// A repo of `did` with `n` posts (the first referencing a blob), committed at a fresh rev
+/// The image the first post of [`repo_car`] shows (a PNG header is enough for the sniffer).
+const BLOB: &[u8] = b"\x89PNG\r\n\x1a\n the image of the first post";
+
+/// A repo of `did` with `n` posts (the first referencing [`BLOB`]), committed at a fresh rev
 /// and signed by `key`, as a CAR.
 fn repo_car(did: &str, key: &Keypair, n: usize) -> (Vec<u8>, atproto::Cid) {
     use atproto::blocks::BlockMap;
     let mut blocks = BlockMap::new();
     let mut entries = Vec::new();
-    let blob = "bafkreibme22gw2h7y2h7tg2fhqotaqjucnbc24deqo72b6mkl2egezxhvy";
+    let blob = atproto::cid::raw_cid(BLOB).to_string();
     let tids = atproto::syntax::TidGenerator::with_random_clock_id();
     for i in 0..n {
         let mut record = json!({ "$type": "app.bsky.feed.post", "text": format!("post {i}"), "createdAt": "2026-12-01T00:00:00.000Z" });
@@ -265,6 +268,22 @@ async fn an_imported_repo_is_verified_indexed_and_replaceable_and_bad_cars_chang
         .await;
     assert_eq!(write.0, 200, "{:?}", write.1);
     assert_eq!(status(&s, &access).await["indexedRecords"], 41);
+
+    // The blob the old repo referenced, uploaded afterwards: nothing is missing any more.
+    let res = s
+        .http
+        .post(format!("{}/xrpc/com.atproto.repo.uploadBlob", s.url))
+        .bearer_auth(&access)
+        .header("content-type", "image/png")
+        .body(BLOB)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let st = status(&s, &access).await;
+    assert_eq!((st["expectedBlobs"].as_i64(), st["importedBlobs"].as_i64()), (Some(1), Some(1)));
+    let (_, missing) = s.call("GET", "com.atproto.repo.listMissingBlobs", Some(&access), None).await;
+    assert_eq!(missing["blobs"], json!([]));
 }
 
 /// The import benchmark (run by hand; not part of the test run): a generated repo of 128k

@@ -149,13 +149,10 @@ async fn import_into(
     let rev = commit.unsigned.rev.to_string();
     let reader = SyncReader::uncached(&w.blocks);
     let source = Overlay(&seen.nodes, &reader);
-    let tree =
-        atproto::mst::Mst::load(&source, data).map_err(|e| invalid(format!("The repo tree is incomplete: {e}")))?;
-    let mut entries = Vec::new();
-    tree.for_each(&source, |key, cid| entries.push((key.to_owned(), cid)))
-        .map_err(|e| invalid(format!("The repo tree is incomplete: {e}")))?;
+    // One walk of the whole tree (a diff against nothing): every node and every key.
     let diff =
         atproto::mst::diff(&source, None, data).map_err(|e| invalid(format!("The repo tree is incomplete: {e}")))?;
+    let entries: Vec<(String, Cid)> = diff.ops.into_iter().filter_map(|op| Some((op.key, op.new?))).collect();
     let mut referenced: Vec<Cid> = diff.new_nodes.into_iter().collect();
     referenced.push(*root);
     let mut blob_count = HashSet::new();
