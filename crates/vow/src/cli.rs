@@ -98,6 +98,27 @@ enum Command {
         #[arg(long, requires = "approve_identity")]
         approve_key_removal: bool,
     },
+    /// Change your DID with only your key, without any PDS (Vow need not be running).
+    #[command(subcommand)]
+    Identity(IdentityCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum IdentityCommand {
+    /// Point the DID at another PDS, signed by the key in `--key-file` (the `vow signer` key
+    /// file, a rotation key of the DID). The PDS endpoint is all that changes.
+    SetPds {
+        /// File holding the raw 32-byte secp256k1 private key.
+        #[arg(long)]
+        key_file: PathBuf,
+        #[arg(long)]
+        did: String,
+        /// The new PDS, e.g. https://pds.example.
+        #[arg(long)]
+        pds: String,
+        #[arg(long, env = "VOW_PLC_URL", default_value = "https://plc.directory")]
+        plc: String,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -153,6 +174,20 @@ async fn run(cli: Cli) -> Result<(), String> {
                 approve_key_removal,
             })
             .await
+        }
+        Command::Identity(IdentityCommand::SetPds { key_file, did, pds, plc }) => {
+            if !key_file.exists() {
+                return Err(format!("{} does not exist", key_file.display()));
+            }
+            let key = crate::service::keys::load_or_create_k256(&key_file, "signing key").map_err(|e| e.to_string())?;
+            let http = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .map_err(|e| e.to_string())?;
+            let plc = crate::service::identity::plc::PlcClient::new(&plc, http);
+            let op = crate::service::identity::leave::set_pds(&plc, &key, &did, &pds).await?;
+            println!("{did} now names {pds} as its PDS (operation {})", op.cid());
+            Ok(())
         }
         Command::CreateRotationKey { out } => {
             let key = crate::service::keys::create_rotation_key(&out).map_err(|e| e.to_string())?;

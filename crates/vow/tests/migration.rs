@@ -335,3 +335,43 @@ async fn bench_import_128k_records() {
         idle / (1 << 20)
     );
 }
+
+/// Runs `vow identity set-pds`; returns whether it succeeded and what it printed.
+fn set_pds(key_file: &std::path::Path, did: &str, pds: &str, plc: &str) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vow"))
+        .args(["identity", "set-pds", "--did", did, "--pds", pds, "--plc", plc, "--key-file"])
+        .arg(key_file)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_key_file_alone_moves_the_did_while_vow_is_down() {
+    let mut s = stack(false);
+    let alice = s.account("alice").await;
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("alice.key");
+    drop(s.signer(&alice, &key_file));
+    let doc_before: Value = s.http.get(format!("{}/{}", s.plc, alice.did)).send().await.unwrap().json().await.unwrap();
+    // Vow is stopped; only the PLC directory and the key file remain.
+    drop(std::mem::replace(&mut s.vow, Proc::none()));
+
+    // A key that is not a rotation key of the DID is refused, and nothing changes.
+    let stranger = keys.path().join("stranger.key");
+    std::fs::write(&stranger, Keypair::generate(Algorithm::K256).to_bytes()).unwrap();
+    let (ok, text) = set_pds(&stranger, &alice.did, "https://new.example", &s.plc);
+    assert!(!ok && text.contains("not a rotation key"), "{text}");
+    let (ok, text) = set_pds(&keys.path().join("missing.key"), &alice.did, "https://new.example", &s.plc);
+    assert!(!ok && text.contains("does not exist"), "{text}");
+
+    let (ok, text) = set_pds(&key_file, &alice.did, "https://new.example", &s.plc);
+    assert!(ok, "{text}");
+    let doc: Value = s.http.get(format!("{}/{}", s.plc, alice.did)).send().await.unwrap().json().await.unwrap();
+    let endpoint = doc["service"].as_array().unwrap().iter().find(|sv| sv["id"] == "#atproto_pds").unwrap();
+    assert_eq!(endpoint["serviceEndpoint"], "https://new.example");
+    // Only the endpoint moved: the same keys and handle.
+    assert_eq!(doc["verificationMethod"], doc_before["verificationMethod"]);
+    assert_eq!(doc["alsoKnownAs"], doc_before["alsoKnownAs"]);
+}

@@ -2,4 +2,5 @@
 
 pub mod handle;
 pub mod handover;
+pub mod leave;
 pub mod plc;
