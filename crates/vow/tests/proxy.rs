@@ -94,6 +94,15 @@ fn decode(token: &str) -> (Value, Value, String, Vec<u8>) {
     (json(parts[0]), json(parts[1]), format!("{}.{}", parts[0], parts[1]), URL_SAFE_NO_PAD.decode(parts[2]).unwrap())
 }
 
+/// A session opened with a new (unprivileged) app password of `account`.
+async fn app_password_session(s: &Stack, account: &Account, name: &str) -> Value {
+    let (_, app) = s
+        .call("POST", "com.atproto.server.createAppPassword", Some(&account.access), Some(json!({ "name": name })))
+        .await;
+    let login = json!({ "identifier": account.handle, "password": app["password"] });
+    s.call("POST", "com.atproto.server.createSession", None, Some(login)).await.1
+}
+
 async fn signing_key(s: &Stack, access: &str) -> atproto::crypto::PublicKey {
     let (_, status) = s.call("GET", "app.vow.signer.getStatus", Some(access), None).await;
     atproto::crypto::PublicKey::from_did_key(status["signingKey"].as_str().unwrap()).unwrap()
@@ -206,17 +215,7 @@ async fn proxied_calls_carry_a_token_signed_by_the_users_key() {
         (Some("did:web:mod.example"), Some("com.atproto.moderation.createReport"))
     );
     // Chat is for the account password or a privileged app password.
-    let (_, app) = s
-        .call("POST", "com.atproto.server.createAppPassword", Some(&alice.access), Some(json!({ "name": "phone" })))
-        .await;
-    let (_, session) = s
-        .call(
-            "POST",
-            "com.atproto.server.createSession",
-            None,
-            Some(json!({ "identifier": alice.handle, "password": app["password"] })),
-        )
-        .await;
+    let session = app_password_session(&s, &alice, "phone").await;
     let got = answer(get(&s, "chat.bsky.convo.listConvos", session["accessJwt"].as_str().unwrap(), &[]).await).await;
     assert_error(&got, 403, "Forbidden");
 
@@ -380,17 +379,7 @@ async fn get_service_auth_is_signed_by_the_signer_within_the_reference_limits() 
     assert_error(&s.call("GET", &path, Some(&alice.access), None).await, 400, "BadExpiration");
 
     // An app password may not mint tokens for what it could not do itself.
-    let (_, app) = s
-        .call("POST", "com.atproto.server.createAppPassword", Some(&alice.access), Some(json!({ "name": "app" })))
-        .await;
-    let (_, session) = s
-        .call(
-            "POST",
-            "com.atproto.server.createSession",
-            None,
-            Some(json!({ "identifier": alice.handle, "password": app["password"] })),
-        )
-        .await;
+    let session = app_password_session(&s, &alice, "app").await;
     let app_access = session["accessJwt"].as_str().unwrap();
     for lxm in ["chat.bsky.convo.sendMessage", "com.atproto.server.createAccount"] {
         let path = format!("com.atproto.server.getServiceAuth?aud=did:web:other.example&lxm={lxm}");
@@ -412,17 +401,7 @@ async fn app_passwords_neither_see_nor_set_personal_details() {
         }
     };
     assert_eq!(put(alice.access.clone(), json!([details, feeds])).await.0, 200);
-    let (_, app) = s
-        .call("POST", "com.atproto.server.createAppPassword", Some(&alice.access), Some(json!({ "name": "app" })))
-        .await;
-    let (_, session) = s
-        .call(
-            "POST",
-            "com.atproto.server.createSession",
-            None,
-            Some(json!({ "identifier": alice.handle, "password": app["password"] })),
-        )
-        .await;
+    let session = app_password_session(&s, &alice, "app").await;
     let app_access = session["accessJwt"].as_str().unwrap().to_owned();
     let (_, seen) = s.call("GET", "app.bsky.actor.getPreferences", Some(&app_access), None).await;
     assert_eq!(seen["preferences"], json!([feeds]), "the app password does not see the personal details");

@@ -116,18 +116,19 @@ async fn check_migration_token(state: &AppState, headers: &axum::http::HeaderMap
     let refused = |e: inbound::Refused| XrpcError::new(StatusCode::UNAUTHORIZED, "InvalidToken", e.to_string());
     let unverified = inbound::inspect(token.trim(), did.as_str(), &state.config.service_did, lxm, db::unix_now())
         .map_err(refused)?;
-    // The document as it is now, not as a cache remembers it.
-    state.proxy.resolver.forget(did.as_str());
-    let key = state
+    let key = current_atproto_key(state, did).await?;
+    unverified.verify(&key).map_err(refused)
+}
+
+/// The `#atproto` key the DID's document names now.
+async fn current_atproto_key(state: &AppState, did: &Did) -> XrpcResult<atproto::crypto::PublicKey> {
+    state
         .proxy
         .resolver
-        .atproto_key(did.as_str())
+        .current_atproto_key(did.as_str())
         .await
         .map_err(|e| XrpcError::upstream("Could not resolve the DID", e))?
-        .ok_or_else(|| XrpcError::invalid_request(format!("The DID document of {did} has no #atproto key")))?;
-    let key = atproto::crypto::PublicKey::from_did_key(&key)
-        .map_err(|e| XrpcError::invalid_request(format!("The #atproto key of {did} is not usable: {e}")))?;
-    unverified.verify(&key).map_err(refused)
+        .ok_or_else(|| XrpcError::invalid_request(format!("The DID document of {did} has no usable #atproto key")))
 }
 
 pub async fn create_account(
@@ -265,6 +266,26 @@ async fn create_migrating(
     Ok(Json(json!({ "accessJwt": access, "refreshJwt": refresh, "handle": handle.as_str(), "did": did })))
 }
 
+/// Whether a DID document makes `account` live here: this PDS as its endpoint and the
+/// account's key as `#atproto`. Says why not.
+fn lives_here(state: &AppState, doc: &Value, account: &accounts::Account) -> Result<(), String> {
+    use crate::service::proxy::resolve::{service_entry, signing_key};
+    let endpoint = service_entry(doc, &account.did, "atproto_pds").unwrap_or_default();
+    if endpoint.trim_end_matches('/') != state.config.public_url {
+        return Err(format!(
+            "The DID document names {endpoint:?} as the PDS, not {}: submit the PLC operation first",
+            state.config.public_url
+        ));
+    }
+    let key = signing_key(doc, &account.did);
+    if key.is_none() || key != account.signing_key {
+        return Err(
+            "The DID document's #atproto key is not this account's key (see getRecommendedDidCredentials)".into()
+        );
+    }
+    Ok(())
+}
+
 /// `com.atproto.server.checkAccountStatus`, as the reference reports it.
 pub async fn check_account_status(State(state): State<AppState>, auth: AccessAuth) -> XrpcResult<Json<Value>> {
     let account = accounts::by_did(&state.db, &auth.did)
@@ -272,15 +293,8 @@ pub async fn check_account_status(State(state): State<AppState>, auth: AccessAut
         .ok_or_else(|| XrpcError::invalid_token("Account no longer exists"))?;
     let counts = db::refs::repo_counts(&state.db, &auth.did).await?;
     // The DID is valid here when its document names this PDS and the account's key.
-    state.proxy.resolver.forget(&auth.did);
-    let doc = state.proxy.resolver.document(&auth.did).await.ok();
-    let endpoint = doc
-        .as_deref()
-        .and_then(|d| crate::service::proxy::resolve::service_entry(d, &auth.did, "atproto_pds").map(str::to_owned));
-    let key = doc.as_deref().and_then(|d| crate::service::proxy::resolve::signing_key(d, &auth.did));
-    let valid_did = endpoint.as_deref().map(|e| e.trim_end_matches('/')) == Some(state.config.public_url.as_str())
-        && key.is_some()
-        && key == account.signing_key;
+    let doc = state.proxy.resolver.fresh_document(&auth.did).await.ok();
+    let valid_did = doc.is_some_and(|d| lives_here(&state, &d, &account).is_ok());
     Ok(Json(json!({
         "activated": account.active(),
         "validDid": valid_did,
@@ -553,15 +567,7 @@ pub async fn import_repo(
     }
     let did = Did::new(auth.did.as_str()).map_err(|e| XrpcError::internal("session for an invalid DID", e))?;
     // The commit must be signed by the key the DID's document names now.
-    state.proxy.resolver.forget(did.as_str());
-    let key = state
-        .proxy
-        .resolver
-        .atproto_key(did.as_str())
-        .await
-        .map_err(|e| XrpcError::upstream("Could not resolve the DID", e))?
-        .and_then(|k| atproto::crypto::PublicKey::from_did_key(&k).ok())
-        .ok_or_else(|| XrpcError::invalid_request(format!("The DID document of {did} has no usable #atproto key")))?;
+    let key = current_atproto_key(&state, &did).await?;
     let mut guard = state.repo_locks.get(did.as_str()).lock_owned().await;
     let imported = crate::service::repo::import::import(&state.writer, &did, &key, body, limit).await;
     guard.forget_account();
@@ -610,26 +616,13 @@ pub async fn activate_account(State(state): State<AppState>, auth: AccessAuth) -
     if account.repo_root.is_none() {
         return Err(XrpcError::invalid_request("Import the repo (importRepo) before activating the account"));
     }
-    state.proxy.resolver.forget(&auth.did);
     let doc = state
         .proxy
         .resolver
-        .document(&auth.did)
+        .fresh_document(&auth.did)
         .await
         .map_err(|e| XrpcError::upstream("Could not resolve the DID", e))?;
-    let endpoint = crate::service::proxy::resolve::service_entry(&doc, &auth.did, "atproto_pds").unwrap_or_default();
-    if endpoint.trim_end_matches('/') != state.config.public_url {
-        return Err(XrpcError::invalid_request(format!(
-            "The DID document names {endpoint:?} as the PDS, not {}: submit the PLC operation first",
-            state.config.public_url
-        )));
-    }
-    let key = crate::service::proxy::resolve::signing_key(&doc, &auth.did);
-    if key.is_none() || key != account.signing_key {
-        return Err(XrpcError::invalid_request(
-            "The DID document's #atproto key is not this account's key (see getRecommendedDidCredentials)",
-        ));
-    }
+    lives_here(&state, &doc, &account).map_err(XrpcError::invalid_request)?;
     let mut events = state.firehose.sequencer().await?;
     let mut tx = state.db.begin().await?;
     accounts::activate(&mut tx, &auth.did).await?;

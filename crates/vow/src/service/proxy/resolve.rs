@@ -101,10 +101,17 @@ impl Resolver {
         Ok(url)
     }
 
-    /// The `#atproto` signing key of `did`, as a did:key.
-    pub async fn atproto_key(&self, did: &str) -> Result<Option<String>, ResolveError> {
-        let doc = self.document(did).await?;
-        Ok(signing_key(&doc, did))
+    /// The DID document as it is now, not as the cache remembers it (for checks that decide
+    /// who controls an account).
+    pub async fn fresh_document(&self, did: &str) -> Result<Arc<Value>, ResolveError> {
+        self.forget(did);
+        self.document(did).await
+    }
+
+    /// The `#atproto` key of `did`'s current document (fetched afresh), if it has a usable one.
+    pub async fn current_atproto_key(&self, did: &str) -> Result<Option<atproto::crypto::PublicKey>, ResolveError> {
+        let doc = self.fresh_document(did).await?;
+        Ok(signing_key(&doc, did).and_then(|k| atproto::crypto::PublicKey::from_did_key(&k).ok()))
     }
 
     /// Forgets a cached document (after an identity change).
