@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project: formatting, lints, and the Rust test suites (the server's
-# integration tests start the real PLC directory server, the real Bluesky AppView with PostgreSQL,
-# and run @atproto/* clients and headless Chromium from e2e/, installed here from npm and apt).
+# integration tests start the real PLC directory server, the reference PDS, the real Bluesky
+# AppView with PostgreSQL, and run @atproto/* clients and headless Chromium from e2e/, all
+# installed here from npm and apt).
 # Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,10 @@ echo "== installing js-ipfs from npm"
 # The real Bluesky AppView (@atproto/bsky) and Node 22, which it needs, both from npm.
 echo "== installing the Bluesky AppView and Node 22 from npm"
 (cd e2e/appview && npm ci --no-audit --no-fund --loglevel=error)
+# The reference PDS (@atproto/pds): the migration tests move an account in from it and out to
+# another of it; the side-by-side benchmarks use the same install.
+echo "== installing the reference PDS from npm"
+(cd bench && npm ci --no-audit --no-fund --loglevel=error)
 # The AppView keeps its index in PostgreSQL; the test starts a private cluster on loopback.
 if [ -z "${PG_BIN:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   echo "== installing postgresql from apt"

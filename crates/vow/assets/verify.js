@@ -492,7 +492,8 @@ export function plcChange(history, op, ownKey) {
   const removesOwnKey = was >= 0 && now < 0
   const demoted = was >= 0 && now > was
   const outranked = now >= 0 && after.rotationKeys.slice(0, now).some((k) => !before.rotationKeys.includes(k))
-  const identity = before.atproto !== after.atproto || removesOwnKey || demoted || outranked
+  // Moving to another PDS is a move of the account: asked like a change of control.
+  const identity = before.atproto !== after.atproto || before.pds !== after.pds || removesOwnKey || demoted || outranked
   return { lines, identity, removesOwnKey }
 }
 

@@ -117,6 +117,10 @@ pub struct Config {
     /// open (at most 7 days; 0 turns them off and leaves only on-demand tokens).
     #[arg(long, env = "VOW_SERVICE_TOKEN_TTL", default_value_t = 3 * 24 * 60 * 60)]
     pub service_token_ttl: u64,
+    /// Until SMTP is set up: a directory each outgoing mail is written to as a file (local
+    /// development and tests). Without it, and without SMTP, mail is written to the log.
+    #[arg(long, env = "VOW_MAIL_DIR")]
+    pub mail_dir: Option<PathBuf>,
 }
 
 /// Settings `run` needs, all present and checked.
@@ -148,6 +152,8 @@ pub struct ServerConfig {
     pub proxy: ProxyConfig,
     /// Largest repo CAR `importRepo` accepts, in bytes.
     pub import_max_bytes: u64,
+    /// Where mail goes while no SMTP server is configured (a directory, or the log).
+    pub mail_dir: Option<PathBuf>,
 }
 
 /// A service the PDS calls for its users: where it is and the DID its tokens are for.
@@ -233,6 +239,7 @@ impl Config {
                 self.blob_sweep_secs.unwrap_or(self.blob_grace_secs / 10).clamp(1, 600),
             ),
             import_max_bytes: self.import_max_mb.max(1) * 1024 * 1024,
+            mail_dir: self.mail_dir.clone(),
             proxy: ProxyConfig {
                 appview: target(&self.bsky_app_view_url, &self.bsky_app_view_did, "VOW_BSKY_APP_VIEW")?,
                 chat: target(&self.bsky_chat_url, &self.bsky_chat_did, "VOW_BSKY_CHAT")?,

@@ -50,6 +50,8 @@ pub struct Services {
     pub handover: crate::service::identity::handover::Handover,
     /// Calls to the AppView and other services, with tokens from the user's signer.
     pub proxy: crate::service::proxy::Proxy,
+    /// Outgoing mail.
+    pub mailer: crate::service::mail::Mailer,
 }
 
 impl AppState {
@@ -114,7 +116,9 @@ impl Services {
         );
         let proxy = crate::service::proxy::Proxy::new(config.proxy.clone(), plc.clone(), service_tokens);
         let blob_sweep = crate::service::blobs::BlobSweep::new(db.clone(), blob_store.clone(), config.blob_grace);
+        let mailer = crate::service::mail::Mailer::new(config.mail_dir.clone(), &config.contact_email);
         Self {
+            mailer,
             firehose,
             writer,
             handover,

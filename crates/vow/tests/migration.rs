@@ -85,7 +85,9 @@ async fn an_existing_did_arrives_deactivated_only_with_a_token_its_key_signed() 
     let (_, status) = s.call("GET", "com.atproto.server.checkAccountStatus", Some(access), None).await;
     assert_eq!(status["activated"], false);
     assert_eq!(status["validDid"], false, "the DID still points at its old PDS");
-    assert_eq!(status["repoCommit"], Value::Null);
+    // No repo yet: an empty tree at the zero revision (the lexicon requires both).
+    assert_eq!(status["repoCommit"], atproto::mst::Mst::new().root_cid().to_string());
+    assert_eq!(status["repoRev"], "2222222222222");
     assert_eq!((status["indexedRecords"].as_i64(), status["expectedBlobs"].as_i64()), (Some(0), Some(0)));
     let write = s
         .call(
@@ -374,4 +376,161 @@ async fn the_key_file_alone_moves_the_did_while_vow_is_down() {
     // Only the endpoint moved: the same keys and handle.
     assert_eq!(doc["verificationMethod"], doc_before["verificationMethod"]);
     assert_eq!(doc["alsoKnownAs"], doc_before["alsoKnownAs"]);
+}
+
+/// The newest token Vow mailed to `to` (written to `VOW_MAIL_DIR`, as no SMTP is configured).
+fn mailed_token(dir: &std::path::Path, to: &str) -> String {
+    let mut mails: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(&format!("{to}.eml")))
+        .collect();
+    mails.sort();
+    let text = std::fs::read_to_string(mails.last().expect("a mail was written")).unwrap();
+    let at = text.find("Token: ").expect("the mail holds a token") + "Token: ".len();
+    text[at..at + 11].to_owned()
+}
+
+async fn plc_last(s: &Stack, did: &str) -> Value {
+    s.http.get(format!("{}/{did}/log/last", s.plc)).send().await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_operations_need_the_mailed_token_and_the_users_approval() {
+    let mail = tempfile::tempdir().unwrap();
+    let s = stack_with(false, &[("VOW_MAIL_DIR", mail.path().to_str().unwrap())]);
+    let alice = s.account("alice").await;
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("alice.key");
+    let signer = s.signer(&alice, &key_file);
+    let user_key = plc_last(&s, &alice.did).await["verificationMethods"]["atproto"].as_str().unwrap().to_owned();
+    let sign = |body: Value| s.call("POST", "com.atproto.identity.signPlcOperation", Some(&alice.access), Some(body));
+
+    // No token, or one never issued: refused before the signer is asked.
+    assert_error(&sign(json!({})).await, 400, "InvalidRequest");
+    assert_error(&sign(json!({ "token": "AAAAA-BBBBB" })).await, 400, "InvalidToken");
+
+    let res = s.call("POST", "com.atproto.identity.requestPlcOperationSignature", Some(&alice.access), None).await;
+    assert_eq!(res.0, 200, "{res:?}");
+    let token = mailed_token(mail.path(), "alice@x.test");
+
+    // A move to another PDS: `vow signer` without --approve-identity declines, and the token
+    // is still good for another try.
+    let elsewhere =
+        json!({ "atproto_pds": { "type": "AtprotoPersonalDataServer", "endpoint": "https://elsewhere.example" } });
+    let res = sign(json!({ "token": token, "services": elsewhere })).await;
+    assert_error(&res, 400, "SigningRejected");
+    assert_eq!(plc_last(&s, &alice.did).await["services"]["atproto_pds"]["endpoint"], "http://pds.test");
+
+    // A new handle on the DID, which changes no control: signed, once.
+    let aka = json!(["at://alice.pds.test", "https://alice.example"]);
+    let res = sign(json!({ "token": token, "alsoKnownAs": aka })).await;
+    assert_eq!(res.0, 200, "{res:?}");
+    let op = res.1["operation"].clone();
+    assert_eq!(op["alsoKnownAs"], aka);
+    assert_eq!(op["rotationKeys"], json!([user_key]));
+    assert!(op["sig"].as_str().is_some_and(|s| !s.is_empty()));
+    assert_error(&sign(json!({ "token": token, "alsoKnownAs": aka })).await, 400, "InvalidToken");
+
+    // Submitted here only if it keeps this PDS and the account's key.
+    let submit = |op: Value| {
+        s.call("POST", "com.atproto.identity.submitPlcOperation", Some(&alice.access), Some(json!({ "operation": op })))
+    };
+    let mut moved = op.clone();
+    moved["services"] = elsewhere.clone();
+    assert_error(&submit(moved).await, 400, "InvalidRequest");
+    let mut rekeyed = op.clone();
+    rekeyed["verificationMethods"]["atproto"] = json!(Keypair::generate(Algorithm::K256).public_key().to_did_key());
+    assert_error(&submit(rekeyed).await, 400, "InvalidRequest");
+    // A tampered one reaches the PLC directory, whose refusal is reported.
+    let mut tampered = op.clone();
+    tampered["alsoKnownAs"] = json!(["at://alice.pds.test"]);
+    assert_error(&submit(tampered).await, 502, "UpstreamFailure");
+    let res = submit(op.clone()).await;
+    assert_eq!(res.0, 200, "{res:?}");
+    assert_eq!(plc_last(&s, &alice.did).await["alsoKnownAs"], aka);
+
+    // A newer token replaces the older one; with --approve-identity the move is signed.
+    s.call("POST", "com.atproto.identity.requestPlcOperationSignature", Some(&alice.access), None).await;
+    let first = mailed_token(mail.path(), "alice@x.test");
+    s.call("POST", "com.atproto.identity.requestPlcOperationSignature", Some(&alice.access), None).await;
+    let second = mailed_token(mail.path(), "alice@x.test");
+    assert_ne!(first, second);
+    assert_error(&sign(json!({ "token": first, "services": elsewhere })).await, 400, "InvalidToken");
+    drop(signer);
+    let _signer = s.signer_with(&alice, &key_file, &["--approve-identity"]);
+    let res = sign(json!({ "token": second, "services": elsewhere })).await;
+    assert_eq!(res.0, 200, "{res:?}");
+    assert_eq!(res.1["operation"]["services"], elsewhere);
+    // The recommended credentials for an account living here: its own key alone.
+    let (_, creds) =
+        s.call("GET", "com.atproto.identity.getRecommendedDidCredentials", Some(&alice.access), None).await;
+    assert_eq!(creds["rotationKeys"], json!([user_key]));
+
+    // Deactivated, the repo takes no writes and is not served; activated again, it is.
+    let res = s.call("POST", "com.atproto.server.deactivateAccount", Some(&alice.access), Some(json!({}))).await;
+    assert_eq!(res.0, 200, "{res:?}");
+    let (_, status) = s.call("GET", "com.atproto.server.checkAccountStatus", Some(&alice.access), None).await;
+    assert_eq!(status["activated"], false);
+    let post = json!({ "repo": alice.did, "collection": "app.bsky.feed.post",
+        "record": { "$type": "app.bsky.feed.post", "text": "hi", "createdAt": "2026-12-02T10:00:00.000Z" } });
+    assert_error(
+        &s.call("POST", "com.atproto.repo.createRecord", Some(&alice.access), Some(post.clone())).await,
+        400,
+        "RepoDeactivated",
+    );
+    let res = s.call("GET", &format!("com.atproto.sync.getLatestCommit?did={}", alice.did), None, None).await;
+    assert_error(&res, 400, "RepoDeactivated");
+    let res = s.call("POST", "com.atproto.server.activateAccount", Some(&alice.access), None).await;
+    assert_eq!(res.0, 200, "{res:?}");
+    let res = s.call("POST", "com.atproto.repo.createRecord", Some(&alice.access), Some(post)).await;
+    assert_eq!(res.0, 200, "{res:?}");
+}
+
+/// The reference PDS (`@atproto/pds`, installed in `bench/`) on a free loopback port, with its
+/// data in `dir`; returns it and its URL.
+fn reference_pds(dir: &std::path::Path, plc: &str) -> (Proc, String) {
+    let bench = e2e_dir().join("../bench");
+    assert!(bench.join("node_modules/@atproto/pds").exists(), "run `npm ci` in bench/ first (scripts/test.sh does)");
+    let mut cmd = std::process::Command::new("node");
+    cmd.arg(bench.join("refpds.js")).arg(free_port().to_string()).arg(dir).arg(plc);
+    start(cmd, "reference PDS listening")
+}
+
+/// The whole round trip with the reference PDS: in with the standard calls, the user's key
+/// the only rotation key, and out again with every step signed by that key
+/// (`e2e/migration-flow.js` holds the steps and their checks).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_account_moves_in_from_the_reference_pds_and_out_again() {
+    let mail = tempfile::tempdir().unwrap();
+    let s = stack_with(false, &[("VOW_MAIL_DIR", mail.path().to_str().unwrap())]);
+    let data = tempfile::tempdir().unwrap();
+    let (_old, old_url) = reference_pds(&data.path().join("old"), &s.plc);
+    let (_new, new_url) = reference_pds(&data.path().join("new"), &s.plc);
+    let key_file = data.path().join("user.key");
+    let bench = e2e_dir().join("../bench");
+    let summary = run_script(
+        "migration-flow.js",
+        &[
+            "--vow",
+            &s.url,
+            "--ref",
+            &old_url,
+            "--ref2",
+            &new_url,
+            "--plc",
+            &s.plc,
+            "--ref-data",
+            data.path().join("old").to_str().unwrap(),
+            "--mail-dir",
+            mail.path().to_str().unwrap(),
+            "--vow-bin",
+            env!("CARGO_BIN_EXE_vow"),
+            "--key-file",
+            key_file.to_str().unwrap(),
+            "--bench",
+            bench.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(summary["records"], 7, "a profile, five posts from before and one from Vow");
 }

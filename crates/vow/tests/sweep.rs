@@ -46,6 +46,9 @@ const ROUTES: &[Route] = &[
     route("POST", "com.atproto.server.revokeAppPassword", Auth::Access),
     route("GET", "com.atproto.identity.resolveHandle", Auth::None),
     route("POST", "com.atproto.identity.updateHandle", Auth::Access),
+    route("POST", "com.atproto.identity.requestPlcOperationSignature", Auth::Access),
+    route("POST", "com.atproto.identity.signPlcOperation", Auth::Access),
+    route("POST", "com.atproto.identity.submitPlcOperation", Auth::Access),
     route("GET", "com.atproto.repo.describeRepo", Auth::None),
     route("GET", "com.atproto.repo.getRecord", Auth::None),
     route("GET", "com.atproto.repo.listRecords", Auth::None),
@@ -74,6 +77,7 @@ const ROUTES: &[Route] = &[
     route("GET", "com.atproto.server.checkAccountStatus", Auth::Access),
     route("POST", "com.atproto.repo.importRepo", Auth::Access),
     route("GET", "com.atproto.identity.getRecommendedDidCredentials", Auth::Access),
+    route("POST", "com.atproto.server.deactivateAccount", Auth::Access),
     route("POST", "com.atproto.server.activateAccount", Auth::Access),
     route("GET", "app.bsky.actor.getPreferences", Auth::Access),
     route("POST", "app.bsky.actor.putPreferences", Auth::Access),
@@ -169,6 +173,23 @@ const CASES: &[Case] = &[
         Some(r#"{"handle":"bad handle"}"#),
         400,
         "InvalidHandle",
+    ),
+    case("POST", "com.atproto.identity.signPlcOperation", Auth::Access, Some(r#"{}"#), 400, "InvalidRequest"),
+    case(
+        "POST",
+        "com.atproto.identity.signPlcOperation",
+        Auth::Access,
+        Some(r#"{"token":"AAAAA-BBBBB"}"#),
+        400,
+        "InvalidToken",
+    ),
+    case(
+        "POST",
+        "com.atproto.identity.submitPlcOperation",
+        Auth::Access,
+        Some(r#"{"operation":{"type":"plc_operation"}}"#),
+        400,
+        "InvalidRequest",
     ),
     case("GET", "com.atproto.repo.describeRepo", Auth::None, None, 400, "InvalidRequest"),
     case("GET", "com.atproto.repo.describeRepo?repo=did:plc:nobodyhere", Auth::None, None, 400, "RepoNotFound"),
@@ -517,10 +538,12 @@ async fn every_route_answers_bad_input_with_its_xrpc_error() {
                 let error = if r.nsid.ends_with("uploadBlob") { "BlobTooLarge" } else { "PayloadTooLarge" };
                 check(format!("POST {} declaring 200 MB", r.nsid), res, 413, error);
             }
-            // Bodies that are not JSON (refreshSession, deleteSession and activateAccount read none).
+            // Bodies that are not JSON (refreshSession, deleteSession, activateAccount and
+            // requestPlcOperationSignature read none).
             if !r.nsid.ends_with("uploadBlob")
                 && !matches!(r.auth, Auth::Refresh)
-                && !r.nsid.ends_with("activateAccount")
+                && !r.nsid.ends_with(".activateAccount")
+                && !r.nsid.ends_with("requestPlcOperationSignature")
             {
                 let res = send(&s, &creds, "POST", r.nsid, r.auth, Some("{not json")).await;
                 if res.0 != 401 {

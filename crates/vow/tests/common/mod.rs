@@ -283,6 +283,11 @@ impl Stack {
 
     /// Starts `vow signer` for the account; returns once it prints that it is connected.
     pub fn signer(&self, account: &Account, key_file: &std::path::Path) -> Proc {
+        self.signer_with(account, key_file, &[])
+    }
+
+    /// [`Stack::signer`] with extra flags (`--approve-identity`, …).
+    pub fn signer_with(&self, account: &Account, key_file: &std::path::Path, flags: &[&str]) -> Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vow"));
         cmd.arg("signer")
             .arg("--pds")
@@ -295,6 +300,7 @@ impl Stack {
             .arg(key_file)
             .arg("--plc")
             .arg(&self.plc)
+            .args(flags)
             .env("VOW_LOG_LEVEL", "warn");
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn signer");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();

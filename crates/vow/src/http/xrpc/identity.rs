@@ -75,3 +75,107 @@ pub async fn update_handle(
     events.publish();
     Ok(Json(serde_json::json!({})))
 }
+
+/// `com.atproto.identity.requestPlcOperationSignature`: mails the account a single-use token
+/// that `signPlcOperation` requires (valid for
+/// [`operations::TOKEN_TTL_SECS`](crate::service::identity::operations::TOKEN_TTL_SECS)).
+pub async fn request_plc_token(
+    State(state): State<AppState>,
+    auth: crate::service::auth::AccessAuth,
+) -> XrpcResult<Json<serde_json::Value>> {
+    auth.require_full_access()?;
+    let account = account_of(&state, &auth.did).await?;
+    let email = account
+        .email
+        .clone()
+        .ok_or_else(|| XrpcError::invalid_request("This account has no email address to send the token to"))?;
+    let token = crate::service::identity::operations::issue_token(&state.handover, &account.did).await?;
+    let minutes = crate::service::identity::operations::TOKEN_TTL_SECS / 60;
+    let mail = crate::service::mail::Mail {
+        to: email,
+        subject: "Your identity operation token".into(),
+        text: format!(
+            "Someone signed in to {handle} on {host} asked to change the account's identity (its DID's PLC operation).\n\n\
+             Token: {token}\n\n\
+             It works once, within {minutes} minutes. Your signer will still show you the change and ask before \
+             anything is signed. If this was not you, do not use the token, and change your password.",
+            handle = account.handle,
+            host = state.config.hostname,
+        ),
+    };
+    state.mailer.send(mail).await.map_err(|e| XrpcError::internal("could not send the token mail", e))?;
+    Ok(Json(serde_json::json!({})))
+}
+
+#[derive(Deserialize)]
+pub struct SignPlcOperationInput {
+    token: Option<String>,
+    #[serde(flatten)]
+    requested: crate::service::identity::operations::Requested,
+}
+
+/// `com.atproto.identity.signPlcOperation`: an operation following the DID's latest, with the
+/// fields asked for, signed by the user's signer after the person approves it there.
+pub async fn sign_plc_operation(
+    State(state): State<AppState>,
+    auth: crate::service::auth::AccessAuth,
+    super::XrpcJson(input): super::XrpcJson<SignPlcOperationInput>,
+) -> XrpcResult<Json<serde_json::Value>> {
+    auth.require_full_access()?;
+    let account = account_of(&state, &auth.did).await?;
+    if account.takedown_ref.is_some() {
+        return Err(XrpcError::named("AccountTakedown", "This account has been taken down"));
+    }
+    let token = input.token.ok_or_else(|| {
+        XrpcError::invalid_request("A token is required: request one with requestPlcOperationSignature; it is mailed")
+    })?;
+    let op = crate::service::identity::operations::sign_requested(&state.handover, &account, &token, input.requested)
+        .await?;
+    Ok(Json(serde_json::json!({ "operation": op })))
+}
+
+#[derive(Deserialize)]
+pub struct SubmitPlcOperationInput {
+    operation: serde_json::Value,
+}
+
+/// `com.atproto.identity.submitPlcOperation`: for an account that lives here, an operation that
+/// keeps this PDS and the account's key; the PLC directory's answer is checked, then
+/// `#identity` tells relays to look again.
+pub async fn submit_plc_operation(
+    State(state): State<AppState>,
+    auth: crate::service::auth::AccessAuth,
+    super::XrpcJson(input): super::XrpcJson<SubmitPlcOperationInput>,
+) -> XrpcResult<Json<serde_json::Value>> {
+    use crate::service::identity::operations;
+    auth.require_full_access()?;
+    let account = account_of(&state, &auth.did).await?;
+    if !account.did.starts_with("did:plc:") {
+        return Err(XrpcError::invalid_request("Only did:plc identities have PLC operations"));
+    }
+    let op: crate::service::identity::plc::Operation = serde_json::from_value(input.operation)
+        .map_err(|e| XrpcError::invalid_request(format!("operation: not a PLC operation: {e}")))?;
+    operations::check_submission(&account, &op, &state.config.public_url).map_err(XrpcError::invalid_request)?;
+    let lock = state.repo_locks.get(&account.did);
+    let mut guard = lock.lock().await;
+    operations::submit(&state.handover, &account.did, &op).await?;
+    guard.forget_account();
+    state.proxy.resolver.forget(&account.did);
+    let mut events = state.firehose.sequencer().await?;
+    let mut tx = state.db.begin().await?;
+    events
+        .append(
+            &mut tx,
+            crate::service::events::Event::Identity { did: &account.did, handle: Some(account.handle.as_str()) },
+        )
+        .await?;
+    tx.commit().await?;
+    events.publish();
+    Ok(Json(serde_json::json!({})))
+}
+
+async fn account_of(state: &AppState, did: &str) -> XrpcResult<crate::store::db::accounts::Account> {
+    crate::store::db::accounts::by_did(&state.db, did)
+        .await?
+        .ok_or_else(|| XrpcError::invalid_token("Account no longer exists"))
+}

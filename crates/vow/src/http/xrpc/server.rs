@@ -295,11 +295,16 @@ pub async fn check_account_status(State(state): State<AppState>, auth: AccessAut
     // The DID is valid here when its document names this PDS and the account's key.
     let doc = state.proxy.resolver.fresh_document(&auth.did).await.ok();
     let valid_did = doc.is_some_and(|d| lives_here(&state, &d, &account).is_ok());
+    // The lexicon requires both. Before its repo is imported an arriving account has none: it
+    // reports an empty tree and the zero revision, older than any real one, as the reference
+    // PDS's freshly created (empty) repo would look to a migration tool.
+    let commit = account.repo_root.clone().unwrap_or_else(|| atproto::mst::Mst::new().root_cid().to_string());
+    let rev = account.repo_rev.clone().unwrap_or_else(|| "2222222222222".to_owned());
     Ok(Json(json!({
         "activated": account.active(),
         "validDid": valid_did,
-        "repoCommit": account.repo_root,
-        "repoRev": account.repo_rev,
+        "repoCommit": commit,
+        "repoRev": rev,
         "repoBlocks": counts.blocks,
         "indexedRecords": counts.records,
         "privateStateValues": 0,
@@ -591,8 +596,24 @@ pub async fn get_recommended_did_credentials(
             "Register a passkey on your account page (or run `vow signer`) first: your key becomes the DID's key",
         )
     })?;
+    // An account that lives here keeps the rotation keys it added beside its own (a recovery
+    // key); one arriving gets its own key alone, never its old PDS's.
+    let mut rotation_keys = vec![key.clone()];
+    if account.did.starts_with("did:plc:") {
+        let last = state
+            .plc
+            .last_operation(&account.did)
+            .await
+            .map_err(|e| XrpcError::upstream("Could not read the DID's PLC log", e))?;
+        let here = last.services.get("atproto_pds").is_some_and(|s| s.endpoint == state.config.public_url);
+        if here {
+            let ours = state.rotation_key.public_key().to_did_key();
+            let others = last.rotation_keys.iter().filter(|k| **k != key && **k != ours).cloned();
+            rotation_keys = others.chain(std::iter::once(key.clone())).collect();
+        }
+    }
     Ok(Json(json!({
-        "rotationKeys": [key],
+        "rotationKeys": rotation_keys,
         "alsoKnownAs": [format!("at://{}", account.handle)],
         "verificationMethods": { "atproto": key },
         "services": { "atproto_pds": { "type": "AtprotoPersonalDataServer", "endpoint": state.config.public_url } },
@@ -638,5 +659,39 @@ pub async fn activate_account(State(state): State<AppState>, auth: AccessAuth) -
         tracing::warn!(%did, error = ?e, "the head will be re-signed when the signer next connects");
     }
     tracing::info!(%did, "account activated");
+    Ok(Json(json!({})))
+}
+
+/// `com.atproto.server.deactivateAccount`: the repo stops being served and written, relays
+/// hear `#account` (deactivated), and stored service tokens are dropped; `activateAccount`
+/// undoes it. (`deleteAfter` is accepted and not acted on: deletion is the user's own call.)
+pub async fn deactivate_account(
+    State(state): State<AppState>,
+    auth: AccessAuth,
+    body: axum::body::Bytes,
+) -> XrpcResult<Json<Value>> {
+    auth.require_full_access()?;
+    if !body.is_empty() {
+        serde_json::from_slice::<serde_json::Map<String, Value>>(&body)
+            .map_err(|e| XrpcError::invalid_request(format!("Invalid request body: {e}")))?;
+    }
+    let lock = state.repo_locks.get(&auth.did);
+    let mut guard = lock.lock().await;
+    let account = accounts::by_did(&state.db, &auth.did)
+        .await?
+        .ok_or_else(|| XrpcError::invalid_token("Account no longer exists"))?;
+    if account.deactivated_at.is_some() {
+        return Ok(Json(json!({})));
+    }
+    let mut events = state.firehose.sequencer().await?;
+    let mut tx = state.db.begin().await?;
+    accounts::deactivate(&mut tx, &auth.did).await?;
+    db::service_tokens::discard(&mut *tx, &auth.did).await?;
+    let status = if account.takedown_ref.is_some() { "takendown" } else { "deactivated" };
+    events.append(&mut tx, Event::Account { did: &auth.did, active: false, status: Some(status) }).await?;
+    tx.commit().await?;
+    events.publish();
+    guard.forget_account();
+    tracing::info!(did = %auth.did, "account deactivated at its user's request");
     Ok(Json(json!({})))
 }

@@ -279,13 +279,21 @@ impl Policy {
                 let (current, cid, _) = verify::plc_history(&self.plc_audit().await?)?;
                 let change = verify::plc_change(&current, &cid, &op, &self.own_key.to_did_key())?;
                 let what = change.lines.join("; ");
-                if change.removes_own_key && !(self.approve_identity && self.approve_key_removal) {
+                let asked = |q: String| ask_on_terminal(format!("{q}\n  {what}\nSign it? [y/N] "));
+                if change.removes_own_key
+                    && !(self.approve_identity && self.approve_key_removal)
+                    && !asked("This PLC operation REMOVES this signer's key: afterwards it can undo nothing.".into())
+                        .await
+                {
                     return Err(Refusal(format!(
                         "a PLC operation that removes this signer's key ({what}); sign it only with \
                          --approve-identity --approve-key-removal"
                     )));
                 }
-                if change.identity && !self.approve_identity {
+                if change.identity
+                    && !self.approve_identity
+                    && !asked("This PLC operation changes who controls the DID or where it lives:".into()).await
+                {
                     return Err(Refusal(format!(
                         "a PLC operation that changes who controls the DID ({what}); sign it only with \
                          --approve-identity"
@@ -297,7 +305,14 @@ impl Policy {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
                 verify::check_token(&auth, now.as_secs() as i64)?;
                 let method = auth.lxm.clone().unwrap_or_else(|| "any method".into());
-                if verify::token_moves_account(&auth) && !self.approve_identity {
+                if verify::token_moves_account(&auth)
+                    && !self.approve_identity
+                    && !ask_on_terminal(format!(
+                        "A service token for {method} at {}: it can move the account.\nSign it? [y/N] ",
+                        auth.aud
+                    ))
+                    .await
+                {
                     return Err(Refusal(format!(
                         "a service token for {method} at {}, which can move the account; sign it only with \
                          --approve-identity",
@@ -324,4 +339,21 @@ impl Policy {
         let (_, _, keys) = verify::plc_history(&self.plc_audit().await?)?;
         Ok(keys.iter().filter_map(|k| PublicKey::from_did_key(k).ok()).collect())
     }
+}
+
+/// Asks the person at the terminal, when there is one (stdin and stderr are terminals); false
+/// otherwise, and for anything but a yes.
+async fn ask_on_terminal(question: String) -> bool {
+    use std::io::{IsTerminal, Write};
+    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        return false;
+    }
+    tokio::task::spawn_blocking(move || {
+        eprint!("{question}");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).is_ok() && matches!(answer.trim(), "y" | "Y" | "yes" | "Yes")
+    })
+    .await
+    .unwrap_or(false)
 }

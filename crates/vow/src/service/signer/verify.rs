@@ -330,8 +330,8 @@ fn read_blocks(car: &str) -> Result<BlockMap, Refusal> {
 pub struct PlcChange {
     /// Before → after, one line per field that changes.
     pub lines: Vec<String>,
-    /// Changes who controls the DID: the `#atproto` key, the rotation keys' order or members
-    /// where they touch this key, or a tombstone.
+    /// Changes who controls the DID or where it lives: the `#atproto` key, the PDS, the
+    /// rotation keys' order or members where they touch this key, or a tombstone.
     pub identity: bool,
     /// Leaves this key out of the rotation keys (or tombstones the DID): after it, this key
     /// can no longer undo anything.
@@ -375,7 +375,9 @@ pub fn plc_change(current: &PlcState, current_cid: &str, op: &PlcState, own_key:
         (Some(_), Some(n)) => op.rotation_keys[..n].iter().any(|k| !current.rotation_keys.contains(k)),
         _ => false,
     };
-    let identity = current.atproto_key != op.atproto_key || removes_own_key || demoted || outranked;
+    // Moving to another PDS moves the account: it is asked for like a change of control.
+    let identity =
+        current.atproto_key != op.atproto_key || current.pds != op.pds || removes_own_key || demoted || outranked;
     Ok(PlcChange { lines, identity, removes_own_key })
 }
 
@@ -449,6 +451,18 @@ mod tests {
         )
         .unwrap();
         assert!(!recovery_below.identity);
+
+        let moved = plc_change(
+            &now,
+            "bafyprev",
+            &next(PlcState {
+                pds: Some("https://elsewhere.test".into()),
+                ..state(&["did:key:me"], "did:key:me", "at://a.test")
+            }),
+            "did:key:me",
+        )
+        .unwrap();
+        assert!(moved.identity && !moved.removes_own_key, "a move to another PDS is asked for");
 
         let stale =
             plc_change(&now, "bafyother", &next(state(&["did:key:me"], "did:key:me", "at://b.test")), "did:key:me");

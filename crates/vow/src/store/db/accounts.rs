@@ -120,6 +120,16 @@ pub async fn activate(conn: &mut sqlx::SqliteConnection, did: &str) -> Result<()
     Ok(())
 }
 
+/// Deactivates the account (its user asked, or it moved away); a no-op if it already is.
+pub async fn deactivate(conn: &mut sqlx::SqliteConnection, did: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE accounts SET deactivated_at = ? WHERE did = ? AND deactivated_at IS NULL")
+        .bind(super::now())
+        .bind(did)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Sets the repo root and revision outright (an imported repo).
 pub async fn set_repo(conn: &mut sqlx::SqliteConnection, did: &str, root: &str, rev: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE accounts SET repo_root = ?, repo_rev = ? WHERE did = ?")

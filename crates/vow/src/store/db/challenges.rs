@@ -1,4 +1,5 @@
-//! Single-use key-registration challenges.
+//! Single-use challenges: key-registration ceremonies, and (stored hashed) the tokens mailed for
+//! identity operations.
 
 use sqlx::SqlitePool;
 
@@ -33,4 +34,31 @@ pub async fn take(db: &SqlitePool, challenge: &str, did: &str, purpose: &str) ->
             .execute(db)
             .await?;
     Ok(used.rows_affected() == 1)
+}
+
+/// Like [`insert`], but the new challenge replaces any other live one for `did` and `purpose`:
+/// for mailed tokens, where only the newest should work.
+pub async fn insert_replacing(
+    db: &SqlitePool,
+    challenge: &str,
+    did: &str,
+    purpose: &str,
+    expires_at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM key_challenges WHERE did = ? AND purpose = ?").bind(did).bind(purpose).execute(db).await?;
+    insert(db, challenge, did, purpose, expires_at).await
+}
+
+/// Whether a live challenge issued to `did` for `purpose` exists, without using it up.
+pub async fn is_live(db: &SqlitePool, challenge: &str, did: &str, purpose: &str) -> Result<bool, sqlx::Error> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM key_challenges WHERE challenge = ? AND did = ? AND purpose = ? AND expires_at >= ?",
+    )
+    .bind(challenge)
+    .bind(did)
+    .bind(purpose)
+    .bind(super::unix_now())
+    .fetch_optional(db)
+    .await?;
+    Ok(found.is_some())
 }

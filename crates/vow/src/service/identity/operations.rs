@@ -1,0 +1,131 @@
+//! User-signed identity operations: the mailed token that guards `signPlcOperation`, the
+//! operation built from the DID's latest PLC state and signed by the user's signer (which
+//! shows the person every change before it signs), and the checks before an operation is
+//! submitted for an account that lives here.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use super::handover::{Handover, sign_operation};
+use super::plc::{Operation, Service};
+use crate::error::{XrpcError, XrpcResult};
+use crate::store::db::{self, accounts::Account};
+
+/// How long a mailed PLC-operation token stays valid: long enough to switch to a mail client
+/// and back, short enough that an old mail is worth nothing.
+pub const TOKEN_TTL_SECS: i64 = 15 * 60;
+const TOKEN_PURPOSE: &str = "plc_operation";
+
+fn token_hash(token: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(Sha256::digest(token.trim().to_ascii_uppercase().as_bytes()))
+}
+
+/// A fresh token for `did` (replacing any earlier one), stored hashed; returns it in clear,
+/// to be mailed.
+pub async fn issue_token(h: &Handover, did: &str) -> XrpcResult<String> {
+    let token = format!("{}-{}", crate::service::auth::random_code(5), crate::service::auth::random_code(5));
+    db::challenges::insert_replacing(&h.db, &token_hash(&token), did, TOKEN_PURPOSE, db::unix_now() + TOKEN_TTL_SECS)
+        .await?;
+    Ok(token)
+}
+
+fn bad_token() -> XrpcError {
+    XrpcError::named(
+        "InvalidToken",
+        "The token is wrong, used or expired; request a new one (requestPlcOperationSignature) and use the newest mail",
+    )
+}
+
+/// The fields a caller asks for; those left out keep their current value.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Requested {
+    pub rotation_keys: Option<Vec<String>>,
+    pub also_known_as: Option<Vec<String>>,
+    pub verification_methods: Option<BTreeMap<String, String>>,
+    pub services: Option<BTreeMap<String, Service>>,
+}
+
+/// `signPlcOperation`: checks the mailed token, builds the operation that follows the DID's
+/// latest one with the requested fields, has it signed (by the user's signer once the account
+/// has a key), and only then uses the token up.
+pub async fn sign_requested(h: &Handover, account: &Account, token: &str, req: Requested) -> XrpcResult<Operation> {
+    if !account.did.starts_with("did:plc:") {
+        return Err(XrpcError::invalid_request("Only did:plc identities have PLC operations"));
+    }
+    let hash = token_hash(token);
+    if !db::challenges::is_live(&h.db, &hash, &account.did, TOKEN_PURPOSE).await? {
+        return Err(bad_token());
+    }
+    for key in req.rotation_keys.iter().flatten().chain(req.verification_methods.iter().flat_map(|m| m.values())) {
+        atproto::crypto::PublicKey::from_did_key(key)
+            .map_err(|e| XrpcError::invalid_request(format!("{key:?} is not a usable did:key: {e}")))?;
+    }
+    let last = h
+        .plc
+        .last_operation(&account.did)
+        .await
+        .map_err(|e| XrpcError::upstream("Could not read the DID's PLC log", e))?;
+    let mut op = last.successor();
+    if let Some(keys) = req.rotation_keys {
+        op.rotation_keys = keys;
+    }
+    if let Some(aka) = req.also_known_as {
+        op.also_known_as = aka;
+    }
+    if let Some(methods) = req.verification_methods {
+        op.verification_methods = methods;
+    }
+    if let Some(services) = req.services {
+        op.services = services;
+    }
+    if op.rotation_keys.is_empty() {
+        return Err(XrpcError::invalid_request("An operation needs at least one rotation key"));
+    }
+    let signed = sign_operation(h, account, op, "sign_plc_operation").await?;
+    // Used up only now: a declined or timed-out signature leaves the token for another try.
+    if !db::challenges::take(&h.db, &hash, &account.did, TOKEN_PURPOSE).await? {
+        return Err(bad_token());
+    }
+    tracing::info!(did = %account.did, "PLC operation signed at the user's request");
+    Ok(signed)
+}
+
+/// What `submitPlcOperation` accepts for an account that lives here: a signed operation that
+/// keeps this PDS as the account's PDS and the account's registered key as its `#atproto` key
+/// (a change of either is a move, which the new PDS submits).
+pub fn check_submission(account: &Account, op: &Operation, public_url: &str) -> Result<(), String> {
+    if op.kind != "plc_operation" {
+        return Err(format!("a {:?} cannot be submitted here; only plc_operation", op.kind));
+    }
+    if op.sig.is_none() {
+        return Err("the operation is not signed".into());
+    }
+    let pds = op.services.get("atproto_pds");
+    if pds.map(|s| (s.kind.as_str(), s.endpoint.trim_end_matches('/')))
+        != Some(("AtprotoPersonalDataServer", public_url))
+    {
+        return Err(format!("the operation must keep {public_url} as the account's PDS (atproto_pds)"));
+    }
+    let key = op.verification_methods.get("atproto");
+    match (&account.signing_key, key) {
+        (Some(ours), Some(theirs)) if ours == theirs => {}
+        (Some(ours), _) => return Err(format!("the operation must keep the account's key {ours} as its #atproto key")),
+        (None, _) => return Err("register a signing key (a passkey or `vow signer`) first".into()),
+    }
+    if op.rotation_keys.is_empty() {
+        return Err("the operation has no rotation keys".into());
+    }
+    Ok(())
+}
+
+/// Submits an operation checked by [`check_submission`]; the PLC directory's refusal is an
+/// error, and after it the DID's cached document is stale (the caller emits `#identity`).
+pub async fn submit(h: &Handover, did: &str, op: &Operation) -> XrpcResult<()> {
+    h.plc.submit(did, op).await.map_err(|e| XrpcError::upstream("The PLC directory refused the operation", e))?;
+    tracing::info!(%did, "PLC operation submitted");
+    Ok(())
+}
