@@ -7,7 +7,8 @@
 // Usage: node browser-flow.js <pdsUrl> --plc <plcUrl> [--chromium /usr/bin/chromium]
 const { AtpAgent } = require('@atproto/api')
 const { verifyRepoCar } = require('@atproto/repo')
-const { verifySignature } = require('@atproto/crypto')
+const { verifySignature, Secp256k1Keypair } = require('@atproto/crypto')
+const plcLib = require('@did-plc/lib')
 
 const { option, check, steps, launchChromium, addVirtualPasskey } = require('./lib')
 
@@ -201,6 +202,46 @@ async function main() {
       await verifyRepoCar(car, did, newKey)
       const entries = await page.$$eval('#log li', (lis) => lis.map((li) => li.textContent))
       check(entries.some((e) => e.includes('signed PLC operation: rotation keys:')), 'the key change was logged as signed')
+    })
+
+    await step('a recovery key: made in the page, shown once, added above the passkey key by the tab', async () => {
+      const newKey = await page.textContent('#signing-key')
+      await page.waitForFunction(() => document.getElementById('recovery-state').textContent.includes('no recovery key'), null, { timeout: 60000 })
+      await page.click('#recovery-create')
+      const secret = await page.textContent('#recovery-secret')
+      const recoveryDid = await page.textContent('#recovery-did')
+      check(/^[0-9a-f]{64}$/.test(secret), 'a 32-byte secret is shown')
+      const recoveryKey = await Secp256k1Keypair.import(secret)
+      check(recoveryKey.did() === recoveryDid, 'the secret shown is the key named')
+      check(await page.isDisabled('#recovery-add'), 'adding waits until the person says the key is saved')
+      const dialogs = []
+      const accept = (d) => {
+        dialogs.push(d.message())
+        d.accept()
+      }
+      page.on('dialog', accept)
+      await page.check('#recovery-saved')
+      await page.click('#recovery-add')
+      await page.waitForFunction(() => document.getElementById('status').textContent.startsWith('Recovery key added'), null, { timeout: 60000 })
+      page.off('dialog', accept)
+      check(dialogs.length === 1 && dialogs[0].includes('changes who controls') && dialogs[0].includes(recoveryDid), `the change is shown: ${JSON.stringify(dialogs)}`)
+      check((await page.textContent('#recovery-secret')) === '', 'the secret is gone from the page')
+      await page.waitForFunction(() => document.getElementById('recovery-state').textContent.includes('has a recovery key'), null, { timeout: 60000 })
+      const last = await (await fetch(`${plc}/${did}/log/last`)).json()
+      check(JSON.stringify(last.rotationKeys) === JSON.stringify([recoveryDid, newKey]), `rotationKeys ${JSON.stringify(last.rotationKeys)}`)
+      await writer.com.atproto.repo.createRecord({ repo: did, collection: 'app.bsky.feed.post', record: post('with a recovery key') })
+
+      // The recovery key alone, as after a lost passkey, installs another key: the PLC accepts it.
+      const replacement = await Secp256k1Keypair.create()
+      const client = new plcLib.Client(plc)
+      const op = await plcLib.createUpdateOp(await client.getLastOp(did), recoveryKey, (n) => ({
+        ...n,
+        rotationKeys: [recoveryDid, replacement.did()],
+        verificationMethods: { ...n.verificationMethods, atproto: replacement.did() },
+      }))
+      await client.sendOperation(did, op)
+      const after = await (await fetch(`${plc}/${did}/log/last`)).json()
+      check(after.verificationMethods.atproto === replacement.did(), 'the recovery key installed a new key')
     })
   } finally {
     await context.close()

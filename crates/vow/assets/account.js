@@ -140,6 +140,10 @@ async function registerPasskey() {
   const btn = $('register')
   if (btn) btn.remove()
   $('signer-panel').hidden = false
+  if ($('recovery')) {
+    $('recovery').hidden = false
+    showRecoveryState()
+  }
   connect()
 }
 
@@ -257,6 +261,73 @@ async function onMessage(data) {
   logLine(`signed ${d.summary}`)
 }
 
+// ---- the recovery key ----------------------------------------------------------------------
+
+// The recovery key's secret lives only here until the person saves it; the server gets its
+// did:key, in an operation this tab's key signs.
+let recovery = null
+
+const hex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')
+
+async function showRecoveryState() {
+  const el = $('recovery-state')
+  if (!el || !account.signingKey) return
+  try {
+    const last = await (await fetch(`${account.plc}/${account.did}/log/last`)).json()
+    const own = (last.rotationKeys || []).indexOf(account.signingKey)
+    const above = own > 0 ? last.rotationKeys.slice(0, own) : []
+    el.textContent = above.length
+      ? `Your identity has a recovery key: ${above.join(', ')}. Creating another replaces it.`
+      : 'Your identity has no recovery key yet: what your passkey’s key signs is final, and a lost passkey is a lost identity.'
+  } catch (e) {
+    el.textContent = `Could not ask the PLC directory about your identity (${e.message}).`
+  }
+}
+
+function createRecovery() {
+  let secret
+  for (;;) {
+    secret = crypto.getRandomValues(new Uint8Array(32))
+    try {
+      recovery = { secret, did: didKey(secp256k1.getPublicKey(secret, true)) }
+      break
+    } catch {
+      // Outside the curve's range (vanishingly rare): draw again.
+    }
+  }
+  $('recovery-secret').textContent = hex(secret)
+  $('recovery-did').textContent = recovery.did
+  const link = $('recovery-download')
+  if (link.href.startsWith('blob:')) URL.revokeObjectURL(link.href)
+  link.href = URL.createObjectURL(new Blob([secret], { type: 'application/octet-stream' }))
+  link.download = `recovery-${account.handle}.key`
+  $('recovery-saved').checked = false
+  $('recovery-add').disabled = true
+  $('recovery-new').hidden = false
+}
+
+function forgetRecovery() {
+  const link = $('recovery-download')
+  if (link.href.startsWith('blob:')) URL.revokeObjectURL(link.href)
+  link.href = '#'
+  $('recovery-secret').textContent = ''
+  $('recovery-new').hidden = true
+  if (recovery) recovery.secret.fill(0)
+  recovery = null
+}
+
+async function addRecovery() {
+  if (!recovery) throw new Error('Create a recovery key first.')
+  if (!key) throw new Error('Unlock the signer first: your key signs the change.')
+  connect()
+  status('Approve the change in this tab: your recovery key goes above your passkey’s key…')
+  await postJson('/account/recovery-key', { recoveryKey: recovery.did })
+  const added = recovery.did
+  forgetRecovery()
+  status(`Recovery key added: ${added}. Keep it safe; it is not stored anywhere else.`)
+  await showRecoveryState()
+}
+
 // ---- wiring --------------------------------------------------------------------------------
 
 const guard = (fn) => () => fn().catch((e) => status(e.message || String(e), true))
@@ -264,5 +335,12 @@ if ($('register')) $('register').addEventListener('click', guard(registerPasskey
 $('unlock').addEventListener('click', guard(unlock))
 $('replace').addEventListener('click', guard(registerPasskey))
 $('disconnect').addEventListener('click', disconnect)
+if ($('recovery')) {
+  $('recovery').hidden = !account.signingKey
+  $('recovery-create').addEventListener('click', createRecovery)
+  $('recovery-saved').addEventListener('change', () => ($('recovery-add').disabled = !$('recovery-saved').checked))
+  $('recovery-add').addEventListener('click', guard(addRecovery))
+  showRecoveryState()
+}
 if (!account.signingKey) $('signer-panel').hidden = true
 document.body.dataset.ready = '1'

@@ -119,6 +119,21 @@ enum IdentityCommand {
         #[arg(long, env = "VOW_PLC_URL", default_value = "https://plc.directory")]
         plc: String,
     },
+    /// Install a new signing key (the did:key of a new passkey's key, or of a new `vow signer`
+    /// key file), signed by the key in `--key-file`: your recovery key, after a lost passkey or
+    /// a misused key. Register the new key on your PDS afterwards.
+    SetKey {
+        /// File holding the raw 32-byte secp256k1 private key (the recovery key).
+        #[arg(long)]
+        key_file: PathBuf,
+        #[arg(long)]
+        did: String,
+        /// The new key, as a did:key.
+        #[arg(long)]
+        new_key: String,
+        #[arg(long, env = "VOW_PLC_URL", default_value = "https://plc.directory")]
+        plc: String,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -176,17 +191,19 @@ async fn run(cli: Cli) -> Result<(), String> {
             .await
         }
         Command::Identity(IdentityCommand::SetPds { key_file, did, pds, plc }) => {
-            if !key_file.exists() {
-                return Err(format!("{} does not exist", key_file.display()));
-            }
-            let key = crate::service::keys::load_or_create_k256(&key_file, "signing key").map_err(|e| e.to_string())?;
-            let http = reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(30))
-                .build()
-                .map_err(|e| e.to_string())?;
-            let plc = crate::service::identity::plc::PlcClient::new(&plc, http);
+            let (key, plc) = identity_tools(&key_file, &plc)?;
             let op = crate::service::identity::leave::set_pds(&plc, &key, &did, &pds).await?;
             println!("{did} now names {pds} as its PDS (operation {})", op.cid());
+            Ok(())
+        }
+        Command::Identity(IdentityCommand::SetKey { key_file, did, new_key, plc }) => {
+            let (key, plc) = identity_tools(&key_file, &plc)?;
+            let op = crate::service::identity::leave::set_key(&plc, &key, &did, &new_key).await?;
+            println!(
+                "{did} now has {new_key} as its signing key; rotation keys {} (operation {})",
+                op.rotation_keys.join(", "),
+                op.cid()
+            );
             Ok(())
         }
         Command::CreateRotationKey { out } => {
@@ -266,4 +283,18 @@ async fn serve(config: Config) -> Result<(), String> {
         })
         .await
         .map_err(|e| e.to_string())
+}
+
+/// The key in an existing key file, and a PLC client: what `vow identity` needs.
+fn identity_tools(
+    key_file: &std::path::Path,
+    plc: &str,
+) -> Result<(atproto::crypto::Keypair, crate::service::identity::plc::PlcClient), String> {
+    if !key_file.exists() {
+        return Err(format!("{} does not exist", key_file.display()));
+    }
+    let key = crate::service::keys::load_or_create_k256(key_file, "signing key").map_err(|e| e.to_string())?;
+    let http =
+        reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().map_err(|e| e.to_string())?;
+    Ok((key, crate::service::identity::plc::PlcClient::new(plc, http)))
 }

@@ -534,3 +534,59 @@ async fn an_account_moves_in_from_the_reference_pds_and_out_again() {
     );
     assert_eq!(summary["records"], 7, "a profile, five posts from before and one from Vow");
 }
+
+/// A recovery key, added above the user's key through the standard calls, later installs a new
+/// key on its own (`vow identity set-key`, the old key lost); `vow signer` with the new key
+/// takes over the account, and the repo verifies under it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_recovery_key_alone_installs_a_new_key() {
+    let mail = tempfile::tempdir().unwrap();
+    let s = stack_with(false, &[("VOW_MAIL_DIR", mail.path().to_str().unwrap())]);
+    let alice = s.account("alice").await;
+    let keys = tempfile::tempdir().unwrap();
+    let old_key_file = keys.path().join("old.key");
+    let signer = s.signer_with(&alice, &old_key_file, &["--approve-identity"]);
+    let old_key = plc_last(&s, &alice.did).await["verificationMethods"]["atproto"].as_str().unwrap().to_owned();
+
+    let recovery = Keypair::generate(Algorithm::K256);
+    let recovery_file = keys.path().join("recovery.key");
+    std::fs::write(&recovery_file, recovery.to_bytes()).unwrap();
+    let recovery_did = recovery.public_key().to_did_key();
+    s.call("POST", "com.atproto.identity.requestPlcOperationSignature", Some(&alice.access), None).await;
+    let token = mailed_token(mail.path(), "alice@x.test");
+    let body = json!({ "token": token, "rotationKeys": [recovery_did, old_key] });
+    let res = s.call("POST", "com.atproto.identity.signPlcOperation", Some(&alice.access), Some(body)).await;
+    assert_eq!(res.0, 200, "{res:?}");
+    let op = json!({ "operation": res.1["operation"] });
+    let res = s.call("POST", "com.atproto.identity.submitPlcOperation", Some(&alice.access), Some(op)).await;
+    assert_eq!(res.0, 200, "{res:?}");
+    let (_, creds) =
+        s.call("GET", "com.atproto.identity.getRecommendedDidCredentials", Some(&alice.access), None).await;
+    assert_eq!(creds["rotationKeys"], json!([recovery_did, old_key]), "the recovery key is kept");
+
+    // The old key is lost. The recovery key alone installs a new one.
+    drop(signer);
+    let new = Keypair::generate(Algorithm::K256);
+    let new_file = keys.path().join("new.key");
+    std::fs::write(&new_file, new.to_bytes()).unwrap();
+    let new_did = new.public_key().to_did_key();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vow"))
+        .args(["identity", "set-key", "--did", &alice.did, "--new-key", &new_did, "--plc", &s.plc, "--key-file"])
+        .arg(&recovery_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let last = plc_last(&s, &alice.did).await;
+    assert_eq!(last["verificationMethods"]["atproto"], new_did);
+    assert_eq!(last["rotationKeys"], json!([recovery_did, new_did]));
+
+    // `vow signer` with the new key registers it (the DID names it) and signs from then on.
+    let _signer = s.signer(&alice, &new_file);
+    let (_, status) = s.call("GET", "app.vow.signer.getStatus", Some(&alice.access), None).await;
+    assert_eq!(status["signingKey"], new_did);
+    let post = json!({ "repo": alice.did, "collection": "app.bsky.feed.post",
+        "record": { "$type": "app.bsky.feed.post", "text": "recovered", "createdAt": "2026-12-02T10:00:00.000Z" } });
+    let res = s.call("POST", "com.atproto.repo.createRecord", Some(&alice.access), Some(post)).await;
+    assert_eq!(res.0, 200, "{res:?}");
+    run_script("verify-repo.js", &[&s.url, &alice.did, "--plc", &s.plc]);
+}

@@ -41,6 +41,7 @@ pub fn routes() -> Router<AppState> {
         .route("/account/verify.js", get(|| async { script(VERIFY_JS) }))
         .route("/account/passkey/challenge", post(passkey_challenge))
         .route("/account/passkey/register", post(passkey_register))
+        .route("/account/recovery-key", post(recovery_key))
         .route("/account/signer", get(signer_socket))
 }
 
@@ -136,7 +137,8 @@ margin:1rem 0;box-shadow:0 1px 2px #0002}label{display:block;margin:.5rem 0}inpu
 {width:100%;padding:.5rem;box-sizing:border-box}button{padding:.5rem 1rem;margin:.25rem .25rem .25rem 0;cursor:pointer}\
 .error{color:#a40000}.muted{color:#666;font-size:.9em}code{word-break:break-all}#log{font-family:monospace;\
 font-size:.85em;max-height:16rem;overflow:auto;list-style:none;padding:0}.dot{display:inline-block;width:.7em;\
-height:.7em;border-radius:50%;background:#c00;margin-right:.4em}.dot.on{background:#2a2}.dot.wait{background:#d90}";
+height:.7em;border-radius:50%;background:#c00;margin-right:.4em}.dot.on{background:#2a2}.dot.wait{background:#d90}\
+pre{white-space:pre-wrap;word-break:break-all;background:#f0f0ec;padding:.5rem;font-size:1.05em}";
 
 fn signin_form(error: Option<&str>) -> Response {
     let error = error.map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e))).unwrap_or_default();
@@ -234,6 +236,7 @@ async fn account_page(State(state): State<AppState>, MaybeSession(did): MaybeSes
          <div id=\"vow\" data-did=\"{did}\" data-handle=\"{handle}\" data-signing-key=\"{key}\" \
          data-credential-id=\"{cred}\" data-plc=\"{plc}\"></div>\
          <section><h2>Signing key</h2>{key_status}<p id=\"status\" role=\"status\"></p></section>\
+         {recovery}\
          <section id=\"signer-panel\"><h2>Signer</h2><p><span id=\"dot\" class=\"dot\"></span><span id=\"signer-state\">\
          Locked</span></p><p class=\"muted\">Keep this tab open: your posts are signed here. Unlock once with your \
          passkey; routine writes are then signed without prompts while the tab is open.</p>\
@@ -242,6 +245,7 @@ async fn account_page(State(state): State<AppState>, MaybeSession(did): MaybeSes
          <label><input type=\"checkbox\" id=\"ask-each\"> Ask me before every write</label>\
          <h3>Signed here</h3><ul id=\"log\"></ul></section>\
          <script type=\"module\" src=\"/account/account.js\"></script>",
+        recovery = if account.did.starts_with("did:plc:") { RECOVERY_SECTION } else { "" },
         handle = escape(&account.handle),
         did = escape(&account.did),
         key = escape(account.signing_key.as_deref().unwrap_or("")),
@@ -254,6 +258,45 @@ async fn account_page(State(state): State<AppState>, MaybeSession(did): MaybeSes
         None => CSP.to_owned(),
     };
     page_with_csp("Your account", &body, csp)
+}
+
+/// The recovery-key panel: the key is made in the browser and shown once; only its did:key
+/// reaches this server, in an operation the user's key signs.
+const RECOVERY_SECTION: &str = "<section id=\"recovery\"><h2>Recovery key</h2>\
+    <p id=\"recovery-state\" class=\"muted\">Checking your identity on the PLC directory…</p>\
+    <p>A recovery key is a second key that you keep offline, on paper or in a file. It ranks above your passkey's \
+    key: with it alone you can install a new key if you lose your passkey (<code>vow identity set-key</code>), and \
+    for 72 hours after any identity change signed by your passkey's key, even one you were tricked into, undo it. \
+    This server never sees it.</p>\
+    <button id=\"recovery-create\">Create a recovery key</button>\
+    <div id=\"recovery-new\" hidden><p><strong>Save this key now: it is shown only once.</strong> Anyone who has it \
+    can change your identity, so keep it where only you can reach it.</p>\
+    <pre id=\"recovery-secret\"></pre><p>Its public key: <code id=\"recovery-did\"></code></p>\
+    <p><a id=\"recovery-download\" download=\"recovery.key\" href=\"#\">Download it as a key file</a> (for \
+    <code>vow identity</code>)</p>\
+    <label><input type=\"checkbox\" id=\"recovery-saved\"> I have saved it somewhere safe</label>\
+    <button id=\"recovery-add\" disabled>Add it to my identity</button></div></section>";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RecoveryInput {
+    /// The recovery key's did:key (its private half stays in the browser).
+    recovery_key: String,
+}
+
+/// Adds a recovery key above the user's key; the page's own signer is asked to sign it.
+async fn recovery_key(
+    State(state): State<AppState>,
+    MaybeSession(did): MaybeSession,
+    headers: HeaderMap,
+    Json(input): Json<RecoveryInput>,
+) -> XrpcResult<Json<serde_json::Value>> {
+    let did = page_caller(&state, did, &headers)?;
+    let account = accounts::by_did(&state.db, &did).await?.ok_or_else(|| XrpcError::auth_required("Sign in first"))?;
+    let op =
+        crate::service::identity::operations::set_recovery_key(&state.handover, &account, &input.recovery_key).await?;
+    state.proxy.resolver.forget(&did);
+    Ok(Json(json!({ "rotationKeys": op.rotation_keys })))
 }
 
 /// A cookie-authenticated JSON call from our own page.

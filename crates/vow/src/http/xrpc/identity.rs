@@ -158,19 +158,9 @@ pub async fn submit_plc_operation(
     operations::check_submission(&account, &op, &state.config.public_url).map_err(XrpcError::invalid_request)?;
     let lock = state.repo_locks.get(&account.did);
     let mut guard = lock.lock().await;
-    operations::submit(&state.handover, &account.did, &op).await?;
+    operations::submit(&state.handover, &account, &op).await?;
     guard.forget_account();
     state.proxy.resolver.forget(&account.did);
-    let mut events = state.firehose.sequencer().await?;
-    let mut tx = state.db.begin().await?;
-    events
-        .append(
-            &mut tx,
-            crate::service::events::Event::Identity { did: &account.did, handle: Some(account.handle.as_str()) },
-        )
-        .await?;
-    tx.commit().await?;
-    events.publish();
     Ok(Json(serde_json::json!({})))
 }
 

@@ -97,6 +97,20 @@ pub async fn register_and_hand_over(
     guard.forget_account();
     let account =
         accounts::by_did(&h.db, did).await?.ok_or_else(|| XrpcError::named("AccountNotFound", "No such account"))?;
+    let user_did_key = user_key.to_did_key();
+    let last = if did.starts_with("did:plc:") {
+        Some(h.plc.last_operation(did).await.map_err(|e| XrpcError::upstream("Could not read the DID's PLC log", e))?)
+    } else {
+        None
+    };
+    // A key the DID already names, as a recovery key installs it after a lost passkey: the PLC
+    // directory (signed by a rotation key) says it is the account's, and the caller holds it.
+    let installed = last.as_ref().is_some_and(|l| {
+        l.verification_methods.get("atproto") == Some(&user_did_key) && l.rotation_keys.contains(&user_did_key)
+    });
+    if installed && account.signing_key.as_deref() != Some(user_did_key.as_str()) && account.signing_key.is_some() {
+        return adopt_installed_key(h, &account, &user_did_key, passkey).await;
+    }
     if account.signing_key.is_some() && replace == Replace::No {
         return Err(XrpcError::named(
             "KeyAlreadyRegistered",
@@ -108,10 +122,7 @@ pub async fn register_and_hand_over(
         PublicKey::from_did_key(recovery)
             .map_err(|e| XrpcError::invalid_request(format!("Invalid recovery key: {e}")))?;
     }
-    let user_did_key = user_key.to_did_key();
-    if did.starts_with("did:plc:") {
-        let last =
-            h.plc.last_operation(did).await.map_err(|e| XrpcError::upstream("Could not read the DID's PLC log", e))?;
+    if let Some(last) = last {
         let ours = h.rotation_key.public_key().to_did_key();
         // An account moving here: its DID is still controlled by its old PDS, which will sign
         // the operation getRecommendedDidCredentials describes. Only the key is recorded now.
@@ -166,6 +177,39 @@ pub async fn register_and_hand_over(
     tx.commit().await?;
     events.publish();
     tracing::info!(%did, key = %user_did_key, "signing key registered; DID handed over");
+    Ok(())
+}
+
+/// Replaces the account's key with one its DID already names (installed by a recovery key):
+/// no PLC operation, `#identity` so relays look again; the head is re-signed by the new key
+/// when its signer connects.
+async fn adopt_installed_key(
+    h: &Handover,
+    account: &accounts::Account,
+    user_did_key: &str,
+    passkey: Option<&NewCredential>,
+) -> XrpcResult<()> {
+    let mut events = h.firehose.sequencer().await?;
+    let mut tx = h.db.begin().await?;
+    let updated = accounts::set_signing_key(
+        &mut tx,
+        &account.did,
+        account.signing_key.as_deref(),
+        user_did_key,
+        passkey.map(|p| URL_SAFE_NO_PAD.encode(&p.id)),
+        passkey.map(|p| p.public_key.clone()),
+    )
+    .await?;
+    if !updated {
+        return Err(XrpcError::internal("signing key changed concurrently", &account.did));
+    }
+    crate::store::db::service_tokens::discard(&mut *tx, &account.did).await?;
+    events
+        .append(&mut tx, crate::service::events::Event::Identity { did: &account.did, handle: Some(&account.handle) })
+        .await?;
+    tx.commit().await?;
+    events.publish();
+    tracing::info!(did = %account.did, key = %user_did_key, "signing key replaced by the one the DID now names");
     Ok(())
 }
 

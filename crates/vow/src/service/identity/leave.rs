@@ -1,8 +1,9 @@
-//! Leaving without this PDS: with only their key, a user points their DID at another PDS. Vow
-//! need not be running; the PLC directory is asked directly. The key must be one of the DID's
-//! rotation keys, as the user's key is after the handover.
+//! Leaving, or recovering, without this PDS: with only their key, a user changes their DID.
+//! Vow need not be running; the PLC directory is asked directly. The key must be one of the
+//! DID's rotation keys, as the user's key is after the handover and a recovery key is once
+//! added.
 
-use atproto::crypto::Keypair;
+use atproto::crypto::{Keypair, PublicKey};
 
 use super::plc::{Operation, PlcClient, Service};
 
@@ -12,6 +13,46 @@ pub async fn set_pds(plc: &PlcClient, key: &Keypair, did: &str, pds: &str) -> Re
     if !matches!(url.scheme(), "https" | "http") {
         return Err(format!("{pds} is not an http(s) URL"));
     }
+    let endpoint = pds.trim_end_matches('/').to_owned();
+    update(plc, key, did, |op| {
+        op.services.insert("atproto_pds".into(), Service { kind: "AtprotoPersonalDataServer".into(), endpoint });
+    })
+    .await
+}
+
+/// Signs and submits an operation that installs `new_key` as the DID's `#atproto` key, in
+/// place of the old one among the rotation keys too (a recovery key signing this stays where
+/// it is, above it); returns it. This is how a recovery key restores an account whose passkey
+/// was lost or whose key was misused.
+pub async fn set_key(plc: &PlcClient, key: &Keypair, did: &str, new_key: &str) -> Result<Operation, String> {
+    let parsed = PublicKey::from_did_key(new_key).map_err(|e| format!("{new_key} is not a usable did:key: {e}"))?;
+    let new_key = parsed.to_did_key();
+    let signer = key.public_key().to_did_key();
+    update(plc, key, did, |op| {
+        let old = op.verification_methods.insert("atproto".into(), new_key.clone());
+        let mut keys: Vec<String> = Vec::with_capacity(op.rotation_keys.len() + 1);
+        for k in op.rotation_keys.drain(..) {
+            let k = if Some(&k) == old.as_ref() && k != signer { new_key.clone() } else { k };
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+        if !keys.contains(&new_key) {
+            keys.push(new_key.clone());
+        }
+        op.rotation_keys = keys;
+    })
+    .await
+}
+
+/// The operation after the DID's latest, changed by `change`, signed by `key` (which must be a
+/// rotation key) and submitted.
+async fn update(
+    plc: &PlcClient,
+    key: &Keypair,
+    did: &str,
+    change: impl FnOnce(&mut Operation),
+) -> Result<Operation, String> {
     let last =
         plc.last_operation(did).await.map_err(|e| format!("the PLC directory has no usable log for {did}: {e}"))?;
     let mine = key.public_key().to_did_key();
@@ -22,8 +63,7 @@ pub async fn set_pds(plc: &PlcClient, key: &Keypair, did: &str, pds: &str) -> Re
         ));
     }
     let mut op = last.successor();
-    let endpoint = pds.trim_end_matches('/').to_owned();
-    op.services.insert("atproto_pds".into(), Service { kind: "AtprotoPersonalDataServer".into(), endpoint });
+    change(&mut op);
     let op = op.sign(key);
     plc.submit(did, &op).await.map_err(|e| format!("the PLC directory refused the operation: {e}"))?;
     Ok(op)

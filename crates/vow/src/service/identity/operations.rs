@@ -122,10 +122,51 @@ pub fn check_submission(account: &Account, op: &Operation, public_url: &str) -> 
     Ok(())
 }
 
-/// Submits an operation checked by [`check_submission`]; the PLC directory's refusal is an
-/// error, and after it the DID's cached document is stale (the caller emits `#identity`).
-pub async fn submit(h: &Handover, did: &str, op: &Operation) -> XrpcResult<()> {
+/// Submits an operation for an account that lives here (checked by [`check_submission`], or
+/// built here) and announces it with `#identity`; the PLC directory's refusal is an error.
+/// After it the DID's cached document is stale: the caller forgets it.
+pub async fn submit(h: &Handover, account: &Account, op: &Operation) -> XrpcResult<()> {
+    let did = account.did.as_str();
     h.plc.submit(did, op).await.map_err(|e| XrpcError::upstream("The PLC directory refused the operation", e))?;
     tracing::info!(%did, "PLC operation submitted");
+    let mut events = h.firehose.sequencer().await?;
+    let mut tx = h.db.begin().await?;
+    events
+        .append(&mut tx, crate::service::events::Event::Identity { did, handle: Some(account.handle.as_str()) })
+        .await?;
+    tx.commit().await?;
+    events.publish();
     Ok(())
+}
+
+/// Makes `recovery` the DID's first rotation key, above the user's key (replacing any other
+/// key there), with an operation the user's signer signs after the person approves it. Within
+/// the PLC directory's 72-hour window the recovery key can then undo what the user's key signs,
+/// and at any time install a new key (`vow identity set-key`).
+pub async fn set_recovery_key(h: &Handover, account: &Account, recovery: &str) -> XrpcResult<Operation> {
+    let Some(user_key) = account.signing_key.clone() else {
+        return Err(XrpcError::named("SigningKeyRequired", "Register a passkey first: it signs the change"));
+    };
+    if !account.did.starts_with("did:plc:") {
+        return Err(XrpcError::invalid_request("Only did:plc identities have rotation keys"));
+    }
+    let recovery = atproto::crypto::PublicKey::from_did_key(recovery.trim())
+        .map_err(|e| XrpcError::invalid_request(format!("The recovery key is not a usable did:key: {e}")))?
+        .to_did_key();
+    if recovery == user_key {
+        return Err(XrpcError::invalid_request("The recovery key must be another key than your signing key"));
+    }
+    let last = h
+        .plc
+        .last_operation(&account.did)
+        .await
+        .map_err(|e| XrpcError::upstream("Could not read the DID's PLC log", e))?;
+    if !last.rotation_keys.contains(&user_key) {
+        return Err(XrpcError::invalid_request("Your key is not a rotation key of your DID; it cannot add one"));
+    }
+    let mut op = last.successor();
+    op.rotation_keys = vec![recovery, user_key];
+    let op = sign_operation(h, account, op, "set_recovery_key").await?;
+    submit(h, account, &op).await?;
+    Ok(op)
 }

@@ -106,34 +106,36 @@ pub async fn run(opts: Options<'_>) -> Result<(), String> {
     };
     let mut session = client.login(opts.identifier, opts.password).await?;
     let status = client.xrpc(reqwest::Method::GET, "app.vow.signer.getStatus", &session.access, None).await?;
-    match status["signingKey"].as_str() {
-        None => {
-            let challenge =
-                client.xrpc(reqwest::Method::GET, "app.vow.signer.getKeyChallenge", &session.access, None).await?;
-            let challenge = challenge["challenge"].as_str().ok_or("no challenge returned")?.to_owned();
-            let bytes = URL_SAFE_NO_PAD.decode(&challenge).map_err(|e| format!("challenge: {e}"))?;
-            let signature = URL_SAFE_NO_PAD.encode(key.sign(&bytes));
-            client
-                .xrpc(
-                    reqwest::Method::POST,
-                    "app.vow.signer.registerKey",
-                    &session.access,
-                    Some(json!({
-                        "publicKey": our_key, "challenge": challenge, "signature": signature,
-                        "password": opts.password, "recoveryKey": opts.recovery_key,
-                    })),
-                )
-                .await?;
-            eprintln!("registered {our_key} as the signing key of {}", session.did);
-        }
-        Some(k) if k == our_key => {}
-        Some(k) => {
+    let registered = status["signingKey"].as_str();
+    if registered != Some(our_key.as_str()) {
+        // Another key is registered: ours replaces it only if the DID's document already names
+        // ours (a recovery key installed it after the old one was lost).
+        if let Some(k) = registered
+            && !plc_names_key(&client.http, opts.plc, &session.did, &our_key).await
+        {
             return Err(format!(
                 "{} is signed for by {k}, but {} holds {our_key}",
                 session.did,
                 opts.key_file.display()
             ));
         }
+        let challenge =
+            client.xrpc(reqwest::Method::GET, "app.vow.signer.getKeyChallenge", &session.access, None).await?;
+        let challenge = challenge["challenge"].as_str().ok_or("no challenge returned")?.to_owned();
+        let bytes = URL_SAFE_NO_PAD.decode(&challenge).map_err(|e| format!("challenge: {e}"))?;
+        let signature = URL_SAFE_NO_PAD.encode(key.sign(&bytes));
+        client
+            .xrpc(
+                reqwest::Method::POST,
+                "app.vow.signer.registerKey",
+                &session.access,
+                Some(json!({
+                    "publicKey": our_key, "challenge": challenge, "signature": signature,
+                    "password": opts.password, "recoveryKey": opts.recovery_key,
+                })),
+            )
+            .await?;
+        eprintln!("registered {our_key} as the signing key of {}", session.did);
     }
 
     let ws_url = format!("{}/xrpc/com.atproto.server.signerConnect", client.base.replacen("http", "ws", 1));
@@ -356,4 +358,12 @@ async fn ask_on_terminal(question: String) -> bool {
     })
     .await
     .unwrap_or(false)
+}
+
+/// Whether the DID's current PLC document names `key` as its `#atproto` key.
+async fn plc_names_key(http: &reqwest::Client, plc: &str, did: &str, key: &str) -> bool {
+    let url = format!("{}/{did}/log/last", plc.trim_end_matches('/'));
+    let Ok(res) = http.get(url).send().await else { return false };
+    let Ok(last) = res.json::<Value>().await else { return false };
+    last["verificationMethods"]["atproto"] == key
 }
