@@ -204,6 +204,40 @@ async function main() {
       check(entries.some((e) => e.includes('signed PLC operation: rotation keys:')), 'the key change was logged as signed')
     })
 
+    await step('the leave page moves the DID with the passkey alone, talking only to the PLC, and back', async () => {
+      await page.reload()
+      await page.waitForSelector('body[data-ready="1"]')
+      const href = await page.getAttribute('#leave-link', 'href')
+      check(href.includes(`did=${did}`) && href.includes('credential='), `the account page links to it: ${href}`)
+      await page.goto(`${service}${href}`)
+      await page.waitForSelector('body[data-ready="1"]')
+      const endpoint = async () => (await (await fetch(`${plc}/${did}/log/last`)).json()).services.atproto_pds.endpoint
+      const move = async (to) => {
+        await page.fill('#pds', to)
+        await page.click('#prepare')
+        await page.waitForSelector('#confirm:not([hidden])', { timeout: 60000 })
+        const lines = await page.$$eval('#changes li', (lis) => lis.map((li) => li.textContent))
+        check(lines.length === 1 && lines[0].startsWith('PDS: ') && lines[0].endsWith(`→ ${to}`), `the change is shown: ${lines}`)
+        await page.click('#send')
+        await page.waitForFunction(() => document.getElementById('status').textContent.startsWith('Done'), null, { timeout: 60000 })
+        check((await endpoint()) === to, `the PLC names ${to}`)
+      }
+      const home = await endpoint()
+      await move('https://elsewhere.example')
+      await move(home)
+      // A key that is not a rotation key is refused before anything is signed.
+      await page.check('#use-secret')
+      await page.fill('#secret', '11'.repeat(32))
+      await page.fill('#pds', 'https://elsewhere.example')
+      await page.click('#prepare')
+      await page.waitForFunction(() => document.getElementById('status').textContent.includes('is not a rotation key'), null, { timeout: 60000 })
+      check((await endpoint()) === home, 'nothing changed')
+      await page.goto(`${service}/account`)
+      await page.waitForSelector('body[data-ready="1"]')
+      await page.click('#unlock')
+      await page.waitForFunction(() => document.getElementById('signer-state').textContent.startsWith('Connected'), null, { timeout: 60000 })
+    })
+
     await step('a recovery key: made in the page, shown once, added above the passkey key by the tab', async () => {
       const newKey = await page.textContent('#signing-key')
       await page.waitForFunction(() => document.getElementById('recovery-state').textContent.includes('no recovery key'), null, { timeout: 60000 })

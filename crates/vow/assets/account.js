@@ -5,8 +5,8 @@
 // localStorage, sessionStorage or cookies. Closing or reloading the tab forgets them.
 import { secp256k1 } from '/account/noble-secp256k1.js'
 import { decide, didKeyOf, verifierFor } from '/account/verify.js'
+import { NO_PRF, deriveKey, prfFirst, prfFromAssertion } from '/account/passkey.js'
 
-const te = new TextEncoder()
 const $ = (id) => document.getElementById(id)
 const root = $('vow')
 const account = {
@@ -31,54 +31,9 @@ const unb64url = (s) => {
 }
 const didKey = didKeyOf
 
-// ---- key derivation (identical to the original Vow's, see signer/derive.rs) -----------------
-
-const sha256 = async (bytes) => new Uint8Array(await crypto.subtle.digest('SHA-256', bytes))
-const PRF_SALT = sha256(te.encode('Vow PDS Commit Signing Key Derivation'))
-
-async function deriveKey(prfOutput) {
-  const ikm = await crypto.subtle.importKey('raw', prfOutput, 'HKDF', false, ['deriveBits'])
-  const bits = await crypto.subtle.deriveBits(
-    { name: 'HKDF', hash: 'SHA-256', salt: te.encode('Vow PDS Signing Key'), info: te.encode('K256') },
-    ikm,
-    256,
-  )
-  const priv = new Uint8Array(bits)
-  const pub = secp256k1.getPublicKey(priv, true)
-  return {
-    did: didKey(pub),
-    // Compact 64-byte r||s, low-S, RFC 6979, over SHA-256 of the message.
-    sign: async (message) => secp256k1.sign(await sha256(message), priv, { lowS: true }).toCompactRawBytes(),
-  }
-}
-
 // For the end-to-end test of the derivation vectors; needs no secret.
 window.vowDeriveDidKey = async (prfHex) =>
   (await deriveKey(Uint8Array.from(prfHex.match(/../g), (h) => parseInt(h, 16)))).did
-
-// ---- passkeys ------------------------------------------------------------------------------
-
-function prfFirst(credential) {
-  const ext = credential.getClientExtensionResults()
-  const first = ext && ext.prf && ext.prf.results && ext.prf.results.first
-  return first ? new Uint8Array(first) : null
-}
-
-async function prfFromAssertion(credentialId) {
-  const assertion = await navigator.credentials.get({
-    publicKey: {
-      challenge: crypto.getRandomValues(new Uint8Array(32)),
-      allowCredentials: [{ type: 'public-key', id: credentialId }],
-      userVerification: 'preferred',
-      timeout: 60000,
-      extensions: { prf: { eval: { first: await PRF_SALT } } },
-    },
-  })
-  return prfFirst(assertion)
-}
-
-const NO_PRF = 'This passkey cannot derive keys (no PRF support). Use a recent browser and authenticator ' +
-  '(Chrome 118+, Safari 18+, a recent security key or platform passkey).'
 
 let key = null // the derived signing key, in memory only
 

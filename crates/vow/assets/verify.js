@@ -549,6 +549,9 @@ export async function decide(msg, ctx) {
     }
     const movesAccount = checkToken(what.claims, Math.floor(Date.now() / 1000))
     const lines = [`a token for ${what.claims.lxm || 'any method'} at ${what.claims.aud}`]
+    if (what.claims.lxm === 'com.atproto.server.createAccount') {
+      lines.push(`It lets ${what.claims.aud} create your account there: the first step of moving to that server.`)
+    }
     if (!(await ctx.approve({ kind: 'token', lines, identity: movesAccount, removesOwnKey: false }))) {
       refuse(`${lines[0]}, which you did not approve`)
     }

@@ -101,6 +101,13 @@ enum Command {
     /// Change your DID with only your key, without any PDS (Vow need not be running).
     #[command(subcommand)]
     Identity(IdentityCommand),
+    /// Write the leave page (move or recover a DID with your own key, talking only to the PLC
+    /// directory) as static files into DIR, to serve from any web server on this hostname.
+    LeavePage {
+        dir: PathBuf,
+        #[arg(long, env = "VOW_PLC_URL", default_value = "https://plc.directory")]
+        plc: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,6 +196,18 @@ async fn run(cli: Cli) -> Result<(), String> {
                 approve_key_removal,
             })
             .await
+        }
+        Command::LeavePage { dir, plc } => {
+            std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            for (name, text) in crate::http::web::leave_page_files(&plc) {
+                let path = dir.join(name);
+                std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+            }
+            println!(
+                "wrote {} (open leave.html through a web server; passkeys work on this PDS's hostname)",
+                dir.display()
+            );
+            Ok(())
         }
         Command::Identity(IdentityCommand::SetPds { key_file, did, pds, plc }) => {
             let (key, plc) = identity_tools(&key_file, &plc)?;

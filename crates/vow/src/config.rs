@@ -121,6 +121,10 @@ pub struct Config {
     /// development and tests). Without it, and without SMTP, mail is written to the log.
     #[arg(long, env = "VOW_MAIL_DIR")]
     pub mail_dir: Option<PathBuf>,
+    /// The DNS server handle lookups (`_atproto.<handle>` TXT) ask, as `ip:port`, instead of the
+    /// system's resolvers.
+    #[arg(long, env = "VOW_DNS_SERVER")]
+    pub dns_server: Option<String>,
 }
 
 /// Settings `run` needs, all present and checked.
@@ -154,6 +158,8 @@ pub struct ServerConfig {
     pub import_max_bytes: u64,
     /// Where mail goes while no SMTP server is configured (a directory, or the log).
     pub mail_dir: Option<PathBuf>,
+    /// The DNS server for handle lookups, if not the system's.
+    pub dns_server: Option<SocketAddr>,
 }
 
 /// A service the PDS calls for its users: where it is and the DID its tokens are for.
@@ -240,6 +246,13 @@ impl Config {
             ),
             import_max_bytes: self.import_max_mb.max(1) * 1024 * 1024,
             mail_dir: self.mail_dir.clone(),
+            dns_server: match self.dns_server.as_deref().filter(|d| !d.is_empty()) {
+                None => None,
+                Some(d) => Some(d.parse().map_err(|e| ConfigError::Invalid {
+                    env: "VOW_DNS_SERVER",
+                    reason: format!("{d:?} is not ip:port ({e})"),
+                })?),
+            },
             proxy: ProxyConfig {
                 appview: target(&self.bsky_app_view_url, &self.bsky_app_view_did, "VOW_BSKY_APP_VIEW")?,
                 chat: target(&self.bsky_chat_url, &self.bsky_chat_did, "VOW_BSKY_CHAT")?,

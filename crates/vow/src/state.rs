@@ -52,6 +52,8 @@ pub struct Services {
     pub proxy: crate::service::proxy::Proxy,
     /// Outgoing mail.
     pub mailer: crate::service::mail::Mailer,
+    /// Handle-to-DID resolution (DNS, HTTPS).
+    pub handles: crate::service::identity::handle::HandleResolver,
 }
 
 impl AppState {
@@ -117,8 +119,10 @@ impl Services {
         let proxy = crate::service::proxy::Proxy::new(config.proxy.clone(), plc.clone(), service_tokens);
         let blob_sweep = crate::service::blobs::BlobSweep::new(db.clone(), blob_store.clone(), config.blob_grace);
         let mailer = crate::service::mail::Mailer::new(config.mail_dir.clone(), &config.contact_email);
+        let handles = crate::service::identity::handle::HandleResolver::new(config.dns_server, http.clone());
         Self {
             mailer,
+            handles,
             firehose,
             writer,
             handover,

@@ -376,6 +376,20 @@ async fn the_key_file_alone_moves_the_did_while_vow_is_down() {
     // Only the endpoint moved: the same keys and handle.
     assert_eq!(doc["verificationMethod"], doc_before["verificationMethod"]);
     assert_eq!(doc["alsoKnownAs"], doc_before["alsoKnownAs"]);
+
+    // The leave page, as static files for any web server.
+    let page = keys.path().join("page");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vow"))
+        .args(["leave-page", "--plc", &s.plc])
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let html = std::fs::read_to_string(page.join("leave.html")).unwrap();
+    assert!(html.contains("src=\"leave.js\"") && html.contains(&format!("data-plc=\"{}\"", s.plc)), "{html}");
+    for file in ["leave.js", "passkey.js", "verify.js", "noble-secp256k1.js"] {
+        assert!(page.join(file).exists(), "{file} written");
+    }
 }
 
 /// The newest token Vow mailed to `to` (written to `VOW_MAIL_DIR`, as no SMTP is configured).
@@ -589,4 +603,48 @@ async fn the_recovery_key_alone_installs_a_new_key() {
     let res = s.call("POST", "com.atproto.repo.createRecord", Some(&alice.access), Some(post)).await;
     assert_eq!(res.0, 200, "{res:?}");
     run_script("verify-repo.js", &[&s.url, &alice.did, "--plc", &s.plc]);
+}
+
+/// `updateHandle` takes a handle on another domain once that domain names the account's DID
+/// (here by DNS TXT, from a DNS server on loopback), and the PLC operation is the user's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handle_on_another_domain_is_taken_once_its_dns_names_the_did() {
+    let dns = Dns::start();
+    let s = stack_with(false, &[("VOW_DNS_SERVER", &dns.addr.to_string())]);
+    let alice = s.account("alice").await;
+    let bob = s.account("bob").await;
+    let keys = tempfile::tempdir().unwrap();
+    let _signer = s.signer(&alice, &keys.path().join("alice.key"));
+    let update = |handle: &str| {
+        s.call("POST", "com.atproto.identity.updateHandle", Some(&alice.access), Some(json!({ "handle": handle })))
+    };
+
+    // Not set up, or naming someone else: refused, saying what to do.
+    let res = update("alice.example.com").await;
+    assert_error(&res, 400, "InvalidRequest");
+    assert!(res.1["message"].as_str().unwrap().contains(&format!("did={}", alice.did)), "{res:?}");
+    dns.txt("_atproto.bob.example.com", &[&format!("did={}", bob.did)]);
+    assert_error(&update("bob.example.com").await, 400, "InvalidRequest");
+    // Two different DIDs make a handle ambiguous.
+    dns.txt("_atproto.both.example.com", &[&format!("did={}", bob.did), &format!("did={}", alice.did)]);
+    assert_error(&update("both.example.com").await, 400, "InvalidRequest");
+
+    dns.txt("_atproto.alice.example.org", &[&format!("did={}", alice.did)]);
+    let res = update("Alice.Example.org").await;
+    assert_eq!(res.0, 200, "{res:?}");
+    assert_eq!(plc_last(&s, &alice.did).await["alsoKnownAs"], json!(["at://alice.example.org"]));
+    let (_, session) = s.call("GET", "com.atproto.server.getSession", Some(&alice.access), None).await;
+    assert_eq!(session["handle"], "alice.example.org");
+    let res = s.call("GET", "com.atproto.identity.resolveHandle?handle=alice.example.org", None, None).await;
+    assert_eq!(res.1["did"], alice.did);
+    // Taken now: no one else here can claim it, even if DNS named them.
+    let res = s
+        .call(
+            "POST",
+            "com.atproto.identity.updateHandle",
+            Some(&bob.access),
+            Some(json!({ "handle": "alice.example.org" })),
+        )
+        .await;
+    assert_error(&res, 400, "HandleNotAvailable");
 }

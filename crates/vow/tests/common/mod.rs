@@ -333,3 +333,72 @@ pub async fn wait_for_signer(s: &Stack, access: &str, connected: bool) {
     }
     panic!("signer never became connected={connected}");
 }
+
+/// A DNS server on loopback that answers TXT queries from a table the test fills (NXDOMAIN for
+/// names it does not hold), for the handle checks that ask DNS (`VOW_DNS_SERVER`).
+pub struct Dns {
+    pub addr: std::net::SocketAddr,
+    records: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>>,
+}
+
+impl Dns {
+    pub fn start() -> Dns {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        let records = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let table = records.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = socket.recv_from(&mut buf) {
+                if let Some(reply) = dns_answer(&buf[..n], &table.lock().unwrap()) {
+                    let _ = socket.send_to(&reply, from);
+                }
+            }
+        });
+        Dns { addr, records }
+    }
+
+    /// Sets the TXT strings of `name` (no trailing dot).
+    pub fn txt(&self, name: &str, values: &[&str]) {
+        self.records.lock().unwrap().insert(name.to_ascii_lowercase(), values.iter().map(|v| v.to_string()).collect());
+    }
+}
+
+fn dns_answer(query: &[u8], table: &std::collections::HashMap<String, Vec<String>>) -> Option<Vec<u8>> {
+    let mut at = 12;
+    let mut labels = Vec::new();
+    loop {
+        let len = *query.get(at)? as usize;
+        at += 1;
+        if len == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(query.get(at..at + len)?).to_ascii_lowercase());
+        at += len;
+    }
+    let qtype = u16::from_be_bytes([*query.get(at)?, *query.get(at + 1)?]);
+    let question_end = at + 4;
+    let found = table.get(&labels.join("."));
+    let answers: &[String] = match found {
+        Some(v) if qtype == 16 => v,
+        _ => &[],
+    };
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(query.get(0..2)?);
+    let rcode = if found.is_some() { 0 } else { 3 };
+    out.extend((0x8180u16 | rcode).to_be_bytes());
+    out.extend(1u16.to_be_bytes());
+    out.extend((answers.len() as u16).to_be_bytes());
+    out.extend([0, 0, 0, 0]);
+    out.extend_from_slice(query.get(12..question_end)?);
+    for txt in answers {
+        out.extend([0xc0, 0x0c]);
+        out.extend(16u16.to_be_bytes());
+        out.extend(1u16.to_be_bytes());
+        out.extend(0u32.to_be_bytes());
+        out.extend((txt.len() as u16 + 1).to_be_bytes());
+        out.push(txt.len() as u8);
+        out.extend(txt.as_bytes());
+    }
+    Some(out)
+}

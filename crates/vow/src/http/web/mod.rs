@@ -26,6 +26,9 @@ const PURPOSE_PASSKEY: &str = "passkey";
 const APP_JS: &str = include_str!("../../../assets/account.js");
 const NOBLE_JS: &str = include_str!("../../../assets/noble-secp256k1.js");
 const VERIFY_JS: &str = include_str!("../../../assets/verify.js");
+const PASSKEY_JS: &str = include_str!("../../../assets/passkey.js");
+const LEAVE_JS: &str = include_str!("../../../assets/leave.js");
+const NOBLE_LICENSE: &str = include_str!("../../../assets/noble-curves.LICENSE");
 /// Scripts only from this origin; the signer socket only to it.
 const CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; \
                    img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -39,6 +42,9 @@ pub fn routes() -> Router<AppState> {
         .route("/account/account.js", get(|| async { script(APP_JS) }))
         .route("/account/noble-secp256k1.js", get(|| async { script(NOBLE_JS) }))
         .route("/account/verify.js", get(|| async { script(VERIFY_JS) }))
+        .route("/account/passkey.js", get(|| async { script(PASSKEY_JS) }))
+        .route("/account/leave.js", get(|| async { script(LEAVE_JS) }))
+        .route("/account/leave", get(leave_page))
         .route("/account/passkey/challenge", post(passkey_challenge))
         .route("/account/passkey/register", post(passkey_register))
         .route("/account/recovery-key", post(recovery_key))
@@ -116,14 +122,17 @@ fn page(title: &str, body: &str) -> Response {
     page_with_csp(title, body, CSP.to_owned())
 }
 
-fn page_with_csp(title: &str, body: &str, csp: String) -> Response {
-    let html = format!(
+fn document(title: &str, body: &str) -> String {
+    format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
          content=\"width=device-width, initial-scale=1\"><title>{title} · Vow</title><style>{STYLE}</style></head>\
          <body><main>{body}</main></body></html>",
         title = escape(title)
-    );
-    let mut res = Html(html).into_response();
+    )
+}
+
+fn page_with_csp(title: &str, body: &str, csp: String) -> Response {
+    let mut res = Html(document(title, body)).into_response();
     if let Ok(csp) = HeaderValue::from_str(&csp) {
         res.headers_mut().insert(CONTENT_SECURITY_POLICY, csp);
     }
@@ -244,6 +253,11 @@ async fn account_page(State(state): State<AppState>, MaybeSession(did): MaybeSes
          <button id=\"replace\">Replace passkey</button>\
          <label><input type=\"checkbox\" id=\"ask-each\"> Ask me before every write</label>\
          <h3>Signed here</h3><ul id=\"log\"></ul></section>\
+         <section><h2>Leaving</h2><p>To move to another PDS the usual way, use a migration tool: every step it takes \
+         here is signed in this tab. If this server is down or will not help, <a id=\"leave-link\" \
+         href=\"/account/leave?did={did}&amp;credential={cred}\">this page</a> moves your identity with your key \
+         alone, talking only to the PLC directory; bookmark it, or keep a copy (<code>vow leave-page</code>).</p>\
+         </section>\
          <script type=\"module\" src=\"/account/account.js\"></script>",
         recovery = if account.did.starts_with("did:plc:") { RECOVERY_SECTION } else { "" },
         handle = escape(&account.handle),
@@ -258,6 +272,60 @@ async fn account_page(State(state): State<AppState>, MaybeSession(did): MaybeSes
         None => CSP.to_owned(),
     };
     page_with_csp("Your account", &body, csp)
+}
+
+/// The leave page: it needs nothing from this server beyond its own files, and talks only to
+/// the PLC directory (see `assets/leave.js`).
+fn leave_document(plc: &str) -> String {
+    let body = format!(
+        "<h1>Move or recover your identity</h1><div id=\"leave\" data-plc=\"{plc}\"></div>\
+         <section><p>This page changes your DID with your own key, talking only to the PLC directory: it works \
+         when your PDS is down or will not help. Point your DID at another PDS you have an account on, or, with \
+         your recovery key, install a new signing key.</p>\
+         <label>Your DID <input type=\"text\" id=\"did\" placeholder=\"did:plc:…\"></label>\
+         <label>PLC directory <input type=\"text\" id=\"plc\"></label>\
+         <label>New PDS <input type=\"text\" id=\"pds\" placeholder=\"https://pds.example\"></label>\
+         <label>New signing key (optional: to recover with your recovery key) \
+         <input type=\"text\" id=\"new-key\" placeholder=\"did:key:…\"></label>\
+         <fieldset><legend>Sign with</legend>\
+         <label><input type=\"radio\" name=\"key\" id=\"use-passkey\" checked> my passkey (registered on this \
+         site)</label>\
+         <label><input type=\"radio\" name=\"key\" id=\"use-secret\"> a key I saved (a recovery key or a \
+         <code>vow signer</code> key file): <input type=\"file\" id=\"key-file\"> or \
+         <input type=\"password\" id=\"secret\" placeholder=\"64 hexadecimal characters\"></label></fieldset>\
+         <button id=\"prepare\">Show the change</button></section>\
+         <section id=\"confirm\" hidden><h2>This will change</h2><ul id=\"changes\"></ul>\
+         <p id=\"warning\" class=\"error\"></p><button id=\"send\">Sign and send to the PLC directory</button>\
+         </section><p id=\"status\" role=\"status\"></p>\
+         <script type=\"module\" src=\"leave.js\"></script>",
+        plc = escape(plc.trim_end_matches('/')),
+    );
+    document("Move or recover your identity", &body)
+}
+
+async fn leave_page(State(state): State<AppState>) -> Response {
+    let mut res = Html(leave_document(&state.config.plc_url)).into_response();
+    let csp = match origin_of(&state.config.plc_url) {
+        Some(plc) => CSP.replace("connect-src 'self'", &format!("connect-src 'self' {plc}")),
+        None => CSP.to_owned(),
+    };
+    if let Ok(csp) = HeaderValue::from_str(&csp) {
+        res.headers_mut().insert(CONTENT_SECURITY_POLICY, csp);
+    }
+    res
+}
+
+/// The leave page as static files, for any web server on this hostname (or, signing with a
+/// saved key, anywhere): `vow leave-page DIR`.
+pub fn leave_page_files(plc: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("leave.html", leave_document(plc)),
+        ("leave.js", LEAVE_JS.to_owned()),
+        ("passkey.js", PASSKEY_JS.to_owned()),
+        ("verify.js", VERIFY_JS.to_owned()),
+        ("noble-secp256k1.js", NOBLE_JS.to_owned()),
+        ("noble-curves.LICENSE", NOBLE_LICENSE.to_owned()),
+    ]
 }
 
 /// The recovery-key panel: the key is made in the browser and shown once; only its did:key

@@ -19,7 +19,7 @@ pub async fn resolve_handle(
 ) -> XrpcResult<Json<serde_json::Value>> {
     let raw = params.handle.ok_or_else(|| XrpcError::invalid_request("Handle must be supplied in request"))?;
     let handle = atproto::syntax::Handle::new(raw).map_err(|e| XrpcError::invalid_request(e.to_string()))?;
-    match crate::service::identity::handle::resolve(&state.db, &state.http, &handle).await? {
+    match state.handles.resolve(&state.db, &handle).await? {
         Some(did) => Ok(Json(serde_json::json!({ "did": did }))),
         None => Err(XrpcError::named("HandleNotFound", format!("Unable to resolve handle {handle}"))),
     }
@@ -46,7 +46,11 @@ pub async fn update_handle(
     if input.handle.trim().eq_ignore_ascii_case(&account.handle) {
         return Ok(Json(serde_json::json!({})));
     }
-    let handle = super::check_new_handle(&state, &input.handle).await?;
+    let handle = match super::check_new_handle(&state, &input.handle).await {
+        // A handle on another domain is the account's once that domain says so.
+        Err(e) if e.error == "UnsupportedDomain" => check_external_handle(&state, &input.handle, &account.did).await?,
+        checked => checked?,
+    };
     if account.did.starts_with("did:plc:") {
         let last = state
             .plc
@@ -168,4 +172,24 @@ async fn account_of(state: &AppState, did: &str) -> XrpcResult<crate::store::db:
     crate::store::db::accounts::by_did(&state.db, did)
         .await?
         .ok_or_else(|| XrpcError::invalid_token("Account no longer exists"))
+}
+
+/// A handle on a domain this server does not serve: free here, and naming `did` by DNS TXT
+/// (`_atproto.<handle>` = `did=<did>`) or at `https://<handle>/.well-known/atproto-did`.
+async fn check_external_handle(state: &AppState, raw: &str, did: &str) -> XrpcResult<atproto::syntax::Handle> {
+    let handle = atproto::syntax::Handle::new(raw.trim().to_ascii_lowercase())
+        .map_err(|e| XrpcError::named("InvalidHandle", e.to_string()))?;
+    if crate::store::db::accounts::by_handle(&state.db, handle.as_str()).await?.is_some() {
+        return Err(XrpcError::named("HandleNotAvailable", format!("The handle {handle} is already taken")));
+    }
+    match state.handles.resolve_elsewhere(handle.as_str()).await {
+        Some(found) if found == did => Ok(handle),
+        Some(other) => {
+            Err(XrpcError::invalid_request(format!("{handle} names another DID ({other}); set it to {did} first")))
+        }
+        None => Err(XrpcError::invalid_request(format!(
+            "{handle} does not name your DID yet: add a DNS TXT record _atproto.{handle} with the value \
+             \"did={did}\", or serve {did} at https://{handle}/.well-known/atproto-did, then try again"
+        ))),
+    }
 }

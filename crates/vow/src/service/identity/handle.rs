@@ -2,56 +2,100 @@
 //! then `https://<handle>/.well-known/atproto-did`.
 
 use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
 
 use crate::error::XrpcError;
 
-/// The DID a handle names: an account of this PDS's (`db`), or by DNS, or over HTTPS (`http`).
-pub async fn resolve(
-    db: &sqlx::SqlitePool,
-    http: &reqwest::Client,
-    handle: &atproto::syntax::Handle,
-) -> Result<Option<String>, XrpcError> {
-    let normalized = handle.normalized();
-    if let Some(account) = crate::store::db::accounts::by_handle(db, &normalized).await? {
-        return Ok(Some(account.did));
-    }
-    if let Some(did) = resolve_dns(&normalized).await {
-        return Ok(Some(did));
-    }
-    Ok(resolve_https(http, &normalized).await)
+/// Resolves handles; built once (the DNS resolver reads the system configuration, or talks to
+/// the one server `VOW_DNS_SERVER` names).
+#[derive(Clone)]
+pub struct HandleResolver {
+    dns: Option<TokioResolver>,
+    http: reqwest::Client,
 }
 
-async fn resolve_dns(handle: &str) -> Option<String> {
-    let resolver = TokioResolver::builder_tokio().ok()?.build().ok()?;
-    let lookup = resolver.lookup(format!("_atproto.{handle}."), RecordType::TXT).await.ok()?;
-    let dids: Vec<String> = lookup
-        .answers()
-        .iter()
-        .filter_map(|record| match &record.data {
-            RData::TXT(txt) => Some(txt.to_string()),
+impl HandleResolver {
+    pub fn new(dns_server: Option<std::net::SocketAddr>, http: reqwest::Client) -> Self {
+        let builder = match dns_server {
+            Some(addr) => {
+                let mut udp = ConnectionConfig::udp();
+                udp.port = addr.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = addr.port();
+                let server = NameServerConfig::new(addr.ip(), true, vec![udp, tcp]);
+                let config = ResolverConfig::from_parts(None, vec![], vec![server]);
+                Ok(TokioResolver::builder_with_config(config, TokioRuntimeProvider::default()))
+            }
+            None => TokioResolver::builder_tokio(),
+        };
+        let built = builder.and_then(|mut b| {
+            // A person who just added the record and tries again should not wait on a cache;
+            // the cache is bounded in entries.
+            let opts = b.options_mut();
+            opts.cache_size = 1024;
+            opts.positive_max_ttl = Some(std::time::Duration::from_secs(60));
+            opts.negative_max_ttl = Some(std::time::Duration::from_secs(5));
+            b.build()
+        });
+        let dns =
+            built.map_err(|e| tracing::warn!(error = %e, "no DNS resolver: handles resolve over HTTPS only")).ok();
+        Self { dns, http }
+    }
+
+    /// The DID a handle names: an account of this PDS's (`db`), or by DNS, or over HTTPS.
+    pub async fn resolve(
+        &self,
+        db: &sqlx::SqlitePool,
+        handle: &atproto::syntax::Handle,
+    ) -> Result<Option<String>, XrpcError> {
+        let normalized = handle.normalized();
+        if let Some(account) = crate::store::db::accounts::by_handle(db, &normalized).await? {
+            return Ok(Some(account.did));
+        }
+        Ok(self.resolve_elsewhere(&normalized).await)
+    }
+
+    /// The DID a handle names by DNS or over HTTPS, asking no local account.
+    pub async fn resolve_elsewhere(&self, handle: &str) -> Option<String> {
+        if let Some(did) = self.resolve_dns(handle).await {
+            return Some(did);
+        }
+        self.resolve_https(handle).await
+    }
+
+    async fn resolve_dns(&self, handle: &str) -> Option<String> {
+        let lookup = self.dns.as_ref()?.lookup(format!("_atproto.{handle}."), RecordType::TXT).await.ok()?;
+        let dids: Vec<String> = lookup
+            .answers()
+            .iter()
+            .filter_map(|record| match &record.data {
+                RData::TXT(txt) => Some(txt.to_string()),
+                _ => None,
+            })
+            .filter_map(|txt| txt.strip_prefix("did=").map(str::to_owned))
+            .collect();
+        // Several different DIDs make the handle ambiguous: treat it as unresolved.
+        match dids.as_slice() {
+            [one] if atproto::syntax::Did::new(one.as_str()).is_ok() => Some(one.clone()),
             _ => None,
-        })
-        .filter_map(|txt| txt.strip_prefix("did=").map(str::to_owned))
-        .collect();
-    // Several different DIDs make the handle ambiguous: treat it as unresolved.
-    match dids.as_slice() {
-        [one] if atproto::syntax::Did::new(one.as_str()).is_ok() => Some(one.clone()),
-        _ => None,
+        }
     }
-}
 
-async fn resolve_https(http: &reqwest::Client, handle: &str) -> Option<String> {
-    let response = http
-        .get(format!("https://{handle}/.well-known/atproto-did"))
-        .timeout(std::time::Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?;
-    if !response.status().is_success() {
-        return None;
+    async fn resolve_https(&self, handle: &str) -> Option<String> {
+        let response = self
+            .http
+            .get(format!("https://{handle}/.well-known/atproto-did"))
+            .timeout(std::time::Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        let body = response.text().await.ok()?;
+        let did = body.lines().next()?.trim();
+        atproto::syntax::Did::new(did).ok().map(|d| d.into_string())
     }
-    let body = response.text().await.ok()?;
-    let did = body.lines().next()?.trim();
-    atproto::syntax::Did::new(did).ok().map(|d| d.into_string())
 }

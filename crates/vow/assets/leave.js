@@ -1,0 +1,134 @@
+// Leaving (or recovering) without any PDS: this page reads the DID's state from the PLC
+// directory, builds the next operation (a new PDS, and optionally a new signing key), shows
+// what changes, signs it here with the user's key and sends it to the PLC directory itself.
+// It needs nothing from the server that served it, so the same files work from any static host
+// on this hostname (passkeys are bound to it) or, with a pasted key, from anywhere.
+import { encodeCbor, plcChange, plcHistory } from './verify.js'
+import { NO_PRF, deriveKey, keyFromSecret, prfFromAssertion } from './passkey.js'
+
+const $ = (id) => document.getElementById(id)
+const params = new URLSearchParams(location.search)
+const root = $('leave')
+
+const b64url = (bytes) => {
+  let s = ''
+  for (const b of new Uint8Array(bytes)) s += String.fromCharCode(b)
+  return btoa(s).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')
+}
+const unb64url = (s) => {
+  const bin = atob(s.replace(/-/g, '+').replace(/_/g, '/') + '==='.slice((s.length + 3) % 4))
+  return Uint8Array.from(bin, (c) => c.charCodeAt(0))
+}
+const fromHex = (hex) => Uint8Array.from(hex.match(/../g), (h) => parseInt(h, 16))
+
+function status(text, isError) {
+  $('status').textContent = text
+  $('status').className = isError ? 'error' : ''
+}
+
+/** The user's key: from the passkey, a key file (32 raw bytes) or a pasted hex secret. */
+async function userKey() {
+  if ($('use-passkey').checked) {
+    const credential = params.get('credential')
+    const prf = await prfFromAssertion(credential ? unb64url(credential) : null)
+    if (!prf) throw new Error(NO_PRF)
+    return deriveKey(prf)
+  }
+  const file = $('key-file').files[0]
+  if (file) {
+    const bytes = new Uint8Array(await file.arrayBuffer())
+    if (bytes.length !== 32) throw new Error(`A key file holds 32 bytes; this one holds ${bytes.length}.`)
+    return keyFromSecret(bytes)
+  }
+  const hex = $('secret').value.trim().toLowerCase()
+  if (!/^[0-9a-f]{64}$/.test(hex)) throw new Error('Paste the 64 hexadecimal characters of your key, or choose its file.')
+  return keyFromSecret(fromHex(hex))
+}
+
+/** A plc_operation with the fields of `op` (a legacy `create` is read as its modern form). */
+function normalized(op) {
+  if (op.type === 'create') {
+    return {
+      type: 'plc_operation',
+      rotationKeys: [op.recoveryKey, op.signingKey],
+      verificationMethods: { atproto: op.signingKey },
+      alsoKnownAs: [`at://${op.handle}`],
+      services: { atproto_pds: { type: 'AtprotoPersonalDataServer', endpoint: op.service } },
+    }
+  }
+  const { type, rotationKeys, verificationMethods, alsoKnownAs, services } = op
+  return { type, rotationKeys, verificationMethods, alsoKnownAs, services }
+}
+
+let pending = null
+
+async function prepare() {
+  pending = null
+  $('confirm').hidden = true
+  const did = $('did').value.trim()
+  const plc = $('plc').value.trim().replace(/\/+$/, '')
+  const pds = $('pds').value.trim().replace(/\/+$/, '')
+  const newKey = $('new-key').value.trim()
+  if (!did.startsWith('did:plc:')) throw new Error('Enter your DID (did:plc:…).')
+  if (!pds && !newKey) throw new Error('Enter the new PDS, a new signing key, or both.')
+  if (pds && !/^https?:\/\/[^/]+$/.test(pds)) throw new Error('The new PDS is a URL such as https://pds.example.')
+  if (newKey && !newKey.startsWith('did:key:z')) throw new Error('A new signing key is a did:key:z… value.')
+  status('Asking the PLC directory…')
+  const res = await fetch(`${plc}/${did}/log/audit`)
+  if (!res.ok) throw new Error(`The PLC directory answered ${res.status} for ${did}.`)
+  const audit = await res.json()
+  const history = plcHistory(audit)
+  const live = audit.filter((e) => !e.nullified)
+  const last = live[live.length - 1].operation
+  if (last.type === 'plc_tombstone') throw new Error(`${did} is tombstoned: it can no longer change.`)
+  status('Unlocking your key…')
+  const key = await userKey()
+  if (!history.current.rotationKeys.includes(key.did)) {
+    throw new Error(
+      `${key.did} is not a rotation key of ${did} (its rotation keys: ${history.current.rotationKeys.join(', ')}).`,
+    )
+  }
+  const op = { ...normalized(last), prev: history.cid }
+  if (pds) op.services = { ...op.services, atproto_pds: { type: 'AtprotoPersonalDataServer', endpoint: pds } }
+  if (newKey) {
+    // The new key takes the old signing key's place among the rotation keys; the key signing
+    // this (a recovery key) keeps its own place.
+    const old = op.verificationMethods.atproto
+    op.verificationMethods = { ...op.verificationMethods, atproto: newKey }
+    const keys = op.rotationKeys.map((k) => (k === old && k !== key.did ? newKey : k))
+    if (!keys.includes(newKey)) keys.push(newKey)
+    op.rotationKeys = [...new Set(keys)]
+  }
+  const change = plcChange(history, op, key.did)
+  $('changes').replaceChildren(
+    ...change.lines.map((l) => Object.assign(document.createElement('li'), { textContent: l })),
+  )
+  $('warning').textContent = change.removesOwnKey
+    ? 'After this, the key you used can no longer change or recover this DID.'
+    : ''
+  pending = { op, key, did, plc }
+  $('confirm').hidden = false
+  status(`Signed by ${key.did}, once you confirm.`)
+}
+
+async function send() {
+  if (!pending) throw new Error('Prepare the change first.')
+  const { op, key, did, plc } = pending
+  const sig = b64url(await key.sign(encodeCbor(op)))
+  const res = await fetch(`${plc}/${did}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ ...op, sig }),
+  })
+  if (!res.ok) throw new Error(`The PLC directory refused the operation: ${await res.text()}`)
+  pending = null
+  $('confirm').hidden = true
+  status(`Done: the PLC directory accepted the change for ${did}.`)
+}
+
+const guard = (fn) => () => fn().catch((e) => status(e.message || String(e), true))
+$('did').value = params.get('did') || ''
+$('plc').value = params.get('plc') || root.dataset.plc || 'https://plc.directory'
+$('prepare').addEventListener('click', guard(prepare))
+$('send').addEventListener('click', guard(send))
+document.body.dataset.ready = '1'
