@@ -69,10 +69,15 @@ async function prepare() {
   const plc = $('plc').value.trim().replace(/\/+$/, '')
   const pds = $('pds').value.trim().replace(/\/+$/, '')
   const newKey = $('new-key').value.trim()
+  const pdsKey = $('pds-key').value.trim()
+  const pdsRotationKey = $('pds-rotation-key').value.trim()
   if (!did.startsWith('did:plc:')) throw new Error('Enter your DID (did:plc:…).')
   if (!pds && !newKey) throw new Error('Enter the new PDS, a new signing key, or both.')
   if (pds && !/^https?:\/\/[^/]+$/.test(pds)) throw new Error('The new PDS is a URL such as https://pds.example.')
-  if (newKey && !newKey.startsWith('did:key:z')) throw new Error('A new signing key is a did:key:z… value.')
+  for (const k of [newKey, pdsKey, pdsRotationKey]) {
+    if (k && !k.startsWith('did:key:z')) throw new Error(`${k} is not a did:key:z… value.`)
+  }
+  if (newKey && pdsKey) throw new Error('Give either a new signing key of yours or the new PDS’s, not both.')
   status('Asking the PLC directory…')
   const res = await fetch(`${plc}/${did}/log/audit`)
   if (!res.ok) throw new Error(`The PLC directory answered ${res.status} for ${did}.`)
@@ -90,6 +95,8 @@ async function prepare() {
   }
   const op = { ...normalized(last), prev: history.cid }
   if (pds) op.services = { ...op.services, atproto_pds: { type: 'AtprotoPersonalDataServer', endpoint: pds } }
+  if (pdsKey) op.verificationMethods = { ...op.verificationMethods, atproto: pdsKey }
+  if (pdsRotationKey && !op.rotationKeys.includes(pdsRotationKey)) op.rotationKeys = [...op.rotationKeys, pdsRotationKey]
   if (newKey) {
     // The new key takes the old signing key's place among the rotation keys; the key signing
     // this (a recovery key) keeps its own place.

@@ -123,8 +123,32 @@ enum IdentityCommand {
         /// The new PDS, e.g. https://pds.example.
         #[arg(long)]
         pds: String,
+        /// For a PDS that signs with a key of its own: its key for the account, as a did:key
+        /// (from its getRecommendedDidCredentials). The rotation keys stay yours.
+        #[arg(long)]
+        signing_key: Option<String>,
+        /// The new PDS's rotation key, if it asks for one (the reference PDS does), as a
+        /// did:key: added after yours, which keeps the first rank.
+        #[arg(long)]
+        add_rotation_key: Option<String>,
         #[arg(long, env = "VOW_PLC_URL", default_value = "https://plc.directory")]
         plc: String,
+    },
+    /// Print a service-auth token signed by the key in `--key-file` (the DID's #atproto key),
+    /// e.g. for another PDS's createAccount while your old PDS is gone.
+    ServiceAuth {
+        #[arg(long)]
+        key_file: PathBuf,
+        #[arg(long)]
+        did: String,
+        /// The service's DID (describeServer's `did`).
+        #[arg(long)]
+        aud: String,
+        #[arg(long, default_value = "com.atproto.server.createAccount")]
+        lxm: String,
+        /// Lifetime in seconds (at most an hour).
+        #[arg(long, default_value_t = 300)]
+        secs: i64,
     },
     /// Install a new signing key (the did:key of a new passkey's key, or of a new `vow signer`
     /// key file), signed by the key in `--key-file`: your recovery key, after a lost passkey or
@@ -209,9 +233,18 @@ async fn run(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
-        Command::Identity(IdentityCommand::SetPds { key_file, did, pds, plc }) => {
+        Command::Identity(IdentityCommand::ServiceAuth { key_file, did, aud, lxm, secs }) => {
+            let (key, _) = identity_tools(&key_file, "https://plc.directory")?;
+            println!("{}", crate::service::identity::leave::service_token(&key, &did, &aud, &lxm, secs.clamp(1, 3600)));
+            Ok(())
+        }
+        Command::Identity(IdentityCommand::SetPds { key_file, did, pds, signing_key, add_rotation_key, plc }) => {
             let (key, plc) = identity_tools(&key_file, &plc)?;
-            let op = crate::service::identity::leave::set_pds(&plc, &key, &did, &pds).await?;
+            let keys = crate::service::identity::leave::PdsKeys {
+                signing_key: signing_key.as_deref(),
+                rotation_key: add_rotation_key.as_deref(),
+            };
+            let op = crate::service::identity::leave::set_pds(&plc, &key, &did, &pds, keys).await?;
             println!("{did} now names {pds} as its PDS (operation {})", op.cid());
             Ok(())
         }

@@ -338,44 +338,129 @@ async fn bench_import_128k_records() {
     );
 }
 
-/// Runs `vow identity set-pds`; returns whether it succeeded and what it printed.
-fn set_pds(key_file: &std::path::Path, did: &str, pds: &str, plc: &str) -> (bool, String) {
+/// Runs `vow identity …`; returns whether it succeeded and what it printed (stdout, stderr).
+fn identity_cli(args: &[&str], key_file: &std::path::Path) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_vow"))
-        .args(["identity", "set-pds", "--did", did, "--pds", pds, "--plc", plc, "--key-file"])
+        .arg("identity")
+        .args(args)
+        .arg("--key-file")
         .arg(key_file)
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
+/// Leaving while Vow is down, to the real reference PDS, with the key file and a repo backup
+/// alone: a service token the key signs, createAccount and importRepo there, a PLC operation
+/// the key signs (the new PDS's signing key, the user's rotation key kept), activateAccount.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_key_file_alone_moves_the_did_while_vow_is_down() {
     let mut s = stack(false);
     let alice = s.account("alice").await;
     let keys = tempfile::tempdir().unwrap();
     let key_file = keys.path().join("alice.key");
-    drop(s.signer(&alice, &key_file));
-    let doc_before: Value = s.http.get(format!("{}/{}", s.plc, alice.did)).send().await.unwrap().json().await.unwrap();
-    // Vow is stopped; only the PLC directory and the key file remain.
+    let signer = s.signer(&alice, &key_file);
+    for i in 0..3 {
+        let post = json!({ "repo": alice.did, "collection": "app.bsky.feed.post",
+            "record": { "$type": "app.bsky.feed.post", "text": format!("post {i}"), "createdAt": "2026-12-02T10:00:00.000Z" } });
+        assert_eq!(s.call("POST", "com.atproto.repo.createRecord", Some(&alice.access), Some(post)).await.0, 200);
+    }
+    // The user's backup of their repo, taken while Vow was up.
+    let car = s.http.get(format!("{}/xrpc/com.atproto.sync.getRepo?did={}", s.url, alice.did)).send().await.unwrap();
+    let car = car.bytes().await.unwrap();
+    let before = plc_last(&s, &alice.did).await;
+    let user_key = before["verificationMethods"]["atproto"].as_str().unwrap().to_owned();
+    // Vow is stopped; only the PLC directory, the key file and the backup remain.
+    drop(signer);
     drop(std::mem::replace(&mut s.vow, Proc::none()));
+
+    let data = tempfile::tempdir().unwrap();
+    let (_refpds, ref_url) = reference_pds(data.path(), &s.plc);
+    let xrpc = |method: &str| format!("{ref_url}/xrpc/{method}");
+    let described: Value =
+        s.http.get(xrpc("com.atproto.server.describeServer")).send().await.unwrap().json().await.unwrap();
+    let ref_did = described["did"].as_str().unwrap();
+    let (ok, token, err) = identity_cli(&["service-auth", "--did", &alice.did, "--aud", ref_did], &key_file);
+    assert!(ok, "{err}");
+    let res = s
+        .http
+        .post(xrpc("com.atproto.server.createAccount"))
+        .bearer_auth(token.trim())
+        .json(&json!({ "did": alice.did, "handle": "alice.test", "email": "alice@x.test", "password": "pw-on-ref-secret" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let created: Value = res.json().await.unwrap();
+    let access = created["accessJwt"].as_str().unwrap();
+    let res = s
+        .http
+        .post(xrpc("com.atproto.repo.importRepo"))
+        .bearer_auth(access)
+        .header("content-type", "application/vnd.ipld.car")
+        .body(car)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let creds: Value = s
+        .http
+        .get(xrpc("com.atproto.identity.getRecommendedDidCredentials"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ref_key = creds["verificationMethods"]["atproto"].as_str().unwrap();
+    let ref_rotation = creds["rotationKeys"][0].as_str().unwrap();
+    let endpoint = creds["services"]["atproto_pds"]["endpoint"].as_str().unwrap();
 
     // A key that is not a rotation key of the DID is refused, and nothing changes.
     let stranger = keys.path().join("stranger.key");
     std::fs::write(&stranger, Keypair::generate(Algorithm::K256).to_bytes()).unwrap();
-    let (ok, text) = set_pds(&stranger, &alice.did, "https://new.example", &s.plc);
+    let set_pds = [
+        "set-pds",
+        "--did",
+        &alice.did,
+        "--pds",
+        endpoint,
+        "--signing-key",
+        ref_key,
+        "--add-rotation-key",
+        ref_rotation,
+        "--plc",
+        &s.plc,
+    ];
+    let (ok, _, text) = identity_cli(&set_pds, &stranger);
     assert!(!ok && text.contains("not a rotation key"), "{text}");
-    let (ok, text) = set_pds(&keys.path().join("missing.key"), &alice.did, "https://new.example", &s.plc);
+    let (ok, _, text) = identity_cli(&set_pds, &keys.path().join("missing.key"));
     assert!(!ok && text.contains("does not exist"), "{text}");
+    assert_eq!(plc_last(&s, &alice.did).await, before);
 
-    let (ok, text) = set_pds(&key_file, &alice.did, "https://new.example", &s.plc);
+    let (ok, _, text) = identity_cli(&set_pds, &key_file);
     assert!(ok, "{text}");
-    let doc: Value = s.http.get(format!("{}/{}", s.plc, alice.did)).send().await.unwrap().json().await.unwrap();
-    let endpoint = doc["service"].as_array().unwrap().iter().find(|sv| sv["id"] == "#atproto_pds").unwrap();
-    assert_eq!(endpoint["serviceEndpoint"], "https://new.example");
-    // Only the endpoint moved: the same keys and handle.
-    assert_eq!(doc["verificationMethod"], doc_before["verificationMethod"]);
-    assert_eq!(doc["alsoKnownAs"], doc_before["alsoKnownAs"]);
+    let last = plc_last(&s, &alice.did).await;
+    assert_eq!(last["services"]["atproto_pds"]["endpoint"], endpoint);
+    assert_eq!(last["verificationMethods"]["atproto"], ref_key);
+    assert_eq!(last["rotationKeys"], json!([user_key, ref_rotation]), "the user's key keeps the first rank");
+    assert_eq!(last["alsoKnownAs"], before["alsoKnownAs"]);
+
+    // The reference PDS takes the account: active, every record there, and it writes.
+    let res = s.http.post(xrpc("com.atproto.server.activateAccount")).bearer_auth(access).send().await.unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let post = json!({ "repo": alice.did, "collection": "app.bsky.feed.post",
+        "record": { "$type": "app.bsky.feed.post", "text": "moved", "createdAt": "2026-12-02T11:00:00.000Z" } });
+    let res = s.http.post(xrpc("com.atproto.repo.createRecord")).bearer_auth(access).json(&post).send().await.unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let url = format!("{}?repo={}&collection=app.bsky.feed.post", xrpc("com.atproto.repo.listRecords"), alice.did);
+    let listed: Value = s.http.get(url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["records"].as_array().unwrap().len(), 4);
 
     // The leave page, as static files for any web server.
     let page = keys.path().join("page");

@@ -285,6 +285,12 @@ fn leave_document(plc: &str) -> String {
          <label>Your DID <input type=\"text\" id=\"did\" placeholder=\"did:plc:…\"></label>\
          <label>PLC directory <input type=\"text\" id=\"plc\"></label>\
          <label>New PDS <input type=\"text\" id=\"pds\" placeholder=\"https://pds.example\"></label>\
+         <p class=\"muted\">If the new PDS signs with keys of its own (its getRecommendedDidCredentials names \
+         them), give them too; your key keeps the first rank among the rotation keys.</p>\
+         <label>The new PDS's signing key <input type=\"text\" id=\"pds-key\" placeholder=\"did:key:… \
+         (optional)\"></label>\
+         <label>The new PDS's rotation key <input type=\"text\" id=\"pds-rotation-key\" \
+         placeholder=\"did:key:… (optional)\"></label>\
          <label>New signing key (optional: to recover with your recovery key) \
          <input type=\"text\" id=\"new-key\" placeholder=\"did:key:…\"></label>\
          <fieldset><legend>Sign with</legend>\

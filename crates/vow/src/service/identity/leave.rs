@@ -7,17 +7,64 @@ use atproto::crypto::{Keypair, PublicKey};
 
 use super::plc::{Operation, PlcClient, Service};
 
-/// Signs and submits an operation that changes only the DID's PDS endpoint to `pds`; returns it.
-pub async fn set_pds(plc: &PlcClient, key: &Keypair, did: &str, pds: &str) -> Result<Operation, String> {
+/// What a PDS that holds keys of its own asks of the DID (its `getRecommendedDidCredentials`):
+/// its signing key as `#atproto`, and its rotation key among the rotation keys.
+#[derive(Debug, Default, Clone)]
+pub struct PdsKeys<'a> {
+    pub signing_key: Option<&'a str>,
+    /// Added after the DID's current rotation keys, so the user's key keeps its rank.
+    pub rotation_key: Option<&'a str>,
+}
+
+/// Signs and submits an operation that changes the DID's PDS endpoint to `pds`, with the keys
+/// the new PDS asks for; the user's own rotation key stays first. Returns the operation.
+pub async fn set_pds(
+    plc: &PlcClient,
+    key: &Keypair,
+    did: &str,
+    pds: &str,
+    keys: PdsKeys<'_>,
+) -> Result<Operation, String> {
     let url = reqwest::Url::parse(pds).map_err(|e| format!("{pds} is not a URL: {e}"))?;
     if !matches!(url.scheme(), "https" | "http") {
         return Err(format!("{pds} is not an http(s) URL"));
     }
+    let parse = |k: Option<&str>| {
+        k.map(|k| {
+            PublicKey::from_did_key(k).map(|p| p.to_did_key()).map_err(|e| format!("{k} is not a usable did:key: {e}"))
+        })
+        .transpose()
+    };
+    let (signing_key, rotation_key) = (parse(keys.signing_key)?, parse(keys.rotation_key)?);
     let endpoint = pds.trim_end_matches('/').to_owned();
     update(plc, key, did, |op| {
         op.services.insert("atproto_pds".into(), Service { kind: "AtprotoPersonalDataServer".into(), endpoint });
+        if let Some(k) = signing_key {
+            op.verification_methods.insert("atproto".into(), k);
+        }
+        if let Some(k) = rotation_key
+            && !op.rotation_keys.contains(&k)
+        {
+            op.rotation_keys.push(k);
+        }
     })
     .await
+}
+
+/// A service-auth token issued by `did` and signed by `key` (its `#atproto` key), for `aud`
+/// and the method `lxm`, valid for `secs`: what another PDS's `createAccount` asks of an
+/// account moving there, made without the old PDS.
+pub fn service_token(key: &Keypair, did: &str, aud: &str, lxm: &str, secs: i64) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+    let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"ES256K"}"#);
+    let jti = crate::service::auth::random_code(16);
+    let claims = serde_json::json!({ "iss": did, "aud": aud, "lxm": lxm, "iat": now, "exp": now + secs, "jti": jti });
+    let claims = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let input = format!("{header}.{claims}");
+    let sig = URL_SAFE_NO_PAD.encode(key.sign(input.as_bytes()));
+    format!("{input}.{sig}")
 }
 
 /// Signs and submits an operation that installs `new_key` as the DID's `#atproto` key, in
