@@ -67,7 +67,7 @@ function vowPlcToken(to) {
   const files = fs.readdirSync(mailDir).filter((f) => f.endsWith(`${to}.eml`)).sort()
   check(files.length > 0, `Vow mailed ${to}`)
   const text = fs.readFileSync(path.join(mailDir, files[files.length - 1]), 'utf8')
-  const m = text.match(/Token: ([A-Z2-7]{5}-[A-Z2-7]{5})/)
+  const m = text.match(/\b([A-Z2-7]{5}-[A-Z2-7]{5})\b/)
   check(m, 'the mail holds a token')
   return m[1]
 }

@@ -22,6 +22,16 @@ echo "== installing the Bluesky AppView and Node 22 from npm"
 # another of it; the side-by-side benchmarks use the same install.
 echo "== installing the reference PDS from npm"
 (cd bench && npm ci --no-audit --no-fund --loglevel=error)
+# A real SMTP server for the mail tests: aiosmtpd from PyPI, in a virtualenv of its own.
+echo "== installing aiosmtpd from PyPI"
+if [ ! -x e2e/smtp/venv/bin/python ] && ! python3 -m venv e2e/smtp/venv; then
+  echo "== installing python3-venv from apt"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+  rm -rf e2e/smtp/venv && python3 -m venv e2e/smtp/venv
+fi
+e2e/smtp/venv/bin/pip install -q --disable-pip-version-check -r e2e/smtp/requirements.txt
 # The AppView keeps its index in PostgreSQL; the test starts a private cluster on loopback.
 if [ -z "${PG_BIN:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   echo "== installing postgresql from apt"

@@ -312,7 +312,7 @@ async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("database {}: {e}", config.db_path.display()))?;
     let addr = config.addr;
-    let state = crate::state::AppState::new(config, db, rotation_key, jwk);
+    let state = crate::state::AppState::new(config, db, rotation_key, jwk)?;
     crate::service::repo::backfill::backfill(&state.db, &state.blocks)
         .await
         .map_err(|e| format!("indexing existing repos: {e:?}"))?;

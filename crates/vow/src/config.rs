@@ -121,6 +121,31 @@ pub struct Config {
     /// development and tests). Without it, and without SMTP, mail is written to the log.
     #[arg(long, env = "VOW_MAIL_DIR")]
     pub mail_dir: Option<PathBuf>,
+    /// The SMTP server mail goes through (the original's settings). Without it, mail is
+    /// written to VOW_MAIL_DIR or the log: development only.
+    #[arg(long, env = "VOW_SMTP_HOST")]
+    pub smtp_host: Option<String>,
+    /// 465 means implicit TLS, 587 STARTTLS (required), 25 STARTTLS when offered.
+    #[arg(long, env = "VOW_SMTP_PORT", default_value_t = 587)]
+    pub smtp_port: u16,
+    #[arg(long, env = "VOW_SMTP_USER")]
+    pub smtp_user: Option<String>,
+    #[arg(long, env = "VOW_SMTP_PASS")]
+    pub smtp_pass: Option<String>,
+    /// The sender address (default: VOW_CONTACT_EMAIL).
+    #[arg(long, env = "VOW_SMTP_EMAIL")]
+    pub smtp_email: Option<String>,
+    /// The sender name.
+    #[arg(long, env = "VOW_SMTP_NAME", default_value = "Vow")]
+    pub smtp_name: String,
+    /// Overrides what the port implies: implicit, starttls, opportunistic, or none (a relay
+    /// on loopback only).
+    #[arg(long, env = "VOW_SMTP_TLS")]
+    pub smtp_tls: Option<String>,
+    /// The SMTP server as one URL instead (`smtp://user:pass@host:587?tls=required`, or
+    /// `smtps://…:465`); wins over VOW_SMTP_HOST.
+    #[arg(long, env = "VOW_SMTP_URL")]
+    pub smtp_url: Option<String>,
     /// The DNS server handle lookups (`_atproto.<handle>` TXT) ask, as `ip:port`, instead of the
     /// system's resolvers.
     #[arg(long, env = "VOW_DNS_SERVER")]
@@ -156,8 +181,8 @@ pub struct ServerConfig {
     pub proxy: ProxyConfig,
     /// Largest repo CAR `importRepo` accepts, in bytes.
     pub import_max_bytes: u64,
-    /// Where mail goes while no SMTP server is configured (a directory, or the log).
-    pub mail_dir: Option<PathBuf>,
+    /// Outgoing mail.
+    pub mail: MailConfig,
     /// The DNS server for handle lookups, if not the system's.
     pub dns_server: Option<SocketAddr>,
 }
@@ -203,6 +228,40 @@ fn required<T: Clone>(value: &Option<T>, env: &'static str, flag: &'static str) 
 }
 
 impl Config {
+    fn mail_config(&self) -> Result<MailConfig, ConfigError> {
+        let some = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+        let smtp = match (some(&self.smtp_url), some(&self.smtp_host)) {
+            (Some(url), _) => Some(SmtpConfig::Url(url)),
+            (None, Some(host)) => {
+                let tls = match some(&self.smtp_tls).as_deref() {
+                    None | Some("auto") => SmtpTls::for_port(self.smtp_port),
+                    Some("implicit") => SmtpTls::Implicit,
+                    Some("starttls") => SmtpTls::StartTls,
+                    Some("opportunistic") => SmtpTls::Opportunistic,
+                    Some("none") => SmtpTls::None,
+                    Some(other) => {
+                        return Err(ConfigError::Invalid {
+                            env: "VOW_SMTP_TLS",
+                            reason: format!("{other:?} is not one of implicit, starttls, opportunistic, none"),
+                        });
+                    }
+                };
+                Some(SmtpConfig::Parts {
+                    host,
+                    port: self.smtp_port,
+                    user: some(&self.smtp_user),
+                    pass: some(&self.smtp_pass),
+                    tls,
+                })
+            }
+            (None, None) => None,
+        };
+        let from_email = some(&self.smtp_email)
+            .or_else(|| some(&self.contact_email))
+            .ok_or(ConfigError::Missing { env: "VOW_SMTP_EMAIL", flag: "smtp-email" })?;
+        Ok(MailConfig { smtp, dir: self.mail_dir.clone(), from_email, from_name: self.smtp_name.clone() })
+    }
+
     /// Checks that everything `run` needs is set.
     pub fn server(&self) -> Result<ServerConfig, ConfigError> {
         let hostname = required(&self.hostname, "VOW_HOSTNAME", "hostname")?;
@@ -245,7 +304,7 @@ impl Config {
                 self.blob_sweep_secs.unwrap_or(self.blob_grace_secs / 10).clamp(1, 600),
             ),
             import_max_bytes: self.import_max_mb.max(1) * 1024 * 1024,
-            mail_dir: self.mail_dir.clone(),
+            mail: self.mail_config()?,
             dns_server: match self.dns_server.as_deref().filter(|d| !d.is_empty()) {
                 None => None,
                 Some(d) => Some(d.parse().map_err(|e| ConfigError::Invalid {
@@ -279,4 +338,66 @@ fn target(url: &str, did: &str, env: &'static str) -> Result<ServiceTarget, Conf
 fn parse_addr(addr: &str) -> Result<SocketAddr, String> {
     let full = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.to_owned() };
     full.parse().map_err(|e| format!("'{addr}': {e}"))
+}
+
+/// How the connection to the SMTP server is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// TLS from the first byte (port 465).
+    Implicit,
+    /// STARTTLS, required (port 587, and any other port unless told otherwise).
+    StartTls,
+    /// STARTTLS when the server offers it (port 25).
+    Opportunistic,
+    /// None: for a relay on loopback only.
+    None,
+}
+
+impl SmtpTls {
+    /// The mode a port implies.
+    pub fn for_port(port: u16) -> Self {
+        match port {
+            465 => Self::Implicit,
+            25 => Self::Opportunistic,
+            _ => Self::StartTls,
+        }
+    }
+}
+
+/// Where the SMTP server is and how to log in.
+#[derive(Debug, Clone)]
+pub enum SmtpConfig {
+    Parts {
+        host: String,
+        port: u16,
+        user: Option<String>,
+        pass: Option<String>,
+        tls: SmtpTls,
+    },
+    /// `smtp://user:pass@host:port` (STARTTLS when offered; `?tls=required` to insist) or
+    /// `smtps://…` (implicit TLS).
+    Url(String),
+}
+
+/// Mail settings, checked.
+#[derive(Debug, Clone)]
+pub struct MailConfig {
+    pub smtp: Option<SmtpConfig>,
+    /// Without SMTP: a directory for the messages (development, tests).
+    pub dir: Option<PathBuf>,
+    pub from_email: String,
+    pub from_name: String,
+}
+
+#[cfg(test)]
+mod mail_tests {
+    use super::SmtpTls;
+
+    #[test]
+    fn ports_imply_their_tls() {
+        assert_eq!(SmtpTls::for_port(465), SmtpTls::Implicit);
+        assert_eq!(SmtpTls::for_port(587), SmtpTls::StartTls);
+        assert_eq!(SmtpTls::for_port(25), SmtpTls::Opportunistic);
+        assert_eq!(SmtpTls::for_port(2525), SmtpTls::StartTls);
+    }
 }

@@ -57,13 +57,14 @@ pub struct Services {
 }
 
 impl AppState {
-    pub fn new(config: ServerConfig, db: SqlitePool, rotation_key: Keypair, jwk: Keypair) -> Self {
-        Self(Arc::new(Services::new(config, db, rotation_key, jwk)))
+    /// Builds every service (inside the runtime: some start workers).
+    pub fn new(config: ServerConfig, db: SqlitePool, rotation_key: Keypair, jwk: Keypair) -> Result<Self, String> {
+        Ok(Self(Arc::new(Services::new(config, db, rotation_key, jwk)?)))
     }
 }
 
 impl Services {
-    fn new(config: ServerConfig, db: SqlitePool, rotation_key: Keypair, jwk: Keypair) -> Self {
+    fn new(config: ServerConfig, db: SqlitePool, rotation_key: Keypair, jwk: Keypair) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("vow/", env!("CARGO_PKG_VERSION")))
             .timeout(std::time::Duration::from_secs(15))
@@ -118,9 +119,9 @@ impl Services {
         );
         let proxy = crate::service::proxy::Proxy::new(config.proxy.clone(), plc.clone(), service_tokens);
         let blob_sweep = crate::service::blobs::BlobSweep::new(db.clone(), blob_store.clone(), config.blob_grace);
-        let mailer = crate::service::mail::Mailer::new(config.mail_dir.clone(), &config.contact_email);
+        let mailer = crate::service::mail::Mailer::start(&config.mail)?;
         let handles = crate::service::identity::handle::HandleResolver::new(config.dns_server, http.clone());
-        Self {
+        Ok(Self {
             mailer,
             handles,
             firehose,
@@ -145,7 +146,7 @@ impl Services {
             signers,
             repo_locks,
             lexicons,
-        }
+        })
     }
 }
 

@@ -477,17 +477,9 @@ async fn the_key_file_alone_moves_the_did_while_vow_is_down() {
     }
 }
 
-/// The newest token Vow mailed to `to` (written to `VOW_MAIL_DIR`, as no SMTP is configured).
+/// The code in the newest mail Vow wrote to `to` (to `VOW_MAIL_DIR`: no SMTP is configured).
 fn mailed_token(dir: &std::path::Path, to: &str) -> String {
-    let mut mails: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(&format!("{to}.eml")))
-        .collect();
-    mails.sort();
-    let text = std::fs::read_to_string(mails.last().expect("a mail was written")).unwrap();
-    let at = text.find("Token: ").expect("the mail holds a token") + "Token: ".len();
-    text[at..at + 11].to_owned()
+    code_in(&mail_to(dir, to, 0)).expect("the mail holds a code")
 }
 
 async fn plc_last(s: &Stack, did: &str) -> Value {

@@ -1,54 +1,257 @@
-//! Outgoing mail. Until an SMTP server is configured (issue 16 adds the SMTP queue), each mail
-//! is written to a file in `VOW_MAIL_DIR` when that is set (local development and tests), or
-//! else to the log, so the flows that need a mailed code can still be completed by the operator
-//! or a developer.
+//! Outgoing mail: the codes of the email flows and identity operations, from the templates in
+//! `assets/mail/` (plain text, first line `Subject: …`, placeholders in braces; the HTML part
+//! is made from the same text).
+//!
+//! With SMTP configured, a message is queued and a worker sends it, retrying with backoff; a
+//! request never waits on the SMTP server, and a mail that cannot be sent after the last try is
+//! logged as an error that names the settings to check. Without SMTP (development), each mail
+//! is written to a file in `VOW_MAIL_DIR`, or else to the log.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-/// One message: plain text, to one address.
-#[derive(Debug, Clone)]
-pub struct Mail {
-    pub to: String,
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use tokio::sync::mpsc;
+
+pub use crate::config::{MailConfig, SmtpConfig, SmtpTls};
+
+/// The messages Vow sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Template {
+    ConfirmEmail,
+    UpdateEmail,
+    ResetPassword,
+    DeleteAccount,
+    PlcOperation,
+}
+
+impl Template {
+    fn text(self) -> &'static str {
+        match self {
+            Self::ConfirmEmail => include_str!("../../assets/mail/confirm_email.txt"),
+            Self::UpdateEmail => include_str!("../../assets/mail/update_email.txt"),
+            Self::ResetPassword => include_str!("../../assets/mail/reset_password.txt"),
+            Self::DeleteAccount => include_str!("../../assets/mail/delete_account.txt"),
+            Self::PlcOperation => include_str!("../../assets/mail/plc_operation.txt"),
+        }
+    }
+}
+
+/// A rendered message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
     pub subject: String,
     pub text: String,
+    pub html: String,
 }
 
-/// Where mail goes.
-#[derive(Debug, Clone)]
-pub struct Mailer {
-    dir: Option<PathBuf>,
-    from: String,
+/// Fills a template's `{name}` placeholders from `vars`.
+pub fn render(template: Template, vars: &[(&str, &str)]) -> Rendered {
+    let mut filled = template.text().to_owned();
+    for (name, value) in vars {
+        filled = filled.replace(&format!("{{{name}}}"), value);
+    }
+    let (first, body) = filled.split_once('\n').unwrap_or(("", &filled));
+    let subject = first.strip_prefix("Subject: ").unwrap_or(first).trim().to_owned();
+    let text = body.trim().to_owned();
+    let html = to_html(&text);
+    Rendered { subject, text, html }
 }
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Paragraphs become `<p>`; an indented line (the code) stands out.
+fn to_html(text: &str) -> String {
+    let mut html = String::from("<!doctype html><html><body style=\"font-family:sans-serif;line-height:1.4\">");
+    for para in text.split("\n\n") {
+        if para.starts_with("    ") {
+            html.push_str(&format!(
+                "<p style=\"font-family:monospace;font-size:1.5em;letter-spacing:.05em\"><strong>{}</strong></p>",
+                escape(para.trim())
+            ));
+        } else {
+            html.push_str(&format!("<p>{}</p>", escape(&para.replace('\n', " "))));
+        }
+    }
+    html.push_str("</body></html>");
+    html
+}
+
+/// Why a mail was not accepted for sending.
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("{0} is not a usable email address")]
+    BadAddress(String),
+    #[error("the mail queue is full; try again in a minute")]
+    QueueFull,
+    #[error("{0}")]
+    Local(String),
+}
+
+struct Outgoing {
+    to: String,
+    message: lettre::Message,
+}
+
+/// Sends mail; cheap to clone.
+#[derive(Clone)]
+pub struct Mailer {
+    queue: Option<mpsc::Sender<Outgoing>>,
+    dir: Option<PathBuf>,
+    from: Mailbox,
+}
+
+/// Attempts per message, and the first delay between them (doubling).
+const ATTEMPTS: u32 = 5;
+const FIRST_RETRY: Duration = Duration::from_secs(2);
+const QUEUE: usize = 256;
 
 impl Mailer {
-    pub fn new(dir: Option<PathBuf>, from: &str) -> Self {
-        Self { dir, from: from.to_owned() }
+    /// Builds the mailer; with SMTP, starts its worker (call inside the runtime).
+    pub fn start(config: &MailConfig) -> Result<Self, String> {
+        let from = Mailbox::new(
+            Some(config.from_name.clone()),
+            config.from_email.parse().map_err(|e| format!("the sender address {:?}: {e}", config.from_email))?,
+        );
+        let queue = match &config.smtp {
+            None => None,
+            Some(smtp) => {
+                let transport = transport(smtp)?;
+                let (tx, rx) = mpsc::channel(QUEUE);
+                tokio::spawn(deliver(transport, rx));
+                Some(tx)
+            }
+        };
+        Ok(Self { queue, dir: config.dir.clone(), from })
     }
 
-    /// Sends `mail`; an error says why it could not be handed on (never what it said).
-    pub async fn send(&self, mail: Mail) -> Result<(), String> {
+    /// Whether mail reaches people: SMTP is configured. Otherwise it is written to files or
+    /// the log, which is only good for development.
+    pub fn delivers(&self) -> bool {
+        self.queue.is_some()
+    }
+
+    /// Whether mail goes anywhere a person can read it: SMTP, or the development directory.
+    pub fn usable(&self) -> bool {
+        self.queue.is_some() || self.dir.is_some()
+    }
+
+    /// Queues (or, without SMTP, writes) one message to `to`.
+    pub async fn send(&self, to: &str, template: Template, vars: &[(&str, &str)]) -> Result<(), MailError> {
+        let rendered = render(template, vars);
+        let mailbox: Mailbox = to.parse().map_err(|_| MailError::BadAddress(to.to_owned()))?;
+        let message = lettre::Message::builder()
+            .from(self.from.clone())
+            .to(mailbox)
+            .subject(rendered.subject.clone())
+            .multipart(MultiPart::alternative_plain_html(rendered.text.clone(), rendered.html.clone()))
+            .map_err(|e| MailError::Local(format!("building the message: {e}")))?;
+        if let Some(queue) = &self.queue {
+            return queue.try_send(Outgoing { to: to.to_owned(), message }).map_err(|_| MailError::QueueFull);
+        }
         let Some(dir) = &self.dir else {
             tracing::warn!(
-                to = %mail.to,
-                subject = %mail.subject,
-                text = %mail.text,
-                "no SMTP server configured: this mail was not sent; it is written here instead"
+                %to,
+                subject = %rendered.subject,
+                text = %rendered.text,
+                "no SMTP server configured (VOW_SMTP_HOST): this mail was not sent; it is written here instead"
             );
             return Ok(());
         };
-        let message = format!(
-            "From: {}\r\nTo: {}\r\nSubject: {}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{}\r\n",
-            self.from, mail.to, mail.subject, mail.text
-        );
         let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        // The address is part of the name so a reader can find a user's mail; anything that is
-        // not plainly safe in a file name becomes `_`.
+        // The address is part of the name so a reader can find a user's mail.
         let safe: String =
-            mail.to.chars().map(|c| if c.is_ascii_alphanumeric() || "@.-".contains(c) { c } else { '_' }).collect();
+            to.chars().map(|c| if c.is_ascii_alphanumeric() || "@.-".contains(c) { c } else { '_' }).collect();
         let path = dir.join(format!("{}-{safe}.eml", stamp.as_nanos()));
-        tokio::fs::create_dir_all(dir).await.map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        tokio::fs::write(&path, message).await.map_err(|e| format!("writing {}: {e}", path.display()))?;
-        tracing::info!(to = %mail.to, subject = %mail.subject, path = %path.display(), "mail written (no SMTP server configured)");
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| MailError::Local(format!("creating {}: {e}", dir.display())))?;
+        tokio::fs::write(&path, message.formatted())
+            .await
+            .map_err(|e| MailError::Local(format!("writing {}: {e}", path.display())))?;
+        tracing::info!(%to, subject = %rendered.subject, path = %path.display(), "mail written (no SMTP server configured)");
         Ok(())
+    }
+}
+
+fn transport(smtp: &SmtpConfig) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+    type Smtp = AsyncSmtpTransport<Tokio1Executor>;
+    let builder = match smtp {
+        SmtpConfig::Url(url) => Smtp::from_url(url).map_err(|e| format!("VOW_SMTP_URL: {e}"))?,
+        SmtpConfig::Parts { host, port, user, pass, tls } => {
+            let params = || TlsParameters::new(host.clone()).map_err(|e| format!("TLS for {host}: {e}"));
+            let tls = match tls {
+                SmtpTls::Implicit => Tls::Wrapper(params()?),
+                SmtpTls::StartTls => Tls::Required(params()?),
+                SmtpTls::Opportunistic => Tls::Opportunistic(params()?),
+                SmtpTls::None => Tls::None,
+            };
+            let mut builder = Smtp::builder_dangerous(host).port(*port).tls(tls);
+            if let Some(user) = user {
+                builder = builder.credentials(Credentials::new(user.clone(), pass.clone().unwrap_or_default()));
+            }
+            builder
+        }
+    };
+    Ok(builder.timeout(Some(Duration::from_secs(30))).build())
+}
+
+/// The worker: one message at a time, each tried [`ATTEMPTS`] times with doubling delays.
+async fn deliver(transport: AsyncSmtpTransport<Tokio1Executor>, mut queue: mpsc::Receiver<Outgoing>) {
+    while let Some(mail) = queue.recv().await {
+        let mut delay = FIRST_RETRY;
+        for attempt in 1..=ATTEMPTS {
+            match transport.send(mail.message.clone()).await {
+                Ok(_) => {
+                    tracing::info!(to = %mail.to, "mail sent");
+                    break;
+                }
+                Err(e) if attempt == ATTEMPTS || e.is_permanent() => {
+                    tracing::error!(
+                        to = %mail.to,
+                        error = %e,
+                        attempts = attempt,
+                        "mail could not be sent; check VOW_SMTP_HOST, VOW_SMTP_PORT, VOW_SMTP_USER/PASS and VOW_SMTP_TLS"
+                    );
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(to = %mail.to, error = %e, attempt, "mail not sent yet; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_fill_every_placeholder() {
+        for t in [
+            Template::ConfirmEmail,
+            Template::UpdateEmail,
+            Template::ResetPassword,
+            Template::DeleteAccount,
+            Template::PlcOperation,
+        ] {
+            let r = render(
+                t,
+                &[("handle", "a.test"), ("host", "pds.test"), ("token", "ABCDE-FGHIJ"), ("lifetime", "15 minutes")],
+            );
+            assert!(!r.subject.is_empty() && !r.subject.contains('{'), "{t:?}: {}", r.subject);
+            assert!(!r.text.contains('{') && r.text.contains("ABCDE-FGHIJ"), "{t:?}: {}", r.text);
+            assert!(r.html.contains("<strong>ABCDE-FGHIJ</strong>"), "{t:?}");
+        }
+        let r = render(Template::ConfirmEmail, &[("handle", "<b>&")]);
+        assert!(r.html.contains("&lt;b&gt;&amp;") && !r.html.contains("<b>&"));
     }
 }

@@ -402,3 +402,89 @@ fn dns_answer(query: &[u8], table: &std::collections::HashMap<String, Vec<String
     }
     Some(out)
 }
+
+/// The first `XXXXX-XXXXX` code (the shape Vow's mailed codes have) in a mail's text.
+pub fn code_in(text: &str) -> Option<String> {
+    let ok = |c: u8| c.is_ascii_uppercase() || (b'2'..=b'7').contains(&c);
+    let b = text.as_bytes();
+    (0..b.len().saturating_sub(10)).find_map(|i| {
+        let w = &b[i..i + 11];
+        let edge = |j: usize| b.get(j).is_none_or(|c| !c.is_ascii_alphanumeric());
+        (w[..5].iter().all(|&c| ok(c))
+            && w[5] == b'-'
+            && w[6..].iter().all(|&c| ok(c))
+            && edge(i + 11)
+            && (i == 0 || edge(i - 1)))
+        .then(|| String::from_utf8_lossy(w).into_owned())
+    })
+}
+
+/// The newest mail to `to` among the `.eml` files in `dir` (a `VOW_MAIL_DIR`, or the SMTP
+/// sink's), waiting for one to arrive after `after` mails to that address.
+pub fn mail_to(dir: &std::path::Path, to: &str, after: usize) -> String {
+    for _ in 0..600 {
+        let mut mails: Vec<(std::path::PathBuf, String)> = std::fs::read_dir(dir)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+            .filter_map(|p| std::fs::read_to_string(&p).ok().map(|t| (p, t)))
+            .filter(|(_, t)| {
+                t.lines().any(|l| l.eq_ignore_ascii_case(&format!("to: {to}")) || l == format!("X-Envelope-To: {to}"))
+            })
+            .collect();
+        mails.sort();
+        if mails.len() > after {
+            return mails.pop().unwrap().1;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no mail to {to} arrived in {}", dir.display());
+}
+
+/// How many mails to `to` are in `dir` now.
+pub fn mails_to(dir: &std::path::Path, to: &str) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .filter(|t| {
+                    t.lines()
+                        .any(|l| l.eq_ignore_ascii_case(&format!("to: {to}")) || l == format!("X-Envelope-To: {to}"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// A real SMTP server on loopback (aiosmtpd, installed in `e2e/smtp/venv` by scripts/test.sh);
+/// every message lands as a file in `dir`.
+pub struct Smtp {
+    _proc: Proc,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Smtp {
+    pub fn start() -> Smtp {
+        let python = e2e_dir().join("smtp/venv/bin/python");
+        assert!(python.exists(), "run scripts/test.sh first: it installs aiosmtpd into e2e/smtp/venv");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut cmd = Command::new(python);
+        cmd.arg(e2e_dir().join("smtp/smtp-sink.py")).arg(dir.path()).arg(port.to_string());
+        let (proc, _) = start_until(cmd, "SMTP listening");
+        Smtp { _proc: proc, port, dir }
+    }
+
+    /// The settings that send Vow's mail here.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("VOW_SMTP_HOST", "127.0.0.1".into()),
+            ("VOW_SMTP_PORT", self.port.to_string()),
+            ("VOW_SMTP_TLS", "none".into()),
+            ("VOW_SMTP_EMAIL", "noreply@pds.test".into()),
+        ]
+    }
+}

@@ -94,20 +94,18 @@ pub async fn request_plc_token(
         .clone()
         .ok_or_else(|| XrpcError::invalid_request("This account has no email address to send the token to"))?;
     let token = crate::service::identity::operations::issue_token(&state.handover, &account.did).await?;
-    let minutes = crate::service::identity::operations::TOKEN_TTL_SECS / 60;
-    let mail = crate::service::mail::Mail {
-        to: email,
-        subject: "Your identity operation token".into(),
-        text: format!(
-            "Someone signed in to {handle} on {host} asked to change the account's identity (its DID's PLC operation).\n\n\
-             Token: {token}\n\n\
-             It works once, within {minutes} minutes. Your signer will still show you the change and ask before \
-             anything is signed. If this was not you, do not use the token, and change your password.",
-            handle = account.handle,
-            host = state.config.hostname,
-        ),
-    };
-    state.mailer.send(mail).await.map_err(|e| XrpcError::internal("could not send the token mail", e))?;
+    let lifetime = format!("{} minutes", crate::service::identity::operations::TOKEN_TTL_SECS / 60);
+    let vars = [
+        ("handle", account.handle.as_str()),
+        ("host", state.config.hostname.as_str()),
+        ("token", token.as_str()),
+        ("lifetime", lifetime.as_str()),
+    ];
+    state
+        .mailer
+        .send(&email, crate::service::mail::Template::PlcOperation, &vars)
+        .await
+        .map_err(|e| XrpcError::internal("could not send the token mail", e))?;
     Ok(Json(serde_json::json!({})))
 }
 
