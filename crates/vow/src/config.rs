@@ -259,7 +259,15 @@ impl Config {
         let from_email = some(&self.smtp_email)
             .or_else(|| some(&self.contact_email))
             .ok_or(ConfigError::Missing { env: "VOW_SMTP_EMAIL", flag: "smtp-email" })?;
-        Ok(MailConfig { smtp, dir: self.mail_dir.clone(), from_email, from_name: self.smtp_name.clone() })
+        // Mail written to the log is for a developer on this machine only.
+        let local = self.public_url.as_deref().is_some_and(|u| u.starts_with("http://"));
+        Ok(MailConfig {
+            smtp,
+            dir: self.mail_dir.clone(),
+            from_email,
+            from_name: self.smtp_name.clone(),
+            log_when_unset: local,
+        })
     }
 
     /// Checks that everything `run` needs is set.
@@ -387,6 +395,9 @@ pub struct MailConfig {
     pub dir: Option<PathBuf>,
     pub from_email: String,
     pub from_name: String,
+    /// Without SMTP or a directory, write mail to the log (a local, plain-HTTP server) rather
+    /// than refuse what needs mail.
+    pub log_when_unset: bool,
 }
 
 #[cfg(test)]

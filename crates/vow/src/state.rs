@@ -52,6 +52,8 @@ pub struct Services {
     pub proxy: crate::service::proxy::Proxy,
     /// Outgoing mail.
     pub mailer: crate::service::mail::Mailer,
+    /// Deactivation, takedown, deletion.
+    pub lifecycle: crate::service::lifecycle::Lifecycle,
     /// Handle-to-DID resolution (DNS, HTTPS).
     pub handles: crate::service::identity::handle::HandleResolver,
 }
@@ -121,7 +123,15 @@ impl Services {
         let blob_sweep = crate::service::blobs::BlobSweep::new(db.clone(), blob_store.clone(), config.blob_grace);
         let mailer = crate::service::mail::Mailer::start(&config.mail)?;
         let handles = crate::service::identity::handle::HandleResolver::new(config.dns_server, http.clone());
+        let lifecycle = crate::service::lifecycle::Lifecycle {
+            db: db.clone(),
+            blocks: blocks.clone(),
+            blob_sweep: blob_sweep.clone(),
+            firehose: firehose.clone(),
+            locks: repo_locks.clone(),
+        };
         Ok(Self {
+            lifecycle,
             mailer,
             handles,
             firehose,

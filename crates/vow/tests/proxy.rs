@@ -233,9 +233,9 @@ async fn proxied_calls_carry_a_token_signed_by_the_users_key() {
         ("app.bsky.feed.getTimeline", "nope", "InvalidRequest"),
         ("app.bsky.feed.getTimeline", "did:web:x", "InvalidRequest"),
         ("app.bsky.feed.getTimeline", &format!("{did}#missing"), "InvalidRequest"),
-        ("com.atproto.server.requestEmailUpdate", &header, "InvalidRequest"),
+        ("com.atproto.server.reserveSigningKey", &header, "InvalidRequest"),
         ("com.atproto.identity.refreshIdentity", &header, "InvalidRequest"),
-        ("com.atproto.admin.getAccountInfo", &header, "InvalidRequest"),
+        ("com.atproto.admin.updateAccountSigningKey", &header, "InvalidRequest"),
     ] {
         let got = answer(get(&s, nsid, &alice.access, &[("atproto-proxy", proxy)]).await).await;
         assert_error(&got, 400, error);

@@ -78,6 +78,26 @@ const ROUTES: &[Route] = &[
     route("POST", "com.atproto.repo.importRepo", Auth::Access),
     route("GET", "com.atproto.identity.getRecommendedDidCredentials", Auth::Access),
     route("POST", "com.atproto.server.deactivateAccount", Auth::Access),
+    route("POST", "com.atproto.server.requestEmailConfirmation", Auth::Access),
+    route("POST", "com.atproto.server.confirmEmail", Auth::Access),
+    route("POST", "com.atproto.server.requestEmailUpdate", Auth::Access),
+    route("POST", "com.atproto.server.updateEmail", Auth::Access),
+    route("POST", "com.atproto.server.requestPasswordReset", Auth::None),
+    route("POST", "com.atproto.server.resetPassword", Auth::None),
+    route("POST", "com.atproto.server.requestAccountDelete", Auth::Access),
+    route("POST", "com.atproto.server.deleteAccount", Auth::None),
+    route("GET", "com.atproto.admin.getAccountInfo", Auth::Admin),
+    route("GET", "com.atproto.admin.getAccountInfos", Auth::Admin),
+    route("GET", "com.atproto.admin.searchAccounts", Auth::Admin),
+    route("GET", "com.atproto.admin.getSubjectStatus", Auth::Admin),
+    route("POST", "com.atproto.admin.updateSubjectStatus", Auth::Admin),
+    route("POST", "com.atproto.admin.updateAccountHandle", Auth::Admin),
+    route("POST", "com.atproto.admin.updateAccountEmail", Auth::Admin),
+    route("POST", "com.atproto.admin.updateAccountPassword", Auth::Admin),
+    route("POST", "com.atproto.admin.deleteAccount", Auth::Admin),
+    route("GET", "com.atproto.admin.getInviteCodes", Auth::Admin),
+    route("POST", "com.atproto.admin.disableInviteCodes", Auth::Admin),
+    route("POST", "com.atproto.admin.sendEmail", Auth::Admin),
     route("POST", "com.atproto.server.activateAccount", Auth::Access),
     route("GET", "app.bsky.actor.getPreferences", Auth::Access),
     route("POST", "app.bsky.actor.putPreferences", Auth::Access),
@@ -544,6 +564,9 @@ async fn every_route_answers_bad_input_with_its_xrpc_error() {
                 && !matches!(r.auth, Auth::Refresh)
                 && !r.nsid.ends_with(".activateAccount")
                 && !r.nsid.ends_with("requestPlcOperationSignature")
+                && !r.nsid.ends_with("requestEmailConfirmation")
+                && !r.nsid.ends_with("requestEmailUpdate")
+                && !r.nsid.ends_with("requestAccountDelete")
             {
                 let res = send(&s, &creds, "POST", r.nsid, r.auth, Some("{not json")).await;
                 if res.0 != 401 {

@@ -247,6 +247,24 @@ impl BlobSweep {
         Ok(gone.len())
     }
 
+    /// Removes the bytes of those `blobs` (cid, IPFS root) no account holds any more, with
+    /// uploads held off (an account deleted: its rows are already gone).
+    pub async fn remove_unheld(&self, blobs: &[(String, Option<String>)]) -> Result<usize, sqlx::Error> {
+        let _exclusive = self.gate.write().await;
+        let mut removed = 0;
+        for (cid, ipfs_cid) in blobs {
+            if crate::store::db::blobs::held_by_anyone(&self.db, cid).await? {
+                continue;
+            }
+            let Ok(parsed) = cid.parse::<Cid>() else { continue };
+            match self.store.remove(&parsed, ipfs_cid.as_deref()).await {
+                Ok(()) => removed += 1,
+                Err(e) => tracing::warn!(%cid, error = %e, "could not remove a deleted account's blob"),
+            }
+        }
+        Ok(removed)
+    }
+
     /// Sweeps every `every`, in the background.
     pub fn start(self, every: std::time::Duration) {
         tokio::spawn(async move {

@@ -103,6 +103,7 @@ struct Outgoing {
 pub struct Mailer {
     queue: Option<mpsc::Sender<Outgoing>>,
     dir: Option<PathBuf>,
+    log_when_unset: bool,
     from: Mailbox,
 }
 
@@ -127,7 +128,7 @@ impl Mailer {
                 Some(tx)
             }
         };
-        Ok(Self { queue, dir: config.dir.clone(), from })
+        Ok(Self { queue, dir: config.dir.clone(), log_when_unset: config.log_when_unset, from })
     }
 
     /// Whether mail reaches people: SMTP is configured. Otherwise it is written to files or
@@ -136,14 +137,35 @@ impl Mailer {
         self.queue.is_some()
     }
 
-    /// Whether mail goes anywhere a person can read it: SMTP, or the development directory.
+    /// Whether mail goes anywhere a person can read it: SMTP, the development directory, or
+    /// the log of a local server.
     pub fn usable(&self) -> bool {
-        self.queue.is_some() || self.dir.is_some()
+        self.queue.is_some() || self.dir.is_some() || self.log_when_unset
     }
 
-    /// Queues (or, without SMTP, writes) one message to `to`.
+    /// [`Mailer::usable`], as the error an endpoint that needs mail answers with.
+    pub fn require(&self) -> Result<(), crate::error::XrpcError> {
+        if self.usable() {
+            return Ok(());
+        }
+        Err(crate::error::XrpcError::named(
+            "EmailNotConfigured",
+            "This server cannot send email: its operator has not set up SMTP (VOW_SMTP_HOST or VOW_SMTP_URL)",
+        ))
+    }
+
+    /// Queues (or, without SMTP, writes) one message from a template to `to`.
     pub async fn send(&self, to: &str, template: Template, vars: &[(&str, &str)]) -> Result<(), MailError> {
-        let rendered = render(template, vars);
+        self.deliver(to, render(template, vars)).await
+    }
+
+    /// Queues a message the operator wrote (`com.atproto.admin.sendEmail`).
+    pub async fn send_text(&self, to: &str, subject: &str, text: &str) -> Result<(), MailError> {
+        let text = text.trim().to_owned();
+        self.deliver(to, Rendered { subject: subject.to_owned(), html: to_html(&text), text }).await
+    }
+
+    async fn deliver(&self, to: &str, rendered: Rendered) -> Result<(), MailError> {
         let mailbox: Mailbox = to.parse().map_err(|_| MailError::BadAddress(to.to_owned()))?;
         let message = lettre::Message::builder()
             .from(self.from.clone())

@@ -9,6 +9,7 @@ pub mod events;
 pub mod firehose;
 pub mod identity;
 pub mod keys;
+pub mod lifecycle;
 pub mod mail;
 pub mod mime;
 pub mod proxy;

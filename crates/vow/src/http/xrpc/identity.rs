@@ -38,17 +38,24 @@ pub async fn update_handle(
     super::XrpcJson(input): super::XrpcJson<UpdateHandleInput>,
 ) -> XrpcResult<Json<serde_json::Value>> {
     auth.require_full_access()?;
-    let lock = state.repo_locks.get(&auth.did);
+    change_handle(&state, &auth.did, &input.handle).await?;
+    Ok(Json(serde_json::json!({})))
+}
+
+/// Gives the account `raw` as its handle (see [`update_handle`]; the operator's
+/// `updateAccountHandle` too): the PLC operation is the user's to sign.
+pub(crate) async fn change_handle(state: &AppState, did: &str, raw: &str) -> XrpcResult<()> {
+    let lock = state.repo_locks.get(did);
     let _guard = lock.lock().await;
-    let account = crate::store::db::accounts::by_did(&state.db, &auth.did)
+    let account = crate::store::db::accounts::by_did(&state.db, did)
         .await?
         .ok_or_else(|| XrpcError::named("AccountNotFound", "No such account"))?;
-    if input.handle.trim().eq_ignore_ascii_case(&account.handle) {
-        return Ok(Json(serde_json::json!({})));
+    if raw.trim().eq_ignore_ascii_case(&account.handle) {
+        return Ok(());
     }
-    let handle = match super::check_new_handle(&state, &input.handle).await {
+    let handle = match super::check_new_handle(state, raw).await {
         // A handle on another domain is the account's once that domain says so.
-        Err(e) if e.error == "UnsupportedDomain" => check_external_handle(&state, &input.handle, &account.did).await?,
+        Err(e) if e.error == "UnsupportedDomain" => check_external_handle(state, raw, &account.did).await?,
         checked => checked?,
     };
     if account.did.starts_with("did:plc:") {
@@ -77,12 +84,11 @@ pub async fn update_handle(
         .await?;
     tx.commit().await?;
     events.publish();
-    Ok(Json(serde_json::json!({})))
+    Ok(())
 }
 
 /// `com.atproto.identity.requestPlcOperationSignature`: mails the account a single-use token
-/// that `signPlcOperation` requires (valid for
-/// [`operations::TOKEN_TTL_SECS`](crate::service::identity::operations::TOKEN_TTL_SECS)).
+/// that `signPlcOperation` requires (see [`crate::service::auth::codes::Purpose`]).
 pub async fn request_plc_token(
     State(state): State<AppState>,
     auth: crate::service::auth::AccessAuth,
@@ -93,8 +99,9 @@ pub async fn request_plc_token(
         .email
         .clone()
         .ok_or_else(|| XrpcError::invalid_request("This account has no email address to send the token to"))?;
+    state.mailer.require()?;
     let token = crate::service::identity::operations::issue_token(&state.handover, &account.did).await?;
-    let lifetime = format!("{} minutes", crate::service::identity::operations::TOKEN_TTL_SECS / 60);
+    let lifetime = crate::service::auth::codes::Purpose::PlcOperation.lifetime();
     let vars = [
         ("handle", account.handle.as_str()),
         ("host", state.config.hostname.as_str()),

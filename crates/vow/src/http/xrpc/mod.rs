@@ -1,7 +1,9 @@
 //! XRPC endpoints: thin handlers that parse typed input, call the services, map errors.
 //! One module per namespace.
 
+mod account;
 mod actor;
+mod admin;
 pub mod blobs;
 mod extract;
 mod identity;
@@ -74,6 +76,26 @@ pub fn routes() -> Router<AppState> {
         .route("/xrpc/com.atproto.repo.importRepo", post(server::import_repo))
         .route("/xrpc/com.atproto.identity.getRecommendedDidCredentials", get(server::get_recommended_did_credentials))
         .route("/xrpc/com.atproto.server.deactivateAccount", post(server::deactivate_account))
+        .route("/xrpc/com.atproto.server.requestEmailConfirmation", post(account::request_email_confirmation))
+        .route("/xrpc/com.atproto.server.confirmEmail", post(account::confirm_email))
+        .route("/xrpc/com.atproto.server.requestEmailUpdate", post(account::request_email_update))
+        .route("/xrpc/com.atproto.server.updateEmail", post(account::update_email))
+        .route("/xrpc/com.atproto.server.requestPasswordReset", post(account::request_password_reset))
+        .route("/xrpc/com.atproto.server.resetPassword", post(account::reset_password))
+        .route("/xrpc/com.atproto.server.requestAccountDelete", post(account::request_account_delete))
+        .route("/xrpc/com.atproto.server.deleteAccount", post(account::delete_account))
+        .route("/xrpc/com.atproto.admin.getAccountInfo", get(admin::get_account_info))
+        .route("/xrpc/com.atproto.admin.getAccountInfos", get(admin::get_account_infos))
+        .route("/xrpc/com.atproto.admin.searchAccounts", get(admin::search_accounts))
+        .route("/xrpc/com.atproto.admin.getSubjectStatus", get(admin::get_subject_status))
+        .route("/xrpc/com.atproto.admin.updateSubjectStatus", post(admin::update_subject_status))
+        .route("/xrpc/com.atproto.admin.updateAccountHandle", post(admin::update_account_handle))
+        .route("/xrpc/com.atproto.admin.updateAccountEmail", post(admin::update_account_email))
+        .route("/xrpc/com.atproto.admin.updateAccountPassword", post(admin::update_account_password))
+        .route("/xrpc/com.atproto.admin.deleteAccount", post(admin::delete_account))
+        .route("/xrpc/com.atproto.admin.getInviteCodes", get(admin::get_invite_codes))
+        .route("/xrpc/com.atproto.admin.disableInviteCodes", post(admin::disable_invite_codes))
+        .route("/xrpc/com.atproto.admin.sendEmail", post(admin::send_email))
         .route("/xrpc/com.atproto.server.activateAccount", post(server::activate_account))
         .route("/xrpc/app.bsky.actor.getPreferences", get(actor::get_preferences))
         .route("/xrpc/app.bsky.actor.putPreferences", post(actor::put_preferences))

@@ -67,7 +67,7 @@ pub struct CreateAccountInput {
     password: Option<String>,
 }
 
-fn check_email(email: &str) -> XrpcResult<String> {
+pub(crate) fn check_email(email: &str) -> XrpcResult<String> {
     let email = email.trim().to_ascii_lowercase();
     let valid = email.len() <= 254
         && email.split_once('@').is_some_and(|(local, domain)| {
@@ -153,9 +153,7 @@ pub async fn create_account(
         .password
         .filter(|p| !p.is_empty())
         .ok_or_else(|| XrpcError::named("InvalidPassword", "A password is required"))?;
-    if password.len() > 256 {
-        return Err(XrpcError::named("InvalidPassword", "Password is too long"));
-    }
+    password::check_new(&password)?;
     if accounts::by_email(&state.db, &email).await?.is_some() {
         return Err(XrpcError::named("EmailNotAvailable", "That email address is already in use"));
     }
@@ -327,8 +325,8 @@ fn session_view(account: &accounts::Account) -> Value {
         "emailConfirmed": account.email_confirmed_at.is_some(),
         "active": account.active(),
     });
-    if !account.active() {
-        view["status"] = json!("deactivated");
+    if let Some(status) = account.status() {
+        view["status"] = json!(status);
     }
     view
 }
@@ -351,6 +349,9 @@ pub async fn create_session(
         }
         Some(found.ok_or_else(denied)?)
     };
+    if account.takedown_ref.is_some() {
+        return Err(XrpcError::new(StatusCode::UNAUTHORIZED, "AccountTakedown", "Account has been taken down"));
+    }
     let (access, refresh) =
         state.tokens.issue(&state.db, &account.did, app_password.as_ref().map(|(n, p)| (n.as_str(), *p))).await?;
     let mut view = session_view(&account);
@@ -675,23 +676,6 @@ pub async fn deactivate_account(
         serde_json::from_slice::<serde_json::Map<String, Value>>(&body)
             .map_err(|e| XrpcError::invalid_request(format!("Invalid request body: {e}")))?;
     }
-    let lock = state.repo_locks.get(&auth.did);
-    let mut guard = lock.lock().await;
-    let account = accounts::by_did(&state.db, &auth.did)
-        .await?
-        .ok_or_else(|| XrpcError::invalid_token("Account no longer exists"))?;
-    if account.deactivated_at.is_some() {
-        return Ok(Json(json!({})));
-    }
-    let mut events = state.firehose.sequencer().await?;
-    let mut tx = state.db.begin().await?;
-    accounts::deactivate(&mut tx, &auth.did).await?;
-    db::service_tokens::discard(&mut *tx, &auth.did).await?;
-    let status = if account.takedown_ref.is_some() { "takendown" } else { "deactivated" };
-    events.append(&mut tx, Event::Account { did: &auth.did, active: false, status: Some(status) }).await?;
-    tx.commit().await?;
-    events.publish();
-    guard.forget_account();
-    tracing::info!(did = %auth.did, "account deactivated at its user's request");
+    state.lifecycle.deactivate(&auth.did).await?;
     Ok(Json(json!({})))
 }

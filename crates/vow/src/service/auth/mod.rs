@@ -1,6 +1,7 @@
 //! Authentication: passwords and session tokens, issued and verified. The extractors handlers
 //! use to require them belong to the HTTP edge (`xrpc/extract.rs`).
 
+pub mod codes;
 pub mod inbound;
 pub mod jwt;
 pub mod password;

@@ -105,6 +105,23 @@ pub async fn verify_async(password: String, stored: String) -> XrpcResult<bool> 
     on_pool(move || verify(&password, &stored)).await
 }
 
+/// The shortest password accepted for a new account or a reset.
+pub const MIN_LENGTH: usize = 8;
+
+/// Checks a new password's length: at least [`MIN_LENGTH`] characters, at most 256 bytes.
+pub fn check_new(password: &str) -> XrpcResult<()> {
+    if password.chars().count() < MIN_LENGTH {
+        return Err(crate::error::XrpcError::named(
+            "InvalidPassword",
+            format!("Choose a password of at least {MIN_LENGTH} characters"),
+        ));
+    }
+    if password.len() > 256 {
+        return Err(crate::error::XrpcError::named("InvalidPassword", "Password is too long"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

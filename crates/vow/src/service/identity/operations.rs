@@ -5,38 +5,17 @@
 
 use std::collections::BTreeMap;
 
-use sha2::{Digest, Sha256};
-
 use super::handover::{Handover, sign_operation};
 use super::plc::{Operation, Service};
 use crate::error::{XrpcError, XrpcResult};
-use crate::store::db::{self, accounts::Account};
+use crate::store::db::accounts::Account;
 
-/// How long a mailed PLC-operation token stays valid: long enough to switch to a mail client
-/// and back, short enough that an old mail is worth nothing.
-pub const TOKEN_TTL_SECS: i64 = 15 * 60;
-const TOKEN_PURPOSE: &str = "plc_operation";
-
-fn token_hash(token: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(Sha256::digest(token.trim().to_ascii_uppercase().as_bytes()))
-}
+use crate::service::auth::codes::{self, Purpose};
 
 /// A fresh token for `did` (replacing any earlier one), stored hashed; returns it in clear,
 /// to be mailed.
 pub async fn issue_token(h: &Handover, did: &str) -> XrpcResult<String> {
-    let token = format!("{}-{}", crate::service::auth::random_code(5), crate::service::auth::random_code(5));
-    db::challenges::insert_replacing(&h.db, &token_hash(&token), did, TOKEN_PURPOSE, db::unix_now() + TOKEN_TTL_SECS)
-        .await?;
-    Ok(token)
-}
-
-fn bad_token() -> XrpcError {
-    XrpcError::named(
-        "InvalidToken",
-        "The token is wrong, used or expired; request a new one (requestPlcOperationSignature) and use the newest mail",
-    )
+    Ok(codes::issue(&h.db, did, Purpose::PlcOperation).await?)
 }
 
 /// The fields a caller asks for; those left out keep their current value.
@@ -56,9 +35,10 @@ pub async fn sign_requested(h: &Handover, account: &Account, token: &str, req: R
     if !account.did.starts_with("did:plc:") {
         return Err(XrpcError::invalid_request("Only did:plc identities have PLC operations"));
     }
-    let hash = token_hash(token);
-    if !db::challenges::is_live(&h.db, &hash, &account.did, TOKEN_PURPOSE).await? {
-        return Err(bad_token());
+    match codes::check(&h.db, token, Purpose::PlcOperation).await? {
+        Ok(owner) if owner == account.did => {}
+        Ok(_) => return Err(codes::Refused::Invalid.into()),
+        Err(refused) => return Err(refused.into()),
     }
     for key in req.rotation_keys.iter().flatten().chain(req.verification_methods.iter().flat_map(|m| m.values())) {
         atproto::crypto::PublicKey::from_did_key(key)
@@ -87,9 +67,7 @@ pub async fn sign_requested(h: &Handover, account: &Account, token: &str, req: R
     }
     let signed = sign_operation(h, account, op, "sign_plc_operation").await?;
     // Used up only now: a declined or timed-out signature leaves the token for another try.
-    if !db::challenges::take(&h.db, &hash, &account.did, TOKEN_PURPOSE).await? {
-        return Err(bad_token());
-    }
+    codes::take(&h.db, Some(&account.did), token, Purpose::PlcOperation).await??;
     tracing::info!(did = %account.did, "PLC operation signed at the user's request");
     Ok(signed)
 }

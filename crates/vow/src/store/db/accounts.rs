@@ -234,3 +234,94 @@ pub async fn repos_page(db: &SqlitePool, cursor: &str, limit: i64) -> Result<Vec
     .fetch_all(db)
     .await
 }
+
+/// Sets a new email address, which then needs confirming again.
+pub async fn set_email(db: &SqlitePool, did: &str, email: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE accounts SET email = ?, email_confirmed_at = NULL WHERE did = ?")
+        .bind(email.to_ascii_lowercase())
+        .bind(did)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Marks the account's current address as confirmed, if it is still `email`.
+pub async fn confirm_email(db: &SqlitePool, did: &str, email: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE accounts SET email_confirmed_at = ? WHERE did = ? AND email = ?")
+        .bind(super::now())
+        .bind(did)
+        .bind(email.to_ascii_lowercase())
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Sets or lifts a takedown (`reference` None lifts it).
+pub async fn set_takedown(
+    conn: &mut sqlx::SqliteConnection,
+    did: &str,
+    reference: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE accounts SET takedown_ref = ? WHERE did = ?").bind(reference).bind(did).execute(conn).await?;
+    Ok(())
+}
+
+/// What deleting an account left for the stores to clean: the blocks its repo referenced and
+/// its blobs (cid, IPFS root); those still held by another account must stay.
+pub struct Removed {
+    pub blocks: Vec<String>,
+    pub blobs: Vec<(String, Option<String>)>,
+}
+
+/// Deletes every row of the account: records, blob references and blobs, its repo's block
+/// references (on the embedded store the trigger removes blocks no other repo references),
+/// sessions, app passwords, stored service tokens, preferences, challenges, and the account.
+/// Firehose history stays until its retention ends, as relays expect.
+pub async fn delete_everything(conn: &mut sqlx::SqliteConnection, did: &str) -> Result<Removed, sqlx::Error> {
+    // Writes only, the first of them taking the write lock: a transaction that read first
+    // could not write after another connection did (SQLITE_BUSY_SNAPSHOT).
+    sqlx::query("DELETE FROM records WHERE did = ?").bind(did).execute(&mut *conn).await?;
+    let blocks: Vec<(String,)> =
+        sqlx::query_as("DELETE FROM repo_blocks WHERE did = ? RETURNING cid").bind(did).fetch_all(&mut *conn).await?;
+    let blobs: Vec<(String, Option<String>)> =
+        sqlx::query_as("DELETE FROM blobs WHERE did = ? RETURNING cid, ipfs_cid")
+            .bind(did)
+            .fetch_all(&mut *conn)
+            .await?;
+    for statement in [
+        "DELETE FROM record_blobs WHERE did = ?",
+        "DELETE FROM sessions WHERE did = ?",
+        "DELETE FROM app_passwords WHERE did = ?",
+        "DELETE FROM service_tokens WHERE did = ?",
+        "DELETE FROM preferences WHERE did = ?",
+        "DELETE FROM key_challenges WHERE did = ?",
+    ] {
+        sqlx::query(statement).bind(did).execute(&mut *conn).await?;
+    }
+    sqlx::query("DELETE FROM accounts WHERE did = ?").bind(did).execute(&mut *conn).await?;
+    Ok(Removed { blocks: blocks.into_iter().map(|(c,)| c).collect(), blobs })
+}
+
+/// Ends every session of the account (inside a transaction).
+pub async fn end_sessions(conn: &mut sqlx::SqliteConnection, did: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM sessions WHERE did = ?").bind(did).execute(conn).await?;
+    Ok(())
+}
+
+/// Accounts in DID order after `cursor`, optionally only those whose email starts with
+/// `email` (the admin search).
+pub async fn search(
+    db: &SqlitePool,
+    email: Option<&str>,
+    cursor: &str,
+    limit: i64,
+) -> Result<Vec<Account>, sqlx::Error> {
+    let prefix = email.map(|e| format!("{}%", e.to_ascii_lowercase().replace(['%', '_'], "")));
+    sqlx::query_as("SELECT * FROM accounts WHERE did > ? AND (? IS NULL OR email LIKE ?) ORDER BY did LIMIT ?")
+        .bind(cursor)
+        .bind(prefix.as_deref())
+        .bind(prefix.as_deref())
+        .bind(limit)
+        .fetch_all(db)
+        .await
+}

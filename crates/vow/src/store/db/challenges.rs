@@ -12,7 +12,11 @@ pub async fn insert(
     purpose: &str,
     expires_at: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM key_challenges WHERE expires_at < ?").bind(super::unix_now()).execute(db).await?;
+    // Expired rows stay a day, so a late code is told it expired rather than that it is wrong.
+    sqlx::query("DELETE FROM key_challenges WHERE expires_at < ?")
+        .bind(super::unix_now() - 24 * 60 * 60)
+        .execute(db)
+        .await?;
     sqlx::query("INSERT INTO key_challenges (challenge, did, purpose, expires_at) VALUES (?, ?, ?, ?)")
         .bind(challenge)
         .bind(did)
@@ -61,4 +65,24 @@ pub async fn is_live(db: &SqlitePool, challenge: &str, did: &str, purpose: &str)
     .fetch_optional(db)
     .await?;
     Ok(found.is_some())
+}
+
+/// The account and expiry of a challenge stored for `purpose`, live or not.
+pub async fn lookup(db: &SqlitePool, challenge: &str, purpose: &str) -> Result<Option<(String, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT did, expires_at FROM key_challenges WHERE challenge = ? AND purpose = ?")
+        .bind(challenge)
+        .bind(purpose)
+        .fetch_optional(db)
+        .await
+}
+
+/// Removes a challenge whatever its expiry; false when it was not there (used meanwhile).
+pub async fn remove(db: &SqlitePool, challenge: &str, did: &str, purpose: &str) -> Result<bool, sqlx::Error> {
+    let gone = sqlx::query("DELETE FROM key_challenges WHERE challenge = ? AND did = ? AND purpose = ?")
+        .bind(challenge)
+        .bind(did)
+        .bind(purpose)
+        .execute(db)
+        .await?;
+    Ok(gone.rows_affected() == 1)
 }

@@ -81,3 +81,47 @@ pub async fn of_account(db: &SqlitePool, did: &str) -> Result<Vec<InviteCode>, s
 pub async fn uses_of(db: &SqlitePool, code: &str) -> Result<Vec<(String, String)>, sqlx::Error> {
     sqlx::query_as("SELECT used_by, used_at FROM invite_code_uses WHERE code = ?").bind(code).fetch_all(db).await
 }
+
+/// Every invite code, newest first, after `cursor` (a creation time), at most `limit`.
+pub async fn page(db: &SqlitePool, cursor: Option<&str>, limit: i64) -> Result<Vec<InviteCode>, sqlx::Error> {
+    let rows: Vec<(String, i64, i64, String, String, String)> = sqlx::query_as(
+        "SELECT code, available, disabled, for_account, created_by, created_at FROM invite_codes \
+         WHERE (? IS NULL OR created_at < ?) ORDER BY created_at DESC, code LIMIT ?",
+    )
+    .bind(cursor)
+    .bind(cursor)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(code, available, disabled, for_account, created_by, created_at)| InviteCode {
+            code,
+            available,
+            disabled: disabled != 0,
+            for_account,
+            created_by,
+            created_at,
+        })
+        .collect())
+}
+
+/// Disables the codes named, and every code of the accounts named; returns how many changed.
+pub async fn disable(db: &SqlitePool, codes: &[String], accounts: &[String]) -> Result<u64, sqlx::Error> {
+    let mut changed = 0;
+    for code in codes {
+        changed += sqlx::query("UPDATE invite_codes SET disabled = 1 WHERE code = ?")
+            .bind(code)
+            .execute(db)
+            .await?
+            .rows_affected();
+    }
+    for account in accounts {
+        changed += sqlx::query("UPDATE invite_codes SET disabled = 1 WHERE for_account = ?")
+            .bind(account)
+            .execute(db)
+            .await?
+            .rows_affected();
+    }
+    Ok(changed)
+}
