@@ -601,3 +601,49 @@ async fn status_changes_are_honoured_and_deletion_leaves_nothing_behind() {
             .unwrap_or_default();
     assert!(statuses.len() >= 5, "account events: {statuses:?}");
 }
+
+/// `vow account …` manages accounts through the running server's admin API.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_manages_accounts_from_the_cli() {
+    let s = stack(false);
+    let alice = s.account("alice").await;
+    let vow = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vow"))
+            .arg("account")
+            .args(args)
+            .env("VOW_ADMIN_URL", &s.url)
+            .env("VOW_ADMIN_PASSWORD", "admin-secret")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = vow(&["list"]);
+    assert!(ok && out.contains(&alice.did) && out.contains("alice.pds.test") && out.contains("alice@x.test"), "{out}");
+    let (ok, out) = vow(&["takedown", &alice.did, "--ref", "case-7"]);
+    assert!(ok, "{out}");
+    let (ok, out) = vow(&["info", &alice.did]);
+    assert!(ok && out.contains("taken down (case-7)"), "{out}");
+    let login = json!({ "identifier": alice.handle, "password": alice.password });
+    assert_error(
+        &s.call("POST", "com.atproto.server.createSession", None, Some(login.clone())).await,
+        401,
+        "AccountTakedown",
+    );
+    assert!(vow(&["restore", &alice.did]).0);
+    assert_eq!(s.call("POST", "com.atproto.server.createSession", None, Some(login)).await.0, 200);
+    assert!(vow(&["set-email", &alice.did, "alice2@x.test"]).0);
+    let (ok, out) = vow(&["delete", &alice.did]);
+    assert!(!ok && out.contains("--yes"), "{out}");
+    assert!(vow(&["delete", &alice.did, "--yes"]).0);
+    let (ok, out) = vow(&["list"]);
+    assert!(ok && !out.contains(&alice.did), "{out}");
+    // A wrong admin password is refused, and says so.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vow"))
+        .args(["account", "list", "--pds", &s.url, "--admin-password", "wrong"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

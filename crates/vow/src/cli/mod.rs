@@ -1,5 +1,7 @@
 //! The `vow` command line.
 
+mod admin;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -101,6 +103,9 @@ enum Command {
     /// Change your DID with only your key, without any PDS (Vow need not be running).
     #[command(subcommand)]
     Identity(IdentityCommand),
+    /// Manage accounts on the running server (through its admin API).
+    #[command(subcommand)]
+    Account(admin::AccountCommand),
     /// Write the leave page (move or recover a DID with your own key, talking only to the PLC
     /// directory) as static files into DIR, to serve from any web server on this hostname.
     LeavePage {
@@ -221,6 +226,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             })
             .await
         }
+        Command::Account(command) => admin::run(command).await,
         Command::LeavePage { dir, plc } => {
             std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
             for (name, text) in crate::http::web::leave_page_files(&plc) {
