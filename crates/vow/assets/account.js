@@ -58,6 +58,10 @@ async function postJson(url, body) {
 async function registerPasskey() {
   const replacing = !!account.signingKey
   if (replacing && !key) throw new Error('Unlock the signer first: your current key signs the change.')
+  const recoveryKey = ($('recovery-key') && $('recovery-key').value.trim()) || ''
+  if (recoveryKey && !/^did:key:zQ3s[1-9A-HJ-NP-Za-km-z]{44,}$/.test(recoveryKey)) {
+    throw new Error('That recovery key is not a secp256k1 did:key (did:key:zQ3s…). Fix it or leave it empty; no passkey was made.')
+  }
   status('Creating your passkey…')
   const opts = await postJson('/account/passkey/challenge')
   const challenge = unb64url(opts.challenge)
@@ -84,17 +88,22 @@ async function registerPasskey() {
     attestationObject: b64url(credential.response.attestationObject),
     publicKey: derived.did,
     signature: b64url(await derived.sign(challenge)),
-    recoveryKey: ($('recovery-key') && $('recovery-key').value) || undefined,
+    recoveryKey: recoveryKey || undefined,
   })
   account.signingKey = res.signingKey
   account.credentialId = res.credentialId
   key = derived
-  const keyEl = $('signing-key')
-  if (keyEl) keyEl.textContent = res.signingKey
+  $('key-status').replaceChildren(
+    Object.assign(document.createElement('p'), {
+      textContent: `Your signing key is ${res.signingKey}. Only this key can change your identity or sign your repo; the PDS holds no key for you.`,
+    }),
+  )
   status(`Passkey ${replacing ? 'replaced' : 'registered'}. Your signing key is ${res.signingKey}.`)
   const btn = $('register')
   if (btn) btn.remove()
   $('signer-panel').hidden = false
+  if ($('compose')) $('compose').hidden = false
+  if ($('welcome')) $('welcome').remove()
   if ($('recovery')) {
     $('recovery').hidden = false
     showRecoveryState()
@@ -125,6 +134,9 @@ let backoff = 3000
 function signerState(text, dot) {
   $('signer-state').textContent = text
   $('dot').className = 'dot ' + (dot || '')
+  // The buttons follow the state: unlock while locked, lock while unlocked.
+  $('unlock').disabled = !!key
+  $('disconnect').disabled = !key
 }
 
 function logLine(text) {
@@ -283,6 +295,83 @@ async function addRecovery() {
   await showRecoveryState()
 }
 
+// ---- email, sessions, app passwords, deletion ------------------------------------------------
+
+function note(id, text, isError) {
+  $(id).textContent = text
+  $(id).className = isError ? 'error' : ''
+}
+
+async function emailSend() {
+  await postJson('/account/email/send')
+  note('email-status', 'A code is on its way to your address; it works once, within 24 hours.')
+}
+
+async function emailConfirm() {
+  await postJson('/account/email/confirm', { token: $('email-code').value.trim() })
+  note('email-status', 'Your email address is confirmed.')
+  $('email-send').remove()
+}
+
+async function revoke(url, body, button) {
+  await postJson(url, body)
+  button.closest('li').remove()
+}
+
+async function writePost() {
+  if (!key) throw new Error('Unlock the signer first: your posts are signed here.')
+  note('post-status', 'Signing and posting…')
+  const { uri } = await postJson('/account/post', { text: $('post-text').value })
+  $('post-text').value = ''
+  note('post-status', `Posted: ${uri}`)
+}
+
+async function deleteSend() {
+  await postJson('/account/delete/send')
+  note('delete-status', 'A code is on its way to your address; it works once, within 15 minutes.')
+}
+
+async function deleteAccount() {
+  const token = $('delete-code').value.trim()
+  const password = $('delete-password').value
+  const tombstone = $('delete-tombstone').checked
+  if (!token || !password) throw new Error('Enter the code from the mail and your password.')
+  const question = tombstone
+    ? 'Delete your account and tombstone your DID? Both are final.'
+    : 'Delete your account and everything this server holds for you? This is final.'
+  if (!window.confirm(question)) return
+  if (tombstone && !key) throw new Error('Unlock the signer first: your key signs the tombstone.')
+  if (tombstone) connect()
+  const body = { token, password, tombstone }
+  if (account.credentialId) {
+    // The passkey confirms it is you, here and now.
+    const { challenge } = await postJson('/account/delete/challenge')
+    const assertion = await navigator.credentials.get({
+      publicKey: {
+        challenge: unb64url(challenge),
+        allowCredentials: [{ type: 'public-key', id: unb64url(account.credentialId) }],
+        userVerification: 'preferred',
+        timeout: 60000,
+      },
+    })
+    Object.assign(body, {
+      challenge,
+      clientDataJSON: b64url(assertion.response.clientDataJSON),
+      authenticatorData: b64url(assertion.response.authenticatorData),
+      signature: b64url(assertion.response.signature),
+    })
+  }
+  await postJson('/account/delete', body)
+  wanted = false
+  key = null
+  document.body.replaceChildren(
+    Object.assign(document.createElement('main'), {
+      textContent: tombstone ? 'Your account is deleted and your DID is tombstoned.' : 'Your account is deleted.',
+      id: 'deleted',
+    }),
+  )
+}
+
 // ---- wiring --------------------------------------------------------------------------------
 
 const guard = (fn) => () => fn().catch((e) => status(e.message || String(e), true))
@@ -298,4 +387,18 @@ if ($('recovery')) {
   showRecoveryState()
 }
 if (!account.signingKey) $('signer-panel').hidden = true
+$('unlock').disabled = !account.signingKey
+$('disconnect').disabled = true
+const noteGuard = (id, fn) => () => fn().catch((e) => note(id, e.message || String(e), true))
+if ($('email-send')) $('email-send').addEventListener('click', noteGuard('email-status', emailSend))
+if ($('email-confirm')) $('email-confirm').addEventListener('click', noteGuard('email-status', emailConfirm))
+for (const b of document.querySelectorAll('.revoke-session')) {
+  b.addEventListener('click', guard(() => revoke('/account/sessions/revoke', { id: b.dataset.id }, b)))
+}
+for (const b of document.querySelectorAll('.revoke-app-password')) {
+  b.addEventListener('click', guard(() => revoke('/account/app-passwords/revoke', { name: b.dataset.name }, b)))
+}
+if ($('post-send')) $('post-send').addEventListener('click', noteGuard('post-status', writePost))
+$('delete-send').addEventListener('click', noteGuard('delete-status', deleteSend))
+$('delete-confirm').addEventListener('click', noteGuard('delete-status', deleteAccount))
 document.body.dataset.ready = '1'

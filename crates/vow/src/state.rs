@@ -122,6 +122,7 @@ impl Services {
         let proxy = crate::service::proxy::Proxy::new(config.proxy.clone(), plc.clone(), service_tokens);
         let blob_sweep = crate::service::blobs::BlobSweep::new(db.clone(), blob_store.clone(), config.blob_grace);
         let mailer = crate::service::mail::Mailer::start(&config.mail)?;
+        crate::service::signer::set_account_page(format!("{}/account", config.public_url.trim_end_matches('/')));
         let handles = crate::service::identity::handle::HandleResolver::new(config.dns_server, http.clone());
         let lifecycle = crate::service::lifecycle::Lifecycle {
             db: db.clone(),

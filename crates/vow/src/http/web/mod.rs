@@ -1,6 +1,7 @@
 //! The account pages: sign-in, and `/account`, which registers a passkey and then acts as the
 //! account's signer. The page's JavaScript and its one library are compiled into the binary.
 
+mod pages;
 mod session;
 
 use axum::extract::{Form, State, WebSocketUpgrade};
@@ -35,7 +36,11 @@ const CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; st
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/", get(|| async { Redirect::to("/account") }))
+        .route("/", get(pages::home))
+        .route("/signup", get(pages::signup_page).post(pages::signup))
+        .route("/account/signup", get(|| async { Redirect::to("/signup") }))
+        .route("/account/forgot", get(pages::forgot_page).post(pages::forgot))
+        .route("/account/reset", post(pages::reset))
         .route("/account", get(account_page))
         .route("/account/signin", get(signin_page).post(signin))
         .route("/account/signout", get(signout).post(signout))
@@ -48,6 +53,14 @@ pub fn routes() -> Router<AppState> {
         .route("/account/passkey/challenge", post(passkey_challenge))
         .route("/account/passkey/register", post(passkey_register))
         .route("/account/recovery-key", post(recovery_key))
+        .route("/account/email/send", post(email_send))
+        .route("/account/email/confirm", post(email_confirm))
+        .route("/account/sessions/revoke", post(session_revoke))
+        .route("/account/app-passwords/revoke", post(app_password_revoke))
+        .route("/account/delete/send", post(delete_send))
+        .route("/account/delete/challenge", post(delete_challenge))
+        .route("/account/delete", post(delete_account))
+        .route("/account/post", post(write_post))
         .route("/account/signer", get(signer_socket))
 }
 
@@ -147,7 +160,24 @@ margin:1rem 0;box-shadow:0 1px 2px #0002}label{display:block;margin:.5rem 0}inpu
 .error{color:#a40000}.muted{color:#666;font-size:.9em}code{word-break:break-all}#log{font-family:monospace;\
 font-size:.85em;max-height:16rem;overflow:auto;list-style:none;padding:0}.dot{display:inline-block;width:.7em;\
 height:.7em;border-radius:50%;background:#c00;margin-right:.4em}.dot.on{background:#2a2}.dot.wait{background:#d90}\
-pre{white-space:pre-wrap;word-break:break-all;background:#f0f0ec;padding:.5rem;font-size:1.05em}";
+pre{white-space:pre-wrap;word-break:break-all;background:#f0f0ec;padding:.5rem;font-size:1.05em}\
+p,li{overflow-wrap:anywhere}textarea{font:inherit}";
+
+/// The page for a form posted from another address than this server's public URL (a page
+/// opened at `http://127.0.0.1:PORT` while the server is `http://localhost:PORT`, or another
+/// site): passkeys and sign-in work only at the public URL, so it sends the person there.
+fn wrong_origin(state: &AppState, path: &str) -> Response {
+    let public = escape(state.config.public_url.trim_end_matches('/'));
+    let mut res = page(
+        "Open this page at its own address",
+        &format!(
+            "<h1>Open this page at its own address</h1><section><p>This server's address is <code>{public}</code>,              but the form was sent from another address. Passkeys and sign-in only work at <code>{public}</code>,              so nothing was done.</p><p><a href=\"{public}{path}\"><button>Continue at {public}</button></a></p>\
+             </section>"
+        ),
+    );
+    *res.status_mut() = StatusCode::FORBIDDEN;
+    res
+}
 
 fn signin_form(error: Option<&str>) -> Response {
     let error = error.map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e))).unwrap_or_default();
@@ -157,7 +187,8 @@ fn signin_form(error: Option<&str>) -> Response {
             "<h1>Sign in</h1>{error}<section><form method=\"post\" action=\"/account/signin\">\
              <label>Handle or email<input type=\"text\" name=\"identifier\" autocomplete=\"username\" required></label>\
              <label>Password<input type=\"password\" name=\"password\" autocomplete=\"current-password\" required></label>\
-             <button type=\"submit\">Sign in</button></form></section>"
+             <button type=\"submit\">Sign in</button></form></section>\
+             <p><a href=\"/account/forgot\">Forgot your password?</a> · <a href=\"/signup\">Create an account</a></p>"
         ),
     )
 }
@@ -177,13 +208,7 @@ struct SigninForm {
 
 async fn signin(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<SigninForm>) -> Response {
     if !session::same_origin(&state, &headers) {
-        let public = state.config.public_url.trim_end_matches('/');
-        let page = format!(
-            "<!doctype html><meta charset=utf-8><title>Sign-in refused</title><p>Sign-in is only accepted from \
-             this server's own pages. Open <a href=\"{public}/account/signin\">{public}/account/signin</a> and \
-             sign in there.</p>"
-        );
-        return (StatusCode::FORBIDDEN, Html(page)).into_response();
+        return wrong_origin(&state, "/account/signin");
     }
     let account = match accounts::by_identifier(&state.db, &form.identifier).await {
         Ok(a) => a,
@@ -200,6 +225,9 @@ async fn signin(State(state): State<AppState>, headers: HeaderMap, Form(form): F
         None => false,
     };
     match account {
+        Some(a) if ok && a.takedown_ref.is_some() => {
+            signin_form(Some("This account has been taken down by the server's operator."))
+        }
         Some(a) if ok => {
             let mut res = Redirect::to("/account");
             session::set_cookie(res.headers_mut(), session::issue(&state, &a.did));
@@ -215,11 +243,31 @@ async fn signout() -> Response {
     res
 }
 
-async fn account_page(State(state): State<AppState>, MaybeSession(did): MaybeSession) -> Response {
+#[derive(Deserialize)]
+struct AccountQuery {
+    welcome: Option<String>,
+}
+
+async fn account_page(
+    State(state): State<AppState>,
+    MaybeSession(did): MaybeSession,
+    axum::extract::Query(q): axum::extract::Query<AccountQuery>,
+) -> Response {
     let Some(did) = did else { return Redirect::to("/account/signin") };
     let account = match accounts::by_did(&state.db, &did).await {
         Ok(Some(a)) => a,
         _ => return signout().await,
+    };
+    let welcome = q.welcome.is_some();
+    let (sessions, apps) = match (
+        crate::store::db::sessions::list(&state.db, &did).await,
+        crate::store::db::app_passwords::of(&state.db, &did).await,
+    ) {
+        (Ok(s), Ok(a)) => (s, a),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "account page: listing sessions failed");
+            (Vec::new(), Vec::new())
+        }
     };
     let key_status = match &account.signing_key {
         Some(key) => format!(
@@ -244,7 +292,8 @@ async fn account_page(State(state): State<AppState>, MaybeSession(did): MaybeSes
         "<h1>{handle}</h1><p class=\"muted\"><code>{did}</code> · <a href=\"/account/signout\">Sign out</a></p>\
          <div id=\"vow\" data-did=\"{did}\" data-handle=\"{handle}\" data-signing-key=\"{key}\" \
          data-credential-id=\"{cred}\" data-plc=\"{plc}\"></div>\
-         <section><h2>Signing key</h2>{key_status}<p id=\"status\" role=\"status\"></p></section>\
+         {welcome}<section><h2>Signing key</h2><div id=\"key-status\">{key_status}</div>\
+         <p id=\"status\" role=\"status\"></p></section>\
          {recovery}\
          <section id=\"signer-panel\"><h2>Signer</h2><p><span id=\"dot\" class=\"dot\"></span><span id=\"signer-state\">\
          Locked</span></p><p class=\"muted\">Keep this tab open: your posts are signed here. Unlock once with your \
@@ -253,12 +302,28 @@ async fn account_page(State(state): State<AppState>, MaybeSession(did): MaybeSes
          <button id=\"replace\">Replace passkey</button>\
          <label><input type=\"checkbox\" id=\"ask-each\"> Ask me before every write</label>\
          <h3>Signed here</h3><ul id=\"log\"></ul></section>\
+         {compose}{email}{sessions}{apps}\
          <section><h2>Leaving</h2><p>To move to another PDS the usual way, use a migration tool: every step it takes \
          here is signed in this tab. If this server is down or will not help, <a id=\"leave-link\" \
          href=\"/account/leave?did={did}&amp;credential={cred}\">this page</a> moves your identity with your key \
          alone, talking only to the PLC directory; bookmark it, or keep a copy (<code>vow leave-page</code>).</p>\
-         </section>\
+         </section>{delete}\
          <script type=\"module\" src=\"/account/account.js\"></script>",
+        welcome = if welcome && account.signing_key.is_none() {
+            "<section id=\"welcome\"><h2>Welcome</h2><p>Your account exists. One step left: register a passkey below. Your \
+             signing key is made from it, here in your browser; until then you cannot post.</p></section>"
+        } else {
+            ""
+        },
+        compose = if account.signing_key.is_some() {
+            COMPOSE_SECTION.to_owned()
+        } else {
+            COMPOSE_SECTION.replacen("<section ", "<section hidden ", 1)
+        },
+        email = email_section(&account),
+        sessions = sessions_section(&sessions),
+        apps = app_passwords_section(&apps),
+        delete = DELETE_SECTION,
         recovery = if account.did.starts_with("did:plc:") { RECOVERY_SECTION } else { "" },
         handle = escape(&account.handle),
         did = escape(&account.did),
@@ -332,6 +397,262 @@ pub fn leave_page_files(plc: &str) -> Vec<(&'static str, String)> {
         ("noble-secp256k1.js", NOBLE_JS.to_owned()),
         ("noble-curves.LICENSE", NOBLE_LICENSE.to_owned()),
     ]
+}
+
+fn email_section(a: &accounts::Account) -> String {
+    let Some(email) = &a.email else { return String::new() };
+    let body = if a.email_confirmed_at.is_some() {
+        format!("<p><code>{}</code> · <strong>confirmed</strong></p>", escape(email))
+    } else {
+        format!(
+            "<p><code>{}</code> · <strong>not confirmed</strong>. Confirm it so you can reset a forgotten password.\
+             </p><button id=\"email-send\">Email me a code</button>\
+             <label>Code from the mail<input type=\"text\" id=\"email-code\" autocomplete=\"one-time-code\"></label>\
+             <button id=\"email-confirm\">Confirm</button>",
+            escape(email)
+        )
+    };
+    format!("<section id=\"email\"><h2>Email</h2>{body}<p id=\"email-status\" role=\"status\"></p></section>")
+}
+
+fn sessions_section(sessions: &[crate::store::db::sessions::Listed]) -> String {
+    let items: String = sessions
+        .iter()
+        .map(|s| {
+            let via = match &s.app_password_name {
+                Some(n) => format!(" with the app password <strong>{}</strong>", escape(n)),
+                None => " with your password".to_owned(),
+            };
+            format!(
+                "<li>Signed in {}{via} <button class=\"revoke-session\" data-id=\"{}\">End</button></li>",
+                escape(&s.created_at),
+                escape(&s.id)
+            )
+        })
+        .collect();
+    let list = if items.is_empty() {
+        "<p class=\"muted\">No app is signed in.</p>".to_owned()
+    } else {
+        format!("<ul>{items}</ul>")
+    };
+    format!("<section id=\"sessions\"><h2>Signed-in apps</h2>{list}</section>")
+}
+
+fn app_passwords_section(apps: &[crate::store::db::app_passwords::AppPassword]) -> String {
+    let items: String = apps
+        .iter()
+        .map(|a| {
+            format!(
+                "<li><strong>{name}</strong>{privileged}, made {at} <button class=\"revoke-app-password\" \
+                 data-name=\"{name}\">Revoke</button></li>",
+                name = escape(&a.name),
+                privileged = if a.privileged { " (privileged)" } else { "" },
+                at = escape(&a.created_at)
+            )
+        })
+        .collect();
+    let list = if items.is_empty() {
+        "<p class=\"muted\">None. Apps can make them for you.</p>".to_owned()
+    } else {
+        format!("<ul>{items}</ul>")
+    };
+    format!("<section id=\"app-passwords\"><h2>App passwords</h2>{list}</section>")
+}
+
+/// A post from the account page itself (signed in this tab like any other write).
+const COMPOSE_SECTION: &str = "<section id=\"compose\"><h2>Post</h2><label>What is on your mind?\
+    <textarea id=\"post-text\" rows=\"3\" maxlength=\"300\" style=\"width:100%;box-sizing:border-box\"></textarea></label>\
+    <button id=\"post-send\">Post</button><p id=\"post-status\" role=\"status\"></p></section>";
+
+#[derive(Deserialize)]
+struct PostInput {
+    text: String,
+}
+
+/// Writes an `app.bsky.feed.post` for the signed-in account (the tab's signer signs it).
+async fn write_post(
+    State(state): State<AppState>,
+    MaybeSession(did): MaybeSession,
+    headers: HeaderMap,
+    Json(input): Json<PostInput>,
+) -> XrpcResult<Json<serde_json::Value>> {
+    let did = page_caller(&state, did, &headers)?;
+    let text = input.text.trim();
+    if text.is_empty() || text.chars().count() > 300 {
+        return Err(XrpcError::invalid_request("A post holds 1 to 300 characters"));
+    }
+    let did =
+        atproto::syntax::Did::new(did.as_str()).map_err(|e| XrpcError::internal("session for an invalid DID", e))?;
+    let now = crate::store::db::format_timestamp(crate::store::db::unix_now() * 1000);
+    let write = crate::service::repo::writer::Write::Create {
+        collection: atproto::syntax::Nsid::new("app.bsky.feed.post").expect("a valid NSID"),
+        rkey: None,
+        value: json!({ "$type": "app.bsky.feed.post", "text": text, "createdAt": now }),
+    };
+    let committed = crate::service::repo::writer::apply(&state.writer, &did, vec![write], None, None).await?;
+    Ok(Json(json!({ "uri": committed.results[0].uri })))
+}
+
+/// Deleting the account: a mailed code, the password, and the passkey.
+const DELETE_SECTION: &str = "<section id=\"delete\"><h2>Delete your account</h2><p>This removes your posts, \
+    media, follows and everything else this server holds for you, for good. Your DID stays yours (you can take it to \
+    another server) unless you also tombstone it, which ends it everywhere; only your key can, so this tab signs \
+    it.</p><button id=\"delete-send\">Email me a code</button>\
+    <label>Code from the mail<input type=\"text\" id=\"delete-code\" autocomplete=\"one-time-code\"></label>\
+    <label>Password<input type=\"password\" id=\"delete-password\" autocomplete=\"current-password\"></label>\
+    <label><input type=\"checkbox\" id=\"delete-tombstone\"> Also tombstone my DID (permanent, everywhere)</label>\
+    <button id=\"delete-confirm\">Delete my account</button><p id=\"delete-status\" role=\"status\"></p></section>";
+
+async fn email_send(
+    State(state): State<AppState>,
+    MaybeSession(did): MaybeSession,
+    headers: HeaderMap,
+) -> XrpcResult<Json<serde_json::Value>> {
+    let did = page_caller(&state, did, &headers)?;
+    crate::http::xrpc::account::send_confirmation(&state, &did).await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct CodeInput {
+    token: String,
+}
+
+async fn email_confirm(
+    State(state): State<AppState>,
+    MaybeSession(did): MaybeSession,
+    headers: HeaderMap,
+    Json(input): Json<CodeInput>,
+) -> XrpcResult<Json<serde_json::Value>> {
+    let did = page_caller(&state, did, &headers)?;
+    let account = accounts::by_did(&state.db, &did).await?.ok_or_else(|| XrpcError::auth_required("Sign in first"))?;
+    let email = account.email.unwrap_or_default();
+    crate::http::xrpc::account::confirm(&state, &did, &email, &input.token).await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct RevokeSession {
+    id: String,
+}
+
+async fn session_revoke(
+    State(state): State<AppState>,
+    MaybeSession(did): MaybeSession,
+    headers: HeaderMap,
+    Json(input): Json<RevokeSession>,
+) -> XrpcResult<Json<serde_json::Value>> {
+    let did = page_caller(&state, did, &headers)?;
+    if !crate::store::db::sessions::delete_of(&state.db, &did, &input.id).await? {
+        return Err(XrpcError::invalid_request("No such session"));
+    }
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct RevokeAppPassword {
+    name: String,
+}
+
+async fn app_password_revoke(
+    State(state): State<AppState>,
+    MaybeSession(did): MaybeSession,
+    headers: HeaderMap,
+    Json(input): Json<RevokeAppPassword>,
+) -> XrpcResult<Json<serde_json::Value>> {
+    let did = page_caller(&state, did, &headers)?;
+    crate::store::db::app_passwords::delete(&state.db, &did, &input.name).await?;
+    crate::store::db::sessions::delete_for_app_password(&state.db, &did, &input.name).await?;
+    Ok(Json(json!({})))
+}
+
+async fn delete_send(
+    State(state): State<AppState>,
+    MaybeSession(did): MaybeSession,
+    headers: HeaderMap,
+) -> XrpcResult<Json<serde_json::Value>> {
+    let did = page_caller(&state, did, &headers)?;
+    crate::http::xrpc::account::send_delete_code(&state, &did).await?;
+    Ok(Json(json!({})))
+}
+
+const PURPOSE_DELETE: &str = "passkey:delete";
+
+/// A challenge for the passkey assertion that confirms a deletion.
+async fn delete_challenge(
+    State(state): State<AppState>,
+    MaybeSession(did): MaybeSession,
+    headers: HeaderMap,
+) -> XrpcResult<Json<serde_json::Value>> {
+    let did = page_caller(&state, did, &headers)?;
+    let challenge = handover::issue_challenge(&state.handover, &did, PURPOSE_DELETE).await?;
+    Ok(Json(json!({ "challenge": challenge })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeleteInput {
+    token: String,
+    password: String,
+    #[serde(default)]
+    tombstone: bool,
+    challenge: Option<String>,
+    #[serde(rename = "clientDataJSON")]
+    client_data_json: Option<String>,
+    authenticator_data: Option<String>,
+    signature: Option<String>,
+}
+
+/// Deletes the account from its page: the mailed code, the password, and (for an account with
+/// a passkey) a passkey assertion; the DID is tombstoned first when asked, signed in this tab.
+async fn delete_account(
+    State(state): State<AppState>,
+    MaybeSession(did): MaybeSession,
+    headers: HeaderMap,
+    Json(input): Json<DeleteInput>,
+) -> Result<Response, XrpcError> {
+    let did = page_caller(&state, did, &headers)?;
+    let account = accounts::by_did(&state.db, &did).await?.ok_or_else(|| XrpcError::auth_required("Sign in first"))?;
+    if !password::verify_async(input.password, account.password_hash.clone()).await? {
+        return Err(XrpcError::auth_required("The password is not right"));
+    }
+    if let Some(passkey) = &account.passkey_public_key {
+        let decode = |s: Option<&String>, what: &str| {
+            URL_SAFE_NO_PAD
+                .decode(s.map(|s| s.trim_end_matches('=')).unwrap_or(""))
+                .map_err(|_| XrpcError::invalid_request(format!("{what} is missing or not base64url")))
+        };
+        let challenge = input.challenge.as_deref().unwrap_or("");
+        let challenge = handover::consume_challenge(&state.handover, &did, PURPOSE_DELETE, challenge).await?;
+        crate::service::webauthn::verify_assertion(
+            &state.relying_party(),
+            passkey,
+            &challenge,
+            &decode(input.authenticator_data.as_ref(), "authenticatorData")?,
+            &decode(input.client_data_json.as_ref(), "clientDataJSON")?,
+            &decode(input.signature.as_ref(), "signature")?,
+        )
+        .map_err(|e| XrpcError::named("InvalidPasskey", format!("The passkey confirmation did not verify: {e}")))?;
+    }
+    // The code first: a tombstone is final, so it comes only once everything else checks out.
+    match crate::service::auth::codes::check(
+        &state.db,
+        &input.token,
+        crate::service::auth::codes::Purpose::DeleteAccount,
+    )
+    .await?
+    {
+        Ok(owner) if owner == did => {}
+        Ok(_) => return Err(crate::service::auth::codes::Refused::Invalid.into()),
+        Err(r) => return Err(r.into()),
+    }
+    if input.tombstone {
+        handover::tombstone(&state.handover, &account).await?;
+    }
+    crate::http::xrpc::account::delete_with_code(&state, &did, &input.token).await?;
+    let mut res = Json(json!({ "deleted": true, "tombstoned": input.tombstone })).into_response();
+    session::set_cookie(res.headers_mut(), session::clear());
+    Ok(res)
 }
 
 /// The recovery-key panel: the key is made in the browser and shown once; only its did:key

@@ -46,10 +46,15 @@ fn email_of(account: &accounts::Account) -> XrpcResult<&str> {
 /// `requestEmailConfirmation`: mails a code to the account's address.
 pub async fn request_email_confirmation(State(state): State<AppState>, auth: AccessAuth) -> XrpcResult<Json<Value>> {
     auth.require_full_access()?;
-    let account = account_of(&state, &auth.did).await?;
-    let email = email_of(&account)?.to_owned();
-    mail_code(&state, &account, &email, Purpose::ConfirmEmail, Template::ConfirmEmail).await?;
+    send_confirmation(&state, &auth.did).await?;
     Ok(Json(json!({})))
+}
+
+/// Mails the account a confirmation code (also for the account page).
+pub(crate) async fn send_confirmation(state: &AppState, did: &str) -> XrpcResult<()> {
+    let account = account_of(state, did).await?;
+    let email = email_of(&account)?.to_owned();
+    mail_code(state, &account, &email, Purpose::ConfirmEmail, Template::ConfirmEmail).await
 }
 
 #[derive(Deserialize)]
@@ -65,16 +70,22 @@ pub async fn confirm_email(
     XrpcJson(input): XrpcJson<ConfirmEmailInput>,
 ) -> XrpcResult<Json<Value>> {
     auth.require_full_access()?;
-    let account = account_of(&state, &auth.did).await?;
-    if !email_of(&account)?.eq_ignore_ascii_case(input.email.trim()) {
+    confirm(&state, &auth.did, &input.email, &input.token).await?;
+    Ok(Json(json!({})))
+}
+
+/// Confirms the account's address `email` with the mailed code (also for the account page).
+pub(crate) async fn confirm(state: &AppState, did: &str, email: &str, token: &str) -> XrpcResult<()> {
+    let account = account_of(state, did).await?;
+    if !email_of(&account)?.eq_ignore_ascii_case(email.trim()) {
         return Err(XrpcError::named("InvalidEmail", "That is not this account's email address"));
     }
-    codes::take(&state.db, Some(&account.did), &input.token, Purpose::ConfirmEmail).await??;
-    if !accounts::confirm_email(&state.db, &account.did, input.email.trim()).await? {
+    codes::take(&state.db, Some(&account.did), token, Purpose::ConfirmEmail).await??;
+    if !accounts::confirm_email(&state.db, &account.did, email.trim()).await? {
         return Err(XrpcError::named("InvalidEmail", "The account's email address changed meanwhile"));
     }
     tracing::info!(did = %account.did, "email confirmed");
-    Ok(Json(json!({})))
+    Ok(())
 }
 
 /// `requestEmailUpdate`: once the address is confirmed, changing it needs a code mailed to it.
@@ -143,8 +154,16 @@ pub async fn request_password_reset(
     State(state): State<AppState>,
     XrpcJson(input): XrpcJson<RequestPasswordResetInput>,
 ) -> XrpcResult<Json<Value>> {
+    start_password_reset(&state, &input.email)?;
+    Ok(Json(json!({})))
+}
+
+/// Mails a reset code if `email` is an account's, after answering (also for the forgot-password
+/// page): the caller learns nothing from the answer or its timing.
+pub(crate) fn start_password_reset(state: &AppState, email: &str) -> XrpcResult<()> {
     state.mailer.require()?;
-    let email = input.email.trim().to_ascii_lowercase();
+    let email = email.trim().to_ascii_lowercase();
+    let state = state.clone();
     tokio::spawn(async move {
         let found = match accounts::by_email(&state.db, &email).await {
             Ok(found) => found,
@@ -158,7 +177,7 @@ pub async fn request_password_reset(
             tracing::warn!(did = %account.did, error = %e, "password reset: the code could not be mailed");
         }
     });
-    Ok(Json(json!({})))
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -172,30 +191,41 @@ pub async fn reset_password(
     State(state): State<AppState>,
     XrpcJson(input): XrpcJson<ResetPasswordInput>,
 ) -> XrpcResult<Json<Value>> {
-    password::check_new(&input.password)?;
-    let did = match codes::check(&state.db, &input.token, Purpose::ResetPassword).await? {
+    finish_password_reset(&state, &input.token, input.password).await?;
+    Ok(Json(json!({})))
+}
+
+/// Sets a new password with the mailed code and ends every session (also for the page).
+pub(crate) async fn finish_password_reset(state: &AppState, token: &str, new_password: String) -> XrpcResult<String> {
+    password::check_new(&new_password)?;
+    let did = match codes::check(&state.db, token, Purpose::ResetPassword).await? {
         Ok(did) => did,
         Err(r) => {
             // An expired code is used up, so asking twice gives the same answer.
-            let _ = codes::take(&state.db, None, &input.token, Purpose::ResetPassword).await?;
+            let _ = codes::take(&state.db, None, token, Purpose::ResetPassword).await?;
             return Err(r.into());
         }
     };
-    let hash = password::hash_async(input.password).await?;
-    codes::take(&state.db, Some(&did), &input.token, Purpose::ResetPassword).await??;
+    let hash = password::hash_async(new_password).await?;
+    codes::take(&state.db, Some(&did), token, Purpose::ResetPassword).await??;
     accounts::set_password(&state.db, &did, &hash).await?;
     sessions::delete_all(&state.db, &did).await?;
     tracing::info!(%did, "password reset; every session ended");
-    Ok(Json(json!({})))
+    Ok(did)
 }
 
 /// `requestAccountDelete`: mails the code `deleteAccount` needs.
 pub async fn request_account_delete(State(state): State<AppState>, auth: AccessAuth) -> XrpcResult<Json<Value>> {
     auth.require_full_access()?;
-    let account = account_of(&state, &auth.did).await?;
-    let email = email_of(&account)?.to_owned();
-    mail_code(&state, &account, &email, Purpose::DeleteAccount, Template::DeleteAccount).await?;
+    send_delete_code(&state, &auth.did).await?;
     Ok(Json(json!({})))
+}
+
+/// Mails the account the code its deletion needs (also for the account page).
+pub(crate) async fn send_delete_code(state: &AppState, did: &str) -> XrpcResult<()> {
+    let account = account_of(state, did).await?;
+    let email = email_of(&account)?.to_owned();
+    mail_code(state, &account, &email, Purpose::DeleteAccount, Template::DeleteAccount).await
 }
 
 #[derive(Deserialize)]
@@ -217,8 +247,14 @@ pub async fn delete_account(
     if !password::verify_async(input.password, account.password_hash.clone()).await? {
         return Err(denied());
     }
-    codes::take(&state.db, Some(&account.did), &input.token, Purpose::DeleteAccount).await??;
-    state.lifecycle.delete(&account.did).await?;
-    state.proxy.tokens.forget_key(&account.did);
+    delete_with_code(&state, &account.did, &input.token).await?;
     Ok(Json(json!({})))
+}
+
+/// Deletes the account once the mailed code checks out (the caller checked who asks).
+pub(crate) async fn delete_with_code(state: &AppState, did: &str, token: &str) -> XrpcResult<()> {
+    codes::take(&state.db, Some(did), token, Purpose::DeleteAccount).await??;
+    state.lifecycle.delete(did).await?;
+    state.proxy.tokens.forget_key(did);
+    Ok(())
 }

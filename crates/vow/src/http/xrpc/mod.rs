@@ -1,7 +1,7 @@
 //! XRPC endpoints: thin handlers that parse typed input, call the services, map errors.
 //! One module per namespace.
 
-mod account;
+pub(crate) mod account;
 mod actor;
 mod admin;
 pub mod blobs;
@@ -15,8 +15,8 @@ mod server;
 mod signer;
 mod sync;
 
-pub(crate) use server::check_new_handle;
 pub use server::new_invite_code;
+pub(crate) use server::{CreateAccountInput, check_new_handle, create as create_account};
 
 use axum::Router;
 use axum::extract::{FromRequest, Request};

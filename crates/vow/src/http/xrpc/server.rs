@@ -60,11 +60,11 @@ pub fn new_invite_code() -> String {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateAccountInput {
-    email: Option<String>,
-    handle: String,
-    did: Option<String>,
-    invite_code: Option<String>,
-    password: Option<String>,
+    pub(crate) email: Option<String>,
+    pub(crate) handle: String,
+    pub(crate) did: Option<String>,
+    pub(crate) invite_code: Option<String>,
+    pub(crate) password: Option<String>,
 }
 
 pub(crate) fn check_email(email: &str) -> XrpcResult<String> {
@@ -136,6 +136,16 @@ pub async fn create_account(
     headers: axum::http::HeaderMap,
     XrpcJson(input): XrpcJson<CreateAccountInput>,
 ) -> XrpcResult<Json<Value>> {
+    create(&state, &headers, input).await.map(Json)
+}
+
+/// `createAccount`, for the XRPC method and the sign-up page.
+pub(crate) async fn create(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    input: CreateAccountInput,
+) -> XrpcResult<Value> {
+    let state = state.clone();
     let migrating = match &input.did {
         None => None,
         Some(did) => {
@@ -143,7 +153,7 @@ pub async fn create_account(
             if accounts::by_did(&state.db, did.as_str()).await?.is_some() {
                 return Err(XrpcError::named("AlreadyExists", format!("{did} already has an account here")));
             }
-            check_migration_token(&state, &headers, &did).await?;
+            check_migration_token(&state, headers, &did).await?;
             Some(did)
         }
     };
@@ -168,7 +178,7 @@ pub async fn create_account(
     }
 
     if let Some(did) = migrating {
-        return create_migrating(&state, did, handle, &email, password, invite).await;
+        return create_migrating(&state, did, handle, &email, password, invite).await.map(|Json(v)| v);
     }
 
     // The DID: a genesis operation signed by this server's rotation key, which stays the
@@ -222,7 +232,7 @@ pub async fn create_account(
     tx.commit().await?;
     events.publish();
     tracing::info!(%did, %handle, "account created");
-    Ok(Json(json!({ "accessJwt": access, "refreshJwt": refresh, "handle": handle.as_str(), "did": did })))
+    Ok(json!({ "accessJwt": access, "refreshJwt": refresh, "handle": handle.as_str(), "did": did }))
 }
 
 /// The first step of a migration here: the account, deactivated and without a repo, for a DID

@@ -251,15 +251,48 @@ pub async fn sign_operation(
     let Some(key_did) = &account.signing_key else {
         return Ok(op.sign(&h.rotation_key));
     };
+    let sig = sign_by_user(h, account, key_did, op.unsigned_bytes(), what).await?;
+    Ok(crate::service::identity::plc::Operation { sig: Some(sig), ..op })
+}
+
+/// The user's signer's signature (base64url) over an unsigned PLC operation or tombstone.
+async fn sign_by_user(
+    h: &Handover,
+    account: &accounts::Account,
+    key_did: &str,
+    bytes: Vec<u8>,
+    what: &str,
+) -> XrpcResult<String> {
     let key = PublicKey::from_did_key(key_did).map_err(|e| XrpcError::internal("stored signing key is invalid", e))?;
     let summary = crate::service::signer::OpSummary {
         kind: "plc_operation".into(),
         collection: "identity".into(),
         rkey: Some(what.to_owned()),
     };
-    let sig = h
-        .signers
-        .request_with_deadline(&account.did, key, op.unsigned_bytes(), vec![summary], None, h.signer_timeout)
-        .await?;
-    Ok(crate::service::identity::plc::Operation { sig: Some(URL_SAFE_NO_PAD.encode(sig)), ..op })
+    let sig = h.signers.request_with_deadline(&account.did, key, bytes, vec![summary], None, h.signer_timeout).await?;
+    Ok(URL_SAFE_NO_PAD.encode(sig))
+}
+
+/// Tombstones the account's DID with a tombstone the user's signer signs (only their key
+/// can: it is the only rotation key), and submits it to the PLC directory.
+pub async fn tombstone(h: &Handover, account: &accounts::Account) -> XrpcResult<()> {
+    let Some(key_did) = &account.signing_key else {
+        return Err(XrpcError::named("SigningKeyRequired", "Only your key can tombstone your DID; register one first"));
+    };
+    if !account.did.starts_with("did:plc:") {
+        return Err(XrpcError::invalid_request("Only did:plc identities can be tombstoned"));
+    }
+    let last = h
+        .plc
+        .last_operation(&account.did)
+        .await
+        .map_err(|e| XrpcError::upstream("Could not read the DID's PLC log", e))?;
+    let mut stone = crate::service::identity::plc::Tombstone::after(&last.cid().to_string());
+    stone.sig = Some(sign_by_user(h, account, key_did, stone.unsigned_bytes(), "tombstone").await?);
+    h.plc
+        .submit(&account.did, &stone)
+        .await
+        .map_err(|e| XrpcError::upstream("The PLC directory refused the tombstone", e))?;
+    tracing::warn!(did = %account.did, "DID tombstoned by its user");
+    Ok(())
 }

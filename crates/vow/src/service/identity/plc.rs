@@ -91,6 +91,27 @@ impl Operation {
     }
 }
 
+/// A `plc_tombstone`: the DID's end, for good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub prev: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
+}
+
+impl Tombstone {
+    /// The tombstone that follows the operation with CID `prev`.
+    pub fn after(prev: &str) -> Self {
+        Self { kind: "plc_tombstone".into(), prev: prev.to_owned(), sig: None }
+    }
+
+    pub fn unsigned_bytes(&self) -> Vec<u8> {
+        atproto::data::encode_as(&Self { sig: None, ..self.clone() }).expect("tombstones encode")
+    }
+}
+
 fn base32_lower(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
     let mut out = String::new();
@@ -121,8 +142,8 @@ impl PlcClient {
         Self { base: base.trim_end_matches('/').to_owned(), http }
     }
 
-    /// Submits a signed operation for `did`.
-    pub async fn submit(&self, did: &str, op: &Operation) -> Result<(), PlcError> {
+    /// Submits a signed operation (or tombstone) for `did`.
+    pub async fn submit(&self, did: &str, op: &impl Serialize) -> Result<(), PlcError> {
         let response = self
             .http
             .post(format!("{}/{did}", self.base))

@@ -44,13 +44,24 @@ pub enum SignError {
     BadSignature(String),
 }
 
+/// The account page's URL, named in the errors that send a person there (set once at start).
+static ACCOUNT_PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Records where the account page is (`<public URL>/account`).
+pub fn set_account_page(url: String) {
+    let _ = ACCOUNT_PAGE.set(url);
+}
+
 impl From<SignError> for XrpcError {
     fn from(e: SignError) -> Self {
+        let page = ACCOUNT_PAGE.get().map_or("your account page on this PDS", String::as_str);
         match e {
             SignError::NotConnected => XrpcError::named(
                 "SignerUnavailable",
-                "No signer is connected for this account. Open your account page on this PDS (or run `vow signer`) \
-                 and keep it open, then try again.",
+                format!(
+                    "No signer is connected for this account. Open {page}, unlock the signer with your passkey (or \
+                     run `vow signer`) and keep it open, then try again."
+                ),
             ),
             SignError::Rejected => XrpcError::named(
                 "SigningRejected",

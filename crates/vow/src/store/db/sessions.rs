@@ -91,3 +91,31 @@ pub async fn count(db: &SqlitePool, did: &str) -> Result<i64, sqlx::Error> {
     let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM sessions WHERE did = ?").bind(did).fetch_one(db).await?;
     Ok(n)
 }
+
+/// One session as the account page lists it.
+pub struct Listed {
+    pub id: String,
+    pub app_password_name: Option<String>,
+    pub created_at: String,
+}
+
+/// The account's live sessions, newest first.
+pub async fn list(db: &SqlitePool, did: &str) -> Result<Vec<Listed>, sqlx::Error> {
+    let rows: Vec<(String, Option<String>, String)> = sqlx::query_as(
+        "SELECT id, app_password_name, created_at FROM sessions WHERE did = ? AND expires_at > ? ORDER BY created_at DESC",
+    )
+    .bind(did)
+    .bind(super::unix_now())
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, app_password_name, created_at)| Listed { id, app_password_name, created_at })
+        .collect())
+}
+
+/// Ends one session of `did`; false when it has no such session.
+pub async fn delete_of(db: &SqlitePool, did: &str, id: &str) -> Result<bool, sqlx::Error> {
+    let gone = sqlx::query("DELETE FROM sessions WHERE id = ? AND did = ?").bind(id).bind(did).execute(db).await?;
+    Ok(gone.rows_affected() == 1)
+}
