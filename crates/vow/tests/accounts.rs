@@ -647,3 +647,51 @@ async fn the_operator_manages_accounts_from_the_cli() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+/// A server on a public (https) address with no SMTP says so where mail is needed, instead of
+/// pretending to send.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_smtp_a_public_server_says_mail_is_not_set_up() {
+    let s = stack_with(false, &[("VOW_PUBLIC_URL", "https://pds.test")]);
+    let alice = s.account("alice").await;
+    let res = s.call("POST", "com.atproto.server.requestEmailConfirmation", Some(&alice.access), None).await;
+    assert_error(&res, 400, "EmailNotConfigured");
+    assert!(res.1["message"].as_str().unwrap().contains("VOW_SMTP_HOST"), "{res:?}");
+    let res =
+        s.call("POST", "com.atproto.server.requestPasswordReset", None, Some(json!({ "email": "alice@x.test" }))).await;
+    assert_error(&res, 400, "EmailNotConfigured");
+}
+
+/// The password-reset timing benchmark (run by hand; not part of the test run): the answer for
+/// an address that has an account and for one that has none, alternately, 300 times each.
+///   cargo test -p vow --test accounts -- --ignored --nocapture bench_password_reset
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn bench_password_reset_timing() {
+    let mail = tempfile::tempdir().unwrap();
+    let s = stack_with(false, &[("VOW_MAIL_DIR", mail.path().to_str().unwrap())]);
+    s.account("alice").await;
+    let url = format!("{}/xrpc/com.atproto.server.requestPasswordReset", s.url);
+    let mut known = Vec::new();
+    let mut unknown = Vec::new();
+    for i in 0..600 {
+        let email = if i % 2 == 0 { "alice@x.test" } else { "nobody@x.test" };
+        let started = std::time::Instant::now();
+        let res = s.http.post(&url).json(&json!({ "email": email })).send().await.unwrap();
+        let status = res.status();
+        let _ = res.bytes().await;
+        let took = started.elapsed().as_secs_f64() * 1000.0;
+        assert_eq!(status, 200);
+        if i >= 40 {
+            if i % 2 == 0 { known.push(took) } else { unknown.push(took) }
+        }
+    }
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        (v[v.len() / 2], v[v.len() * 9 / 10], v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let (k50, k90, kmean) = stats(&mut known);
+    let (u50, u90, umean) = stats(&mut unknown);
+    println!("known address:   median {k50:.3} ms, p90 {k90:.3} ms, mean {kmean:.3} ms ({} requests)", known.len());
+    println!("unknown address: median {u50:.3} ms, p90 {u90:.3} ms, mean {umean:.3} ms ({} requests)", unknown.len());
+}
