@@ -223,6 +223,15 @@ async function main() {
         check((await endpoint()) === to, `the PLC names ${to}`)
       }
       const home = await endpoint()
+      // The page recomputes the CID of the operation it builds on (a directory that lies about
+      // the current state is caught): the same computation agrees with the real directory, and
+      // catches a changed operation.
+      const { cidFor, encodeCbor } = await import(require('url').pathToFileURL(require('path').join(__dirname, '../crates/vow/assets/verify.js')))
+      const audit = await (await fetch(`${plc}/${did}/log/audit`)).json()
+      const lastEntry = audit[audit.length - 1]
+      check((await cidFor(encodeCbor(lastEntry.operation), 0x71)).toString() === lastEntry.cid, 'the CID check agrees with the PLC directory')
+      const forged = { ...lastEntry.operation, rotationKeys: ['did:key:zQ3shTAwMcX1Fn1brQnoBpZ5RmBrNhDWqLLuvnkEoSs9dfHoJ'] }
+      check((await cidFor(encodeCbor(forged), 0x71)).toString() !== lastEntry.cid, 'a forged state does not pass it')
       await move('https://elsewhere.example')
       await move(home)
       // A key that is not a rotation key is refused before anything is signed.

@@ -3,7 +3,7 @@
 // what changes, signs it here with the user's key and sends it to the PLC directory itself.
 // It needs nothing from the server that served it, so the same files work from any static host
 // on this hostname (passkeys are bound to it) or, with a pasted key, from anywhere.
-import { encodeCbor, plcChange, plcHistory } from './verify.js'
+import { cidFor, encodeCbor, plcChange, plcHistory } from './verify.js'
 import { NO_PRF, deriveKey, keyFromSecret, prfFromAssertion } from './passkey.js'
 
 const $ = (id) => document.getElementById(id)
@@ -86,6 +86,12 @@ async function prepare() {
   const live = audit.filter((e) => !e.nullified)
   const last = live[live.length - 1].operation
   if (last.type === 'plc_tombstone') throw new Error(`${did} is tombstoned: it can no longer change.`)
+  // The directory's word is checked: the operation built on must hash to the CID it names, so
+  // a directory that lies about the current state cannot slip a change past the list below.
+  const computed = (await cidFor(encodeCbor(last), 0x71)).toString()
+  if (computed !== history.cid) {
+    throw new Error(`The PLC directory at ${plc} answered inconsistently (operation ${computed}, listed as ${history.cid}); nothing was signed.`)
+  }
   status('Unlocking your key…')
   const key = await userKey()
   if (!history.current.rotationKeys.includes(key.did)) {
@@ -135,7 +141,14 @@ async function send() {
 
 const guard = (fn) => () => fn().catch((e) => status(e.message || String(e), true))
 $('did').value = params.get('did') || ''
-$('plc').value = params.get('plc') || root.dataset.plc || 'https://plc.directory'
+// The directory comes from this page, not from a link someone sent: the person may change it,
+// and is warned when it is not the usual one.
+const defaultPlc = root.dataset.plc || 'https://plc.directory'
+$('plc').value = defaultPlc
+$('plc').addEventListener('input', () => {
+  const other = $('plc').value.trim().replace(/\/+$/, '') !== defaultPlc
+  status(other ? `Careful: ${defaultPlc} is the usual PLC directory. Use another only if you run it or trust it.` : '', other)
+})
 $('prepare').addEventListener('click', guard(prepare))
 $('send').addEventListener('click', guard(send))
 document.body.dataset.ready = '1'

@@ -71,7 +71,7 @@ const sha256 = async (bytes) => new Uint8Array(await crypto.subtle.digest('SHA-2
 const eq = (a, b) => a.length === b.length && a.every((x, i) => x === b[i])
 
 /// CIDv1, sha2-256, with the given codec (0x71 dag-cbor, 0x55 raw).
-async function cidFor(bytes, codec) {
+export async function cidFor(bytes, codec) {
   return new CID(Uint8Array.from([1, codec, 0x12, 0x20, ...(await sha256(bytes))]))
 }
 

@@ -123,7 +123,8 @@ impl Services {
         let blob_sweep = crate::service::blobs::BlobSweep::new(db.clone(), blob_store.clone(), config.blob_grace);
         let mailer = crate::service::mail::Mailer::start(&config.mail)?;
         crate::service::signer::set_account_page(format!("{}/account", config.public_url.trim_end_matches('/')));
-        let handles = crate::service::identity::handle::HandleResolver::new(config.dns_server, http.clone());
+        let guarded = crate::service::proxy::net::client(config.proxy.allow_private, std::time::Duration::from_secs(5));
+        let handles = crate::service::identity::handle::HandleResolver::new(config.dns_server, guarded);
         let lifecycle = crate::service::lifecycle::Lifecycle {
             db: db.clone(),
             blocks: blocks.clone(),

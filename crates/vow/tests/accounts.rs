@@ -412,9 +412,20 @@ async fn email_flows_work_through_a_real_smtp_server() {
     let (_, now) = session(alice.access.clone()).await;
     assert_eq!((now["email"].clone(), now["emailConfirmed"].clone()), (json!("new@x.test"), json!(false)));
 
+    // A code mailed to an address is worthless once the address changes (this one is not
+    // confirmed, so the change needs no code).
+    s.call("POST", "com.atproto.server.requestEmailConfirmation", Some(&alice.access), None).await;
+    let stale = code_in(&mail_to(mail, "new@x.test", 0)).unwrap();
+    let res = call("com.atproto.server.updateEmail", json!({ "email": "newer@x.test" })).await;
+    assert_eq!(res.0, 200, "{res:?}");
+    let res = call("com.atproto.server.confirmEmail", json!({ "email": "newer@x.test", "token": stale })).await;
+    assert_error(&res, 400, "InvalidToken");
+    let res = call("com.atproto.server.updateEmail", json!({ "email": "new@x.test" })).await;
+    assert_eq!(res.0, 200, "{res:?}");
+
     // An expired code says so, and is gone after.
     s.call("POST", "com.atproto.server.requestEmailConfirmation", Some(&alice.access), None).await;
-    let code = code_in(&mail_to(mail, "new@x.test", 0)).unwrap();
+    let code = code_in(&mail_to(mail, "new@x.test", 1)).unwrap();
     expire_codes(s, &alice.did).await;
     let res = call("com.atproto.server.confirmEmail", json!({ "email": "new@x.test", "token": code })).await;
     assert_error(&res, 400, "ExpiredToken");
@@ -426,7 +437,7 @@ async fn email_flows_work_through_a_real_smtp_server() {
     let reset = |body: Value| s.call("POST", "com.atproto.server.requestPasswordReset", None, Some(body));
     assert_eq!(reset(json!({ "email": "nobody@x.test" })).await.0, 200);
     assert_eq!(reset(json!({ "email": "new@x.test" })).await.0, 200);
-    let code = code_in(&mail_to(mail, "new@x.test", 1)).unwrap();
+    let code = code_in(&mail_to(mail, "new@x.test", 2)).unwrap();
     let set = |token: String, pw: &'static str| {
         s.call("POST", "com.atproto.server.resetPassword", None, Some(json!({ "token": token, "password": pw })))
     };
@@ -453,7 +464,7 @@ async fn email_flows_work_through_a_real_smtp_server() {
     // Deletion: the mailed code and the password.
     let res = s.call("POST", "com.atproto.server.requestAccountDelete", Some(&access), None).await;
     assert_eq!(res.0, 200, "{res:?}");
-    let code = code_in(&mail_to(mail, "new@x.test", 2)).unwrap();
+    let code = code_in(&mail_to(mail, "new@x.test", 3)).unwrap();
     let delete = |pw: &'static str, token: &str| {
         s.call(
             "POST",
@@ -583,6 +594,10 @@ async fn status_changes_are_honoured_and_deletion_leaves_nothing_behind() {
     .unwrap();
     assert_eq!(orphans, 0, "no block is left that no repo references");
     assert_error(&latest(&alice.did).await, 400, "RepoNotFound");
+    // The firehose keeps only the event that says the account is gone.
+    let kinds: Vec<String> =
+        sqlx::query_scalar("SELECT kind FROM firehose WHERE did = ?").bind(&alice.did).fetch_all(&db).await.unwrap();
+    assert_eq!(kinds, vec!["account".to_owned()], "a deleted account's history stays off the firehose");
     let res = s
         .call(
             "GET",
@@ -599,7 +614,9 @@ async fn status_changes_are_honoured_and_deletion_leaves_nothing_behind() {
             .fetch_all(&db)
             .await
             .unwrap_or_default();
-    assert!(statuses.len() >= 5, "account events: {statuses:?}");
+    let of = |did: &str| statuses.iter().filter(|(d, _)| d == did).count();
+    assert_eq!(of(&bob.did), 3, "bob: created, taken down, restored: {statuses:?}");
+    assert_eq!(of(&alice.did), 1, "alice: only the deletion is left: {statuses:?}");
 }
 
 /// `vow account …` manages accounts through the running server's admin API.
@@ -694,4 +711,59 @@ async fn bench_password_reset_timing() {
     let (u50, u90, umean) = stats(&mut unknown);
     println!("known address:   median {k50:.3} ms, p90 {k90:.3} ms, mean {kmean:.3} ms ({} requests)", known.len());
     println!("unknown address: median {u50:.3} ms, p90 {u90:.3} ms, mean {umean:.3} ms ({} requests)", unknown.len());
+}
+
+/// A page sign-in ends when the password changes or the account is taken down, as app
+/// sessions do.
+#[tokio::test(flavor = "multi_thread")]
+async fn page_sign_ins_end_with_a_new_password_or_a_takedown() {
+    let s = stack(false);
+    let alice = s.account("alice").await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let sign_in = || async {
+        let res = http
+            .post(format!("{}/account/signin", s.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("identifier={}&password={}", alice.handle, alice.password))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 303);
+        res.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned()
+    };
+    let page = |cookie: String| {
+        let http = http.clone();
+        let url = format!("{}/account", s.url);
+        async move { http.get(url).header("cookie", cookie).send().await.unwrap().status().as_u16() }
+    };
+    let admin = |nsid: &'static str, body: Value| {
+        let http = http.clone();
+        let url = format!("{}/xrpc/{nsid}", s.url);
+        async move {
+            let res = http.post(url).basic_auth("admin", Some("admin-secret")).json(&body).send().await.unwrap();
+            assert_eq!(res.status(), 200);
+        }
+    };
+    let cookie = sign_in().await;
+    assert_eq!(page(cookie.clone()).await, 200);
+    admin("com.atproto.admin.updateAccountPassword", json!({ "did": alice.did, "password": "another-password" })).await;
+    assert_eq!(page(cookie).await, 303, "the old sign-in ends with the old password");
+
+    let alice = Account { password: "another-password".into(), ..alice };
+    let sign_in = || async {
+        let res = http
+            .post(format!("{}/account/signin", s.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("identifier={}&password={}", alice.handle, alice.password))
+            .send()
+            .await
+            .unwrap();
+        res.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned()
+    };
+    let cookie = sign_in().await;
+    assert_eq!(page(cookie.clone()).await, 200);
+    let subject = json!({ "$type": "com.atproto.admin.defs#repoRef", "did": alice.did });
+    admin("com.atproto.admin.updateSubjectStatus", json!({ "subject": subject, "takedown": { "applied": true } }))
+        .await;
+    assert_eq!(page(cookie).await, 303, "a taken-down account's sign-in ends");
 }

@@ -534,6 +534,9 @@ async fn identity_operations_need_the_mailed_token_and_the_users_approval() {
     rekeyed["verificationMethods"]["atproto"] = json!(Keypair::generate(Algorithm::K256).public_key().to_did_key());
     assert_error(&submit(rekeyed).await, 400, "InvalidRequest");
     // A tampered one reaches the PLC directory, whose refusal is reported.
+    let mut renamed = op.clone();
+    renamed["alsoKnownAs"] = json!(["at://someone.else.example"]);
+    assert_error(&submit(renamed).await, 400, "InvalidRequest");
     let mut tampered = op.clone();
     tampered["alsoKnownAs"] = json!(["at://alice.pds.test"]);
     assert_error(&submit(tampered).await, 502, "UpstreamFailure");

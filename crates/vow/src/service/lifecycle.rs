@@ -88,7 +88,9 @@ impl Lifecycle {
         if let Err(e) = self.blocks.release_unreferenced(&self.db, cids).await {
             tracing::warn!(%did, error = %e, "could not release a deleted account's blocks");
         }
-        self.blob_sweep.remove_unheld(&removed.blobs).await?;
+        if let Err(e) = self.blob_sweep.remove_unheld(&removed.blobs).await {
+            tracing::warn!(%did, error = %e, "could not remove a deleted account's blobs; the sweep will retry");
+        }
         tracing::warn!(%did, blocks = removed.blocks.len(), blobs = removed.blobs.len(), "account deleted");
         Ok(())
     }

@@ -230,7 +230,7 @@ async fn signin(State(state): State<AppState>, headers: HeaderMap, Form(form): F
         }
         Some(a) if ok => {
             let mut res = Redirect::to("/account");
-            session::set_cookie(res.headers_mut(), session::issue(&state, &a.did));
+            session::set_cookie(res.headers_mut(), session::issue(&state, &a));
             res
         }
         _ => signin_form(Some("Handle or password is incorrect.")),
@@ -634,22 +634,14 @@ async fn delete_account(
         )
         .map_err(|e| XrpcError::named("InvalidPasskey", format!("The passkey confirmation did not verify: {e}")))?;
     }
-    // The code first: a tombstone is final, so it comes only once everything else checks out.
-    match crate::service::auth::codes::check(
-        &state.db,
-        &input.token,
-        crate::service::auth::codes::Purpose::DeleteAccount,
-    )
-    .await?
-    {
-        Ok(owner) if owner == did => {}
-        Ok(_) => return Err(crate::service::auth::codes::Refused::Invalid.into()),
-        Err(r) => return Err(r.into()),
-    }
+    // The code is used up first: a tombstone is final, and no other request may race it.
+    use crate::service::auth::codes;
+    codes::take(&state.db, Some(&did), &input.token, codes::Purpose::DeleteAccount).await??;
     if input.tombstone {
         handover::tombstone(&state.handover, &account).await?;
     }
-    crate::http::xrpc::account::delete_with_code(&state, &did, &input.token).await?;
+    state.lifecycle.delete(&did).await?;
+    state.proxy.tokens.forget_key(&did);
     let mut res = Json(json!({ "deleted": true, "tombstoned": input.tombstone })).into_response();
     session::set_cookie(res.headers_mut(), session::clear());
     Ok(res)

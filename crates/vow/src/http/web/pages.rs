@@ -114,7 +114,10 @@ pub async fn signup(State(state): State<AppState>, headers: HeaderMap, Form(form
                 tracing::warn!(%did, error = %e, "sign-up: could not end the unused session");
             }
             let mut res = Redirect::to("/account?welcome=1");
-            session::set_cookie(res.headers_mut(), session::issue(&state, &did));
+            match crate::store::db::accounts::by_did(&state.db, &did).await {
+                Ok(Some(account)) => session::set_cookie(res.headers_mut(), session::issue(&state, &account)),
+                _ => return Redirect::to("/account/signin"),
+            }
             res
         }
         Err(e) => signup_form(&state, &form, Some(&e.message)),

@@ -21,6 +21,16 @@ type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 struct Payload {
     did: String,
     exp: i64,
+    /// A fingerprint of the account's password hash: a new password (a reset) ends every
+    /// page sign-in, as it ends every app session.
+    #[serde(default)]
+    pw: String,
+}
+
+/// The fingerprint a cookie carries of the password hash (the MAC covers it; it reveals
+/// nothing of the hash).
+fn password_fingerprint(secret: &str, password_hash: &str) -> String {
+    URL_SAFE_NO_PAD.encode(&mac(secret, password_hash.as_bytes())[..12])
 }
 
 fn mac(secret: &str, data: &[u8]) -> Vec<u8> {
@@ -29,9 +39,13 @@ fn mac(secret: &str, data: &[u8]) -> Vec<u8> {
     m.finalize().into_bytes().to_vec()
 }
 
-/// The `Set-Cookie` value that signs `did` in.
-pub fn issue(state: &AppState, did: &str) -> HeaderValue {
-    let payload = Payload { did: did.to_owned(), exp: crate::store::db::unix_now() + LIFETIME_SECS };
+/// The `Set-Cookie` value that signs `account` in.
+pub fn issue(state: &AppState, account: &crate::store::db::accounts::Account) -> HeaderValue {
+    let payload = Payload {
+        did: account.did.clone(),
+        exp: crate::store::db::unix_now() + LIFETIME_SECS,
+        pw: password_fingerprint(&state.config.session_secret, &account.password_hash),
+    };
     let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&payload).expect("serialises"));
     let sig = URL_SAFE_NO_PAD.encode(mac(&state.config.session_secret, body.as_bytes()));
     let secure = if state.config.public_url.starts_with("https://") { "; Secure" } else { "" };
@@ -50,14 +64,14 @@ pub fn set_cookie(headers: &mut HeaderMap, value: HeaderValue) {
     headers.insert(SET_COOKIE, value);
 }
 
-fn verify(state: &AppState, value: &str) -> Option<String> {
+fn verify(state: &AppState, value: &str) -> Option<Payload> {
     let (body, sig) = value.split_once('.')?;
     let sig = URL_SAFE_NO_PAD.decode(sig).ok()?;
     let mut m = HmacSha256::new_from_slice(state.config.session_secret.as_bytes()).ok()?;
     m.update(body.as_bytes());
     m.verify_slice(&sig).ok()?;
     let payload: Payload = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).ok()?).ok()?;
-    (payload.exp > crate::store::db::unix_now()).then_some(payload.did)
+    (payload.exp > crate::store::db::unix_now()).then_some(payload)
 }
 
 /// The signed-in account, if the request carries a valid session cookie.
@@ -67,7 +81,7 @@ impl FromRequestParts<AppState> for MaybeSession {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let did = parts
+        let payload = parts
             .headers
             .get_all(COOKIE)
             .iter()
@@ -75,7 +89,16 @@ impl FromRequestParts<AppState> for MaybeSession {
             .flat_map(|v| v.split(';'))
             .filter_map(|c| c.trim().strip_prefix(COOKIE_NAME).and_then(|rest| rest.strip_prefix('=')))
             .find_map(|v| verify(state, v));
-        Ok(Self(did))
+        let Some(payload) = payload else { return Ok(Self(None)) };
+        // Still the account's: not deleted, not taken down, the password not changed since.
+        let live = match crate::store::db::accounts::by_did(&state.db, &payload.did).await {
+            Ok(Some(a)) => {
+                a.takedown_ref.is_none()
+                    && payload.pw == password_fingerprint(&state.config.session_secret, &a.password_hash)
+            }
+            _ => false,
+        };
+        Ok(Self(live.then_some(payload.did)))
     }
 }
 

@@ -163,7 +163,12 @@ pub(crate) async fn create(
         .password
         .filter(|p| !p.is_empty())
         .ok_or_else(|| XrpcError::named("InvalidPassword", "A password is required"))?;
-    password::check_new(&password)?;
+    // An account moving here keeps the password it had (the reference PDS sets no minimum).
+    if migrating.is_none() {
+        password::check_new(&password)?;
+    } else if password.len() > 256 {
+        return Err(XrpcError::named("InvalidPassword", "Password is too long"));
+    }
     if accounts::by_email(&state.db, &email).await?.is_some() {
         return Err(XrpcError::named("EmailNotAvailable", "That email address is already in use"));
     }

@@ -17,6 +17,8 @@ pub struct HandleResolver {
 }
 
 impl HandleResolver {
+    /// `http` must be a guarded client (public addresses only, no redirects, bounded in time:
+    /// the proxy's), as anyone may ask to resolve any handle.
     pub fn new(dns_server: Option<std::net::SocketAddr>, http: reqwest::Client) -> Self {
         let builder = match dns_server {
             Some(addr) => {
@@ -84,17 +86,19 @@ impl HandleResolver {
     }
 
     async fn resolve_https(&self, handle: &str) -> Option<String> {
-        let response = self
-            .http
-            .get(format!("https://{handle}/.well-known/atproto-did"))
-            .timeout(std::time::Duration::from_secs(5))
-            .send()
-            .await
-            .ok()?;
+        let mut response = self.http.get(format!("https://{handle}/.well-known/atproto-did")).send().await.ok()?;
         if !response.status().is_success() {
             return None;
         }
-        let body = response.text().await.ok()?;
+        // A DID is short: read at most 2 KiB.
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.ok()? {
+            body.extend_from_slice(&chunk);
+            if body.len() > 2048 {
+                return None;
+            }
+        }
+        let body = String::from_utf8(body).ok()?;
         let did = body.lines().next()?.trim();
         atproto::syntax::Did::new(did).ok().map(|d| d.into_string())
     }

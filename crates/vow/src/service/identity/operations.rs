@@ -97,6 +97,13 @@ pub fn check_submission(account: &Account, op: &Operation, public_url: &str) -> 
     if op.rotation_keys.is_empty() {
         return Err("the operation has no rotation keys".into());
     }
+    // The handle changes through updateHandle, which checks it; here it must stay.
+    let handle = format!("at://{}", account.handle);
+    if op.also_known_as.first() != Some(&handle) {
+        return Err(format!(
+            "the operation must keep {handle} as the first alsoKnownAs (change handles with updateHandle)"
+        ));
+    }
     Ok(())
 }
 

@@ -237,12 +237,18 @@ pub async fn repos_page(db: &SqlitePool, cursor: &str, limit: i64) -> Result<Vec
 
 /// Sets a new email address, which then needs confirming again.
 pub async fn set_email(db: &SqlitePool, did: &str, email: &str) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
     sqlx::query("UPDATE accounts SET email = ?, email_confirmed_at = NULL WHERE did = ?")
         .bind(email.to_ascii_lowercase())
         .bind(did)
-        .execute(db)
+        .execute(&mut *tx)
         .await?;
-    Ok(())
+    // Codes mailed to the old address must not work for the new one.
+    sqlx::query("DELETE FROM key_challenges WHERE did = ? AND (purpose LIKE 'code:%' OR purpose = 'plc_operation')")
+        .bind(did)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
 }
 
 /// Marks the account's current address as confirmed, if it is still `email`.
@@ -275,8 +281,8 @@ pub struct Removed {
 
 /// Deletes every row of the account: records, blob references and blobs, its repo's block
 /// references (on the embedded store the trigger removes blocks no other repo references),
-/// sessions, app passwords, stored service tokens, preferences, challenges, and the account.
-/// Firehose history stays until its retention ends, as relays expect.
+/// sessions, app passwords, stored service tokens, preferences, challenges, its firehose
+/// history, and the account.
 pub async fn delete_everything(conn: &mut sqlx::SqliteConnection, did: &str) -> Result<Removed, sqlx::Error> {
     // Writes only, the first of them taking the write lock: a transaction that read first
     // could not write after another connection did (SQLITE_BUSY_SNAPSHOT).
@@ -295,6 +301,9 @@ pub async fn delete_everything(conn: &mut sqlx::SqliteConnection, did: &str) -> 
         "DELETE FROM service_tokens WHERE did = ?",
         "DELETE FROM preferences WHERE did = ?",
         "DELETE FROM key_challenges WHERE did = ?",
+        // Its history on the firehose too: replaying from an old cursor must not serve what
+        // the user deleted (the `#account` event that says so is appended after this).
+        "DELETE FROM firehose WHERE did = ?",
     ] {
         sqlx::query(statement).bind(did).execute(&mut *conn).await?;
     }

@@ -49,22 +49,20 @@ pub async fn insert_replacing(
     purpose: &str,
     expires_at: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM key_challenges WHERE did = ? AND purpose = ?").bind(did).bind(purpose).execute(db).await?;
-    insert(db, challenge, did, purpose, expires_at).await
-}
-
-/// Whether a live challenge issued to `did` for `purpose` exists, without using it up.
-pub async fn is_live(db: &SqlitePool, challenge: &str, did: &str, purpose: &str) -> Result<bool, sqlx::Error> {
-    let found: Option<i64> = sqlx::query_scalar(
-        "SELECT 1 FROM key_challenges WHERE challenge = ? AND did = ? AND purpose = ? AND expires_at >= ?",
-    )
-    .bind(challenge)
-    .bind(did)
-    .bind(purpose)
-    .bind(super::unix_now())
-    .fetch_optional(db)
-    .await?;
-    Ok(found.is_some())
+    let mut tx = db.begin().await?;
+    sqlx::query("DELETE FROM key_challenges WHERE did = ? AND purpose = ?")
+        .bind(did)
+        .bind(purpose)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("INSERT INTO key_challenges (challenge, did, purpose, expires_at) VALUES (?, ?, ?, ?)")
+        .bind(challenge)
+        .bind(did)
+        .bind(purpose)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
 }
 
 /// The account and expiry of a challenge stored for `purpose`, live or not.
