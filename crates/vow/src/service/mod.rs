@@ -12,6 +12,7 @@ pub mod keys;
 pub mod lifecycle;
 pub mod mail;
 pub mod mime;
+pub mod oauth;
 pub mod proxy;
 pub mod repo;
 pub mod signer;
