@@ -1,7 +1,8 @@
 //! The OAuth provider of the ATProto profile (issue 17), being built: so far the DPoP proof
-//! checks (`dpop.rs`) and PKCE. Nothing here is routed yet: the discovery documents are
+//! checks (`dpop.rs`), client IDs and metadata (`client.rs`) and PKCE. Nothing here is routed yet: the discovery documents are
 //! published only once the whole flow works, since clients that find them prefer OAuth.
 
+pub mod client;
 pub mod dpop;
 
 /// PKCE with S256 (RFC 7636): the verifier hashes to the challenge the client sent first.
