@@ -22,6 +22,10 @@ echo "== installing the Bluesky AppView and Node 22 from npm"
 # another of it; the side-by-side benchmarks use the same install.
 echo "== installing the reference PDS from npm"
 (cd bench && npm ci --no-audit --no-fund --loglevel=error)
+# An ATProto OAuth client app (@atproto/oauth-client-node; the lock pins the registry's
+# handle-resolver-node), run on the Node 22 above.
+echo "== installing the OAuth client from npm"
+(cd e2e/oauth && npm ci --no-audit --no-fund --loglevel=error)
 # A real SMTP server for the mail tests: aiosmtpd from PyPI, in a virtualenv of its own.
 echo "== installing aiosmtpd from PyPI"
 if [ ! -x e2e/smtp/venv/bin/python ] && ! python3 -m venv e2e/smtp/venv; then

@@ -146,6 +146,10 @@ pub struct Config {
     /// `smtps://…:465`); wins over VOW_SMTP_HOST.
     #[arg(long, env = "VOW_SMTP_URL")]
     pub smtp_url: Option<String>,
+    /// Serve the OAuth provider and its discovery documents (being built: off by default, since
+    /// clients that find the documents prefer OAuth).
+    #[arg(long, env = "VOW_OAUTH", default_value_t = false, action = clap::ArgAction::Set)]
+    pub oauth: bool,
     /// The DNS server handle lookups (`_atproto.<handle>` TXT) ask, as `ip:port`, instead of the
     /// system's resolvers.
     #[arg(long, env = "VOW_DNS_SERVER")]
@@ -183,6 +187,8 @@ pub struct ServerConfig {
     pub import_max_bytes: u64,
     /// Outgoing mail.
     pub mail: MailConfig,
+    /// Whether the OAuth provider is served.
+    pub oauth: bool,
     /// The DNS server for handle lookups, if not the system's.
     pub dns_server: Option<SocketAddr>,
 }
@@ -313,6 +319,7 @@ impl Config {
             ),
             import_max_bytes: self.import_max_mb.max(1) * 1024 * 1024,
             mail: self.mail_config()?,
+            oauth: self.oauth,
             dns_server: match self.dns_server.as_deref().filter(|d| !d.is_empty()) {
                 None => None,
                 Some(d) => Some(d.parse().map_err(|e| ConfigError::Invalid {

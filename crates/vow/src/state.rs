@@ -52,6 +52,8 @@ pub struct Services {
     pub proxy: crate::service::proxy::Proxy,
     /// Outgoing mail.
     pub mailer: crate::service::mail::Mailer,
+    /// The OAuth authorization server (routed only with `VOW_OAUTH`).
+    pub oauth: crate::service::oauth::provider::Provider,
     /// Deactivation, takedown, deletion.
     pub lifecycle: crate::service::lifecycle::Lifecycle,
     /// Handle-to-DID resolution (DNS, HTTPS).
@@ -124,6 +126,14 @@ impl Services {
         let mailer = crate::service::mail::Mailer::start(&config.mail)?;
         crate::service::signer::set_account_page(format!("{}/account", config.public_url.trim_end_matches('/')));
         let guarded = crate::service::proxy::net::client(config.proxy.allow_private, std::time::Duration::from_secs(5));
+        let oauth = crate::service::oauth::provider::Provider::new(
+            db.clone(),
+            jwk.clone(),
+            &config.public_url,
+            &config.service_did,
+            format!("oauth-nonce:{}", config.session_secret).as_bytes(),
+            guarded.clone(),
+        );
         let handles = crate::service::identity::handle::HandleResolver::new(config.dns_server, guarded);
         let lifecycle = crate::service::lifecycle::Lifecycle {
             db: db.clone(),
@@ -133,6 +143,7 @@ impl Services {
             locks: repo_locks.clone(),
         };
         Ok(Self {
+            oauth,
             lifecycle,
             mailer,
             handles,

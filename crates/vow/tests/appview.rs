@@ -89,12 +89,6 @@ impl Drop for Postgres {
     }
 }
 
-fn node22() -> PathBuf {
-    let node = e2e_dir().join("appview/node_modules/.bin/node");
-    assert!(node.exists(), "run `npm ci` in e2e/appview first (scripts/test.sh does)");
-    node
-}
-
 /// The AppView on `port`, indexing the firehose at `pds_ws`.
 fn appview(port: u16, plc: &str, pds_ws: &str, db: &str) -> Proc {
     // @atproto/identity fetches by hostname only: an IP literal is an invalid host to it.

@@ -67,6 +67,60 @@ async fn a_newcomer_signs_up_posts_and_leaves_through_the_pages() {
     );
 }
 
+/// An app signs in with ATProto OAuth (`@atproto/oauth-client-node`, a loopback client, on
+/// Node 22) through the authorize page in Chromium, and writes through its DPoP-bound session
+/// while `vow signer` signs (`e2e/oauth/oauth-flow.mjs`).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_signs_in_with_oauth_and_writes() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        e2e_dir().join("oauth/node_modules/@atproto/oauth-client-node").exists(),
+        "scripts/test.sh installs e2e/oauth"
+    );
+    let port = free_port();
+    let public = format!("http://localhost:{port}");
+    let s = stack_with(
+        false,
+        &[
+            ("VOW_ADDR", &format!("127.0.0.1:{port}")),
+            ("VOW_HOSTNAME", "localhost"),
+            ("VOW_PUBLIC_URL", &public),
+            ("VOW_OAUTH", "true"),
+        ],
+    );
+    let (status, body) = s
+        .call(
+            "POST",
+            "com.atproto.server.createAccount",
+            None,
+            Some(serde_json::json!({ "handle": "app-user.localhost", "email": "u@x.test", "password": "pw-app-user-secret" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let user = Account {
+        did: body["did"].as_str().unwrap().into(),
+        handle: "app-user.localhost".into(),
+        password: "pw-app-user-secret".into(),
+        access: body["accessJwt"].as_str().unwrap().into(),
+    };
+    let _signer = s.signer(&user, &s.dir.path().join("user.key"));
+    run_script_on(
+        node22(),
+        "oauth/oauth-flow.mjs",
+        &[
+            &public,
+            "--plc",
+            &s.plc.replace("127.0.0.1", "localhost"),
+            "--handle",
+            &user.handle,
+            "--password",
+            &user.password,
+            "--chromium",
+            &chromium,
+        ],
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn relay_side_verification_of_exports_and_proofs() {
     let s = stack(false);

@@ -32,8 +32,13 @@ pub fn router(state: AppState) -> Router {
         .max_age(std::time::Duration::from_secs(86_400));
     let limit = state.config.max_json_body;
     let limits = crate::http::edge::BodyLimits { json: limit as u64 };
-    crate::http::xrpc::routes()
-        .merge(crate::http::wellknown::routes())
+    let mut routes = crate::http::xrpc::routes().merge(crate::http::wellknown::routes());
+    if state.config.oauth {
+        routes = routes
+            .merge(crate::http::web::oauth::routes())
+            .layer(axum::middleware::from_fn_with_state(state.clone(), crate::http::web::oauth::nonce_header));
+    }
+    routes
         .merge(
             crate::http::web::routes()
                 .layer(axum::middleware::from_fn_with_state(state.clone(), crate::http::web::canonical_host)),

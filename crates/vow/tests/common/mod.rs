@@ -134,7 +134,19 @@ impl Ipfs {
 /// Runs one of the e2e scripts, fails the test with its output if it exits non-zero, and returns
 /// the JSON summary it prints last.
 pub fn run_script(script: &str, args: &[&str]) -> Value {
-    let out = Command::new("node").arg(e2e_dir().join(script)).args(args).output().expect("node runs");
+    run_script_on("node", script, args)
+}
+
+/// The Node 22 that `e2e/appview` installs (from npm), for scripts whose libraries need it.
+pub fn node22() -> std::path::PathBuf {
+    let node = e2e_dir().join("appview/node_modules/.bin/node");
+    assert!(node.exists(), "run `npm ci` in e2e/appview first (scripts/test.sh does): it brings Node 22");
+    node
+}
+
+/// [`run_script`] with another `node` binary.
+pub fn run_script_on(node: impl AsRef<std::ffi::OsStr>, script: &str, args: &[&str]) -> Value {
+    let out = Command::new(node).arg(e2e_dir().join(script)).args(args).output().expect("node runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{script} failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}");

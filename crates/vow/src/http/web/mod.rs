@@ -1,6 +1,7 @@
 //! The account pages: sign-in, and `/account`, which registers a passkey and then acts as the
 //! account's signer. The page's JavaScript and its one library are compiled into the binary.
 
+pub mod oauth;
 mod pages;
 mod session;
 
@@ -419,9 +420,10 @@ fn sessions_section(sessions: &[crate::store::db::sessions::Listed]) -> String {
     let items: String = sessions
         .iter()
         .map(|s| {
-            let via = match &s.app_password_name {
-                Some(n) => format!(" with the app password <strong>{}</strong>", escape(n)),
-                None => " with your password".to_owned(),
+            let via = match (&s.app_password_name, &s.oauth_client) {
+                (_, Some(app)) => format!(" by the app <strong>{}</strong> (OAuth)", escape(app)),
+                (Some(n), None) => format!(" with the app password <strong>{}</strong>", escape(n)),
+                (None, None) => " with your password".to_owned(),
             };
             format!(
                 "<li>Signed in {}{via} <button class=\"revoke-session\" data-id=\"{}\">End</button></li>",

@@ -34,7 +34,7 @@ pub enum JwtError {
     Expired,
 }
 
-pub fn sign(key: &Keypair, typ: &str, claims: &Claims) -> String {
+pub fn sign(key: &Keypair, typ: &str, claims: &impl Serialize) -> String {
     let header = serde_json::json!({ "alg": key.algorithm().jwt_alg(), "typ": typ });
     let mut token = format!(
         "{}.{}",

@@ -96,13 +96,16 @@ pub async fn count(db: &SqlitePool, did: &str) -> Result<i64, sqlx::Error> {
 pub struct Listed {
     pub id: String,
     pub app_password_name: Option<String>,
+    /// The app, for a session opened through OAuth.
+    pub oauth_client: Option<String>,
     pub created_at: String,
 }
 
 /// The account's live sessions, newest first.
 pub async fn list(db: &SqlitePool, did: &str) -> Result<Vec<Listed>, sqlx::Error> {
-    let rows: Vec<(String, Option<String>, String)> = sqlx::query_as(
-        "SELECT id, app_password_name, created_at FROM sessions WHERE did = ? AND expires_at > ? ORDER BY created_at DESC",
+    let rows: Vec<(String, Option<String>, Option<String>, String)> = sqlx::query_as(
+        "SELECT id, app_password_name, oauth_client, created_at FROM sessions WHERE did = ? AND expires_at > ? \
+         ORDER BY created_at DESC",
     )
     .bind(did)
     .bind(super::unix_now())
@@ -110,7 +113,12 @@ pub async fn list(db: &SqlitePool, did: &str) -> Result<Vec<Listed>, sqlx::Error
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, app_password_name, created_at)| Listed { id, app_password_name, created_at })
+        .map(|(id, app_password_name, oauth_client, created_at)| Listed {
+            id,
+            app_password_name,
+            oauth_client,
+            created_at,
+        })
         .collect())
 }
 

@@ -1,0 +1,287 @@
+//! The OAuth provider's HTTP side (served with `VOW_OAUTH`): discovery documents, PAR, the
+//! authorize page (sign in, then a consent screen naming the app, what it asks for and the
+//! account), the token and revocation endpoints. Every response carries a fresh `DPoP-Nonce`.
+
+use axum::Form;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::header::{CACHE_CONTROL, LOCATION};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use super::{CSP, escape, page, page_with_csp, session};
+use crate::service::oauth::provider::{Http, OauthError, Parameters, TokenForm};
+use crate::state::AppState;
+use crate::store::db::accounts;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/.well-known/oauth-protected-resource", get(resource_metadata))
+        .route("/.well-known/oauth-authorization-server", get(server_metadata))
+        .route("/oauth/par", post(par))
+        .route("/oauth/authorize", get(authorize_page).post(authorize))
+        .route("/oauth/authorize/signin", post(authorize_signin))
+        .route("/oauth/token", post(token))
+        .route("/oauth/revoke", post(revoke))
+}
+
+/// Adds the current DPoP nonce to every response of the OAuth and XRPC routes.
+pub async fn nonce_header(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut res = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&state.oauth.nonce()) {
+        res.headers_mut().insert("dpop-nonce", v);
+    }
+    res
+}
+
+fn oauth_error(e: OauthError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut res = (status, axum::Json(serde_json::json!({ "error": e.error, "error_description": e.description })))
+        .into_response();
+    if e.error == "use_dpop_nonce" {
+        res.headers_mut()
+            .insert(axum::http::header::WWW_AUTHENTICATE, HeaderValue::from_static("DPoP error=\"use_dpop_nonce\""));
+    }
+    res
+}
+
+fn http_of<'a>(state: &AppState, method: &'a Method, uri: &Uri, headers: &'a HeaderMap) -> Http<'a> {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    Http {
+        method: method.as_str(),
+        url: format!("{}{path}", state.config.public_url.trim_end_matches('/')),
+        dpop: headers.get("dpop").and_then(|h| h.to_str().ok()),
+    }
+}
+
+fn no_store(mut res: Response) -> Response {
+    res.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+async fn resource_metadata(State(state): State<AppState>) -> Response {
+    axum::Json(state.oauth.resource_metadata()).into_response()
+}
+
+async fn server_metadata(State(state): State<AppState>) -> Response {
+    axum::Json(state.oauth.server_metadata()).into_response()
+}
+
+async fn par(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Form(p): Form<Parameters>,
+) -> Response {
+    match state.oauth.par(&http_of(&state, &method, &uri, &headers), p).await {
+        Ok(body) => no_store((StatusCode::CREATED, axum::Json(body)).into_response()),
+        Err(e) => oauth_error(e),
+    }
+}
+
+async fn token(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Form(f): Form<TokenForm>,
+) -> Response {
+    match state.oauth.token(&http_of(&state, &method, &uri, &headers), f).await {
+        Ok(body) => no_store(axum::Json(body).into_response()),
+        Err(e) => oauth_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct RevokeForm {
+    token: String,
+}
+
+async fn revoke(State(state): State<AppState>, Form(f): Form<RevokeForm>) -> Response {
+    match state.oauth.revoke(&f.token).await {
+        Ok(()) => axum::Json(serde_json::json!({})).into_response(),
+        Err(e) => oauth_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct AuthorizeQuery {
+    client_id: String,
+    request_uri: String,
+}
+
+/// The scopes in plain words.
+fn describe(scope: &str) -> String {
+    scope
+        .split_whitespace()
+        .filter_map(|s| match s {
+            "atproto" => None,
+            "transition:generic" => Some("read and write your posts, likes, follows and profile, and act on your behalf in apps (not your email, identity or account)"),
+            "transition:chat.bsky" => Some("read and send your Bluesky direct messages"),
+            "transition:email" => Some("see your email address"),
+            _ => Some("something this server does not know"),
+        })
+        .map(|s| format!("<li>{}</li>", escape(s)))
+        .collect()
+}
+
+fn error_page(message: &str) -> Response {
+    let mut res = page(
+        "Sign-in with an app failed",
+        &format!(
+            "<h1>Sign-in with an app failed</h1><section><p class=\"error\">{}</p><p>Go back to the app and start again.</p></section>",
+            escape(message)
+        ),
+    );
+    *res.status_mut() = StatusCode::BAD_REQUEST;
+    res
+}
+
+async fn authorize_page(
+    State(state): State<AppState>,
+    session::MaybeSession(did): session::MaybeSession,
+    Query(q): Query<AuthorizeQuery>,
+) -> Response {
+    let (id, params, client) = match state.oauth.pending(&q.client_id, &q.request_uri).await {
+        Ok(found) => found,
+        Err(e) => return error_page(&e.description),
+    };
+    let app = escape(client.name.as_deref().unwrap_or(&client.id));
+    let app_id = escape(&client.id);
+    let hidden = format!(
+        "<input type=\"hidden\" name=\"client_id\" value=\"{}\"><input type=\"hidden\" name=\"request_uri\" value=\"{}\">",
+        escape(&q.client_id),
+        escape(&q.request_uri)
+    );
+    let Some(did) = did else {
+        let hint = escape(params.login_hint.as_deref().unwrap_or(""));
+        return page(
+            "Sign in to continue",
+            &format!(
+                "<h1>Sign in</h1><section><p><strong>{app}</strong> (<code>{app_id}</code>) wants to use your account \
+                 on {host}. Sign in first.</p><form method=\"post\" action=\"/oauth/authorize/signin\">{hidden}\
+                 <label>Handle or email<input type=\"text\" name=\"identifier\" value=\"{hint}\" required \
+                 autocomplete=\"username\"></label><label>Password<input type=\"password\" name=\"password\" required \
+                 autocomplete=\"current-password\"></label><button type=\"submit\">Sign in</button></form></section>",
+                host = escape(&state.config.hostname)
+            ),
+        );
+    };
+    let scope = params.scope.clone().unwrap_or_default();
+    // A consent already given for this client and scope is not asked again.
+    if state.oauth.consented(&did, &client.id, &scope).await.unwrap_or(false) {
+        return match state.oauth.approve(&id, &did, &params).await {
+            Ok(url) => redirect(&url),
+            Err(e) => error_page(&e.description),
+        };
+    }
+    let handle = match accounts::by_did(&state.db, &did).await {
+        Ok(Some(a)) => a.handle,
+        _ => did.clone(),
+    };
+    // The consent form's answer redirects to the app: the page's CSP must let the form go there.
+    let target = params.redirect_uri.as_deref().and_then(|r| url::Url::parse(r).ok()).map(|u| match u.scheme() {
+        "http" | "https" => u.origin().ascii_serialization(),
+        scheme => format!("{scheme}:"),
+    });
+    let csp = match target {
+        Some(t) if !t.contains([';', ' ', '\'']) => {
+            CSP.replace("form-action 'self'", &format!("form-action 'self' {t}"))
+        }
+        _ => CSP.to_owned(),
+    };
+    page_with_csp(
+        "Allow this app?",
+        &format!(
+            "<h1>Allow {app}?</h1><section><p><strong>{app}</strong> (<code>{app_id}</code>) asks to use your \
+             account <strong>{handle}</strong>. It will be able to:</p><ul>{what}</ul><p class=\"muted\">Your posts \
+             are still signed in your own browser tab or signer; this app never gets your key. You can end its access \
+             on your account page.</p><form method=\"post\" action=\"/oauth/authorize\">{hidden}\
+             <button type=\"submit\" name=\"decision\" value=\"allow\" id=\"allow\">Allow</button>\
+             <button type=\"submit\" name=\"decision\" value=\"deny\" id=\"deny\">Deny</button></form></section>",
+            handle = escape(&handle),
+            what = describe(&scope),
+        ),
+        csp,
+    )
+}
+
+fn redirect(url: &str) -> Response {
+    match HeaderValue::from_str(url) {
+        Ok(v) => (StatusCode::SEE_OTHER, [(LOCATION, v)]).into_response(),
+        Err(_) => error_page("The app's redirect address is not usable"),
+    }
+}
+
+#[derive(Deserialize)]
+struct DecisionForm {
+    client_id: String,
+    request_uri: String,
+    decision: String,
+}
+
+async fn authorize(
+    State(state): State<AppState>,
+    session::MaybeSession(did): session::MaybeSession,
+    headers: HeaderMap,
+    Form(f): Form<DecisionForm>,
+) -> Response {
+    if !session::same_origin(&state, &headers) {
+        return super::wrong_origin(&state, "/account");
+    }
+    let Some(did) = did else { return error_page("Sign in first") };
+    let (id, params, _client) = match state.oauth.pending(&f.client_id, &f.request_uri).await {
+        Ok(found) => found,
+        Err(e) => return error_page(&e.description),
+    };
+    if f.decision != "allow" {
+        return redirect(&state.oauth.deny(&params));
+    }
+    match state.oauth.approve(&id, &did, &params).await {
+        Ok(url) => redirect(&url),
+        Err(e) => error_page(&e.description),
+    }
+}
+
+#[derive(Deserialize)]
+struct SigninForm {
+    client_id: String,
+    request_uri: String,
+    identifier: String,
+    password: String,
+}
+
+async fn authorize_signin(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<SigninForm>) -> Response {
+    if !session::same_origin(&state, &headers) {
+        return super::wrong_origin(&state, "/account");
+    }
+    let account = accounts::by_identifier(&state.db, &f.identifier).await.ok().flatten();
+    let ok = match &account {
+        Some(a) => {
+            crate::service::auth::password::verify_async(f.password, a.password_hash.clone()).await.unwrap_or(false)
+        }
+        None => false,
+    };
+    let back = format!(
+        "/oauth/authorize?{}",
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("client_id", &f.client_id)
+            .append_pair("request_uri", &f.request_uri)
+            .finish()
+    );
+    match account {
+        Some(a) if ok && a.takedown_ref.is_none() => {
+            let mut res = redirect(&back);
+            session::set_cookie(res.headers_mut(), session::issue(&state, &a));
+            res
+        }
+        _ => error_page("Handle or password is incorrect. Go back and try again."),
+    }
+}

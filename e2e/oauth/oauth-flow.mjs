@@ -1,0 +1,227 @@
+#!/usr/bin/env node
+// An app signs in to Vow with ATProto OAuth (@atproto/oauth-client-node, a loopback client) and
+// uses its session: discovery, PAR with DPoP, the authorize page in headless Chromium (sign in,
+// consent), the code exchange, then records created, read and deleted through the DPoP-bound
+// session while `vow signer` signs the commits; refresh with rotation and reuse detection;
+// revocation. Negative cases check what the server refuses.
+//
+//   node oauth-flow.mjs <publicUrl> --plc URL --handle H --password P [--chromium PATH]
+import { NodeOAuthClient, requestLocalLock } from '@atproto/oauth-client-node'
+import { Agent } from '@atproto/api'
+import { chromium } from 'playwright-core'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+
+const args = process.argv.slice(2)
+const opt = (name, dflt) => {
+  const i = args.indexOf(name)
+  return i >= 0 ? args[i + 1] : dflt
+}
+const service = args[0]
+const plc = opt('--plc')
+const handle = opt('--handle')
+const password = opt('--password')
+const log = []
+const check = (cond, what) => {
+  if (!cond) throw new Error(`check failed: ${what}`)
+}
+async function step(name, fn) {
+  const started = performance.now()
+  try {
+    const out = await fn()
+    log.push(`ok   ${name} (${(performance.now() - started).toFixed(0)} ms)`)
+    return out
+  } catch (err) {
+    log.push(`FAIL ${name}: ${err && err.message}`)
+    throw err
+  }
+}
+
+/** A DPoP proof signed with the session's own key (a private JWK), for hand-made requests. */
+async function dpopProof(jwk, htm, htu, extra = {}) {
+  const key = await crypto.subtle.importKey('jwk', { ...jwk, key_ops: ['sign'] }, { name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign'])
+  const { kty, crv, x, y } = jwk
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url')
+  const header = { typ: 'dpop+jwt', alg: 'ES256', jwk: { kty, crv, x, y } }
+  const payload = { jti: crypto.randomUUID(), htm, htu, iat: Math.floor(Date.now() / 1000), ...extra }
+  const input = `${b64(header)}.${b64(payload)}`
+  const sig = await crypto.subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, key, new TextEncoder().encode(input))
+  return `${input}.${Buffer.from(sig).toString('base64url')}`
+}
+
+const ath = async (token) => Buffer.from(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(token))).toString('base64url')
+
+const memory = () => {
+  const m = new Map()
+  return { set: async (k, v) => void m.set(k, v), get: async (k) => m.get(k), del: async (k) => void m.delete(k), m }
+}
+
+async function main() {
+  const redirect = 'http://127.0.0.1:9/callback'
+  const scope = 'atproto transition:generic'
+  const clientId = `http://localhost?redirect_uri=${encodeURIComponent(redirect)}&scope=${encodeURIComponent(scope)}`
+  const sessions = memory()
+  const client = new NodeOAuthClient({
+    clientMetadata: {
+      client_id: clientId,
+      redirect_uris: [redirect],
+      scope,
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'none',
+      application_type: 'native',
+      dpop_bound_access_tokens: true,
+    },
+    stateStore: memory(),
+    sessionStore: sessions,
+    handleResolver: service,
+    plcDirectoryUrl: plc,
+    allowHttp: true,
+    fetch: globalThis.fetch,
+    requestLock: requestLocalLock,
+  })
+
+  const meta = await step('discovery: the protected resource names Vow as its authorization server', async () => {
+    const res = await (await fetch(`${service}/.well-known/oauth-protected-resource`)).json()
+    check(res.authorization_servers[0] === service, JSON.stringify(res))
+    const as = await (await fetch(`${service}/.well-known/oauth-authorization-server`)).json()
+    check(as.require_pushed_authorization_requests === true && as.dpop_signing_alg_values_supported[0] === 'ES256', 'PAR and DPoP')
+    return as
+  })
+
+  await step('PAR without a DPoP proof is refused', async () => {
+    const res = await fetch(meta.pushed_authorization_request_endpoint, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ client_id: clientId, response_type: 'code', redirect_uri: redirect, scope, code_challenge: 'x'.repeat(43), code_challenge_method: 'S256' }),
+    })
+    const body = await res.json()
+    check(res.status === 400 && body.error === 'invalid_dpop_proof', `${res.status} ${JSON.stringify(body)}`)
+  })
+
+  let did
+  const session = await step('authorize: the client pushes the request; the page signs in and asks; the code is exchanged', async () => {
+    const url = await client.authorize(handle, { scope })
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vow-oauth-'))
+    const context = await chromium.launchPersistentContext(dir, {
+      executablePath: opt('--chromium', '/usr/bin/chromium'),
+      headless: true,
+      args: ['--no-sandbox', '--disable-gpu'],
+    })
+    const page = context.pages()[0] || (await context.newPage())
+    let landed
+    await page.route('http://127.0.0.1:9/**', (route) => {
+      landed = route.request().url()
+      return route.fulfill({ status: 200, body: 'back in the app' })
+    })
+    try {
+      await page.goto(url.toString())
+      await page.fill('input[name=identifier]', handle)
+      await page.fill('input[name=password]', password)
+      await page.click('button[type=submit]')
+      await page.waitForSelector('#allow')
+      const consent = await page.textContent('main')
+      check(consent.includes('read and write your posts') && consent.includes(handle), `the consent names what and whom: ${consent}`)
+      await page.click('#allow')
+      await page.waitForFunction(() => document.body.textContent.includes('back in the app'))
+    } finally {
+      await context.close()
+    }
+    const params = new URL(landed).searchParams
+    check(params.get('iss') === service, `iss in the response: ${landed}`)
+    const { session } = await client.callback(params)
+    did = session.did
+    return session
+  })
+
+  const agent = new Agent(session)
+  await step('the OAuth session writes, reads and deletes records (vow signer signs)', async () => {
+    const created = await agent.com.atproto.repo.createRecord({
+      repo: did,
+      collection: 'app.bsky.feed.post',
+      record: { $type: 'app.bsky.feed.post', text: 'posted through OAuth', createdAt: new Date().toISOString() },
+    })
+    const rkey = created.data.uri.split('/').pop()
+    const got = await agent.com.atproto.repo.getRecord({ repo: did, collection: 'app.bsky.feed.post', rkey })
+    check(got.data.value.text === 'posted through OAuth', 'read back')
+    await agent.com.atproto.repo.deleteRecord({ repo: did, collection: 'app.bsky.feed.post', rkey })
+  })
+
+  await step('DPoP is enforced: no proof, a bearer token, another URL or method, a replayed jti, a stale nonce', async () => {
+    const stored = await sessions.get(did)
+    const token = stored.tokenSet.access_token
+    const url = `${service}/xrpc/com.atproto.server.getSession`
+    const call = (headers) => fetch(url, { headers: { authorization: `DPoP ${token}`, ...headers } })
+    check((await call({})).status === 401, 'no proof')
+    const bearer = await fetch(url, { headers: { authorization: `Bearer ${token}` } })
+    check(bearer.status >= 400, `as a bearer: ${bearer.status}`)
+    const nonce = (await fetch(`${service}/xrpc/_health`)).headers.get('dpop-nonce')
+    check(nonce, 'every response carries a nonce')
+    const a = await ath(token)
+    const good = await dpopProof(stored.dpopJwk, 'GET', url, { nonce, ath: a })
+    const first = await call({ dpop: good })
+    check(first.status === 200, `a good proof: ${first.status} ${await first.text()}`)
+    const again = await call({ dpop: good })
+    check(again.status === 401, `the same proof again (jti replay): ${again.status}`)
+    const elsewhere = await call({ dpop: await dpopProof(stored.dpopJwk, 'GET', `${service}/xrpc/com.atproto.repo.listRecords`, { nonce, ath: a }) })
+    check(elsewhere.status === 401, `a proof for another URL: ${elsewhere.status}`)
+    const posted = await call({ dpop: await dpopProof(stored.dpopJwk, 'POST', url, { nonce, ath: a }) })
+    check(posted.status === 401, `a proof for another method: ${posted.status}`)
+    const stale = await call({ dpop: await dpopProof(stored.dpopJwk, 'GET', url, { nonce: 'not-a-nonce', ath: a }) })
+    const staleBody = await stale.json()
+    check(stale.status === 401 && staleBody.error === 'use_dpop_nonce' && (stale.headers.get('www-authenticate') || '').includes('use_dpop_nonce'), `a stale nonce: ${stale.status} ${JSON.stringify(staleBody)}`)
+    const otherToken = await call({ dpop: await dpopProof(stored.dpopJwk, 'GET', url, { nonce, ath: await ath('another token') }) })
+    check(otherToken.status === 401, `a proof for another token: ${otherToken.status}`)
+  })
+
+  await step('refresh rotates the refresh token; reusing the old one ends the session', async () => {
+    const before = (await sessions.get(did)).tokenSet.refresh_token
+    await session.getTokenInfo(true)
+    const after = (await sessions.get(did)).tokenSet.refresh_token
+    check(after && after !== before, 'a new refresh token')
+    const res = await agent.com.atproto.server.getSession()
+    check(res.data.did === did, 'the refreshed session works')
+    // Replaying the old refresh token (as a thief with the key would) is refused and ends the
+    // whole session.
+    const stored = await sessions.get(did)
+    const nonce = (await fetch(`${service}/xrpc/_health`)).headers.get('dpop-nonce')
+    const replay = await fetch(meta.token_endpoint, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await dpopProof(stored.dpopJwk, 'POST', meta.token_endpoint, { nonce }) },
+      body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: before, client_id: clientId }),
+    })
+    const body = await replay.json()
+    check(replay.status === 400 && body.error === 'invalid_grant', `the old refresh token: ${replay.status} ${JSON.stringify(body)}`)
+    const url = `${service}/xrpc/com.atproto.server.getSession`
+    const token = stored.tokenSet.access_token
+    const ended = await fetch(url, { headers: { authorization: `DPoP ${token}`, dpop: await dpopProof(stored.dpopJwk, 'GET', url, { nonce, ath: await ath(token) }) } })
+    check(ended.status >= 400, `the session ended with the reuse: ${ended.status}`)
+  })
+
+  await step('another authorization asks who is signing in; revoking an unknown token is not an error', async () => {
+    const url = await client.authorize(handle, { scope })
+    const res = await fetch(url, { redirect: 'manual' })
+    // No cookie here: the page asks to sign in again, but the consent is remembered.
+    check(res.status === 200 && (await res.text()).includes('Sign in'), 'the page asks who you are')
+    const revoked = await fetch(meta.revocation_endpoint, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: 'unknown.token', client_id: clientId }),
+    })
+    check(revoked.status === 200, 'revoking an unknown token is not an error')
+  })
+
+  return { did }
+}
+
+main()
+  .then((summary) => {
+    console.log(log.join('\n'))
+    console.log(JSON.stringify({ ok: true, ...summary }))
+  })
+  .catch((err) => {
+    console.log(log.join('\n'))
+    console.error(err)
+    process.exit(1)
+  })
