@@ -5,7 +5,8 @@
 // session while `vow signer` signs the commits; refresh with rotation and reuse detection;
 // revocation. Negative cases check what the server refuses.
 //
-//   node oauth-flow.mjs <publicUrl> --plc URL --handle H --password P [--chromium PATH]
+//   node oauth-flow.mjs <publicUrl> --plc URL --handle H --password P --passkey-handle H2
+//        --passkey-password P2 [--chromium PATH]
 import { NodeOAuthClient, requestLocalLock } from '@atproto/oauth-client-node'
 import { Agent } from '@atproto/api'
 import { chromium } from 'playwright-core'
@@ -210,6 +211,51 @@ async function main() {
       body: new URLSearchParams({ token: 'unknown.token', client_id: clientId }),
     })
     check(revoked.status === 200, 'revoking an unknown token is not an error')
+  })
+
+  await step('passkey sign-in on the authorize page: one touch, no password typed', async () => {
+    const pkHandle = opt('--passkey-handle')
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vow-oauth-pk-'))
+    const context = await chromium.launchPersistentContext(dir, {
+      executablePath: opt('--chromium', '/usr/bin/chromium'),
+      headless: true,
+      args: ['--no-sandbox', '--disable-gpu'],
+    })
+    const page = context.pages()[0] || (await context.newPage())
+    const cdp = await context.newCDPSession(page)
+    await cdp.send('WebAuthn.enable', { enableUI: false })
+    await cdp.send('WebAuthn.addVirtualAuthenticator', {
+      options: { protocol: 'ctap2', transport: 'internal', hasResidentKey: true, hasUserVerification: true, isUserVerified: true, hasPrf: true, automaticPresenceSimulation: true },
+    })
+    let landed
+    await page.route('http://127.0.0.1:9/**', (route) => {
+      landed = route.request().url()
+      return route.fulfill({ status: 200, body: 'back in the app' })
+    })
+    try {
+      // The account registers its passkey on its own page first, then signs out.
+      await page.goto(`${service}/account/signin`)
+      await page.fill('input[name=identifier]', pkHandle)
+      await page.fill('input[name=password]', opt('--passkey-password'))
+      await page.click('button[type=submit]')
+      await page.waitForSelector('body[data-ready="1"]')
+      await page.click('#register')
+      await page.waitForFunction(() => document.getElementById('status').textContent.startsWith('Passkey registered'), null, { timeout: 60000 })
+      await context.clearCookies()
+      const url = await client.authorize(pkHandle, { scope })
+      await page.goto(url.toString())
+      await page.waitForSelector('body[data-ready="1"]')
+      await page.click('#passkey-signin')
+      await page.waitForSelector('#allow', { timeout: 60000 })
+      check((await page.textContent('main')).includes(pkHandle), 'the consent names the passkey account')
+      await page.click('#allow')
+      await page.waitForFunction(() => document.body.textContent.includes('back in the app'))
+    } finally {
+      await context.close()
+    }
+    const { session } = await client.callback(new URL(landed).searchParams)
+    const who = await new Agent(session).com.atproto.server.getSession()
+    check(who.data.handle === pkHandle, `signed in as ${who.data.handle}`)
   })
 
   return { did }

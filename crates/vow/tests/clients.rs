@@ -104,6 +104,17 @@ async fn an_app_signs_in_with_oauth_and_writes() {
         access: body["accessJwt"].as_str().unwrap().into(),
     };
     let _signer = s.signer(&user, &s.dir.path().join("user.key"));
+    // A second account, without a key yet: it registers a passkey in the browser, then signs in
+    // to the app with it.
+    let (status, body) = s
+        .call(
+            "POST",
+            "com.atproto.server.createAccount",
+            None,
+            Some(serde_json::json!({ "handle": "pk-user.localhost", "email": "pk@x.test", "password": "pw-pk-user-secret" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
     run_script_on(
         node22(),
         "oauth/oauth-flow.mjs",
@@ -115,6 +126,10 @@ async fn an_app_signs_in_with_oauth_and_writes() {
             &user.handle,
             "--password",
             &user.password,
+            "--passkey-handle",
+            "pk-user.localhost",
+            "--passkey-password",
+            "pw-pk-user-secret",
             "--chromium",
             &chromium,
         ],

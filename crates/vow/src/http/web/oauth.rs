@@ -16,6 +16,8 @@ use crate::service::oauth::provider::{Http, OauthError, Parameters, TokenForm};
 use crate::state::AppState;
 use crate::store::db::accounts;
 
+const OAUTH_JS: &str = include_str!("../../../assets/oauth.js");
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/.well-known/oauth-protected-resource", get(resource_metadata))
@@ -23,6 +25,9 @@ pub fn routes() -> Router<AppState> {
         .route("/oauth/par", post(par))
         .route("/oauth/authorize", get(authorize_page).post(authorize))
         .route("/oauth/authorize/signin", post(authorize_signin))
+        .route("/oauth/authorize/passkey-challenge", post(passkey_challenge))
+        .route("/oauth/authorize/passkey", post(passkey_signin))
+        .route("/oauth/oauth.js", get(|| async { super::script(OAUTH_JS) }))
         .route("/oauth/token", post(token))
         .route("/oauth/revoke", post(revoke))
 }
@@ -169,7 +174,10 @@ async fn authorize_page(
                  on {host}. Sign in first.</p><form method=\"post\" action=\"/oauth/authorize/signin\">{hidden}\
                  <label>Handle or email<input type=\"text\" name=\"identifier\" value=\"{hint}\" required \
                  autocomplete=\"username\"></label><label>Password<input type=\"password\" name=\"password\" required \
-                 autocomplete=\"current-password\"></label><button type=\"submit\">Sign in</button></form></section>",
+                 autocomplete=\"current-password\"></label><button type=\"submit\">Sign in</button></form>\
+                 <p>Or, without typing anything: <button id=\"passkey-signin\" type=\"button\">Sign in with your \
+                 passkey</button></p><p id=\"passkey-status\" role=\"status\"></p></section>\
+                 <script type=\"module\" src=\"/oauth/oauth.js\"></script>",
                 host = escape(&state.config.hostname)
             ),
         );
@@ -284,4 +292,67 @@ async fn authorize_signin(State(state): State<AppState>, headers: HeaderMap, For
         }
         _ => error_page("Handle or password is incorrect. Go back and try again."),
     }
+}
+
+/// A challenge for a passkey sign-in (no account yet: the credential will say whose).
+async fn passkey_challenge(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !session::same_origin(&state, &headers) {
+        return crate::error::XrpcError::forbidden("Cross-site request refused").into_response();
+    }
+    axum::Json(serde_json::json!({ "challenge": state.oauth.login_challenge() })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PasskeyInput {
+    challenge: String,
+    credential_id: String,
+    #[serde(rename = "clientDataJSON")]
+    client_data_json: String,
+    authenticator_data: String,
+    signature: String,
+}
+
+/// Signs in with a passkey assertion: the account is the one that registered the credential,
+/// and the assertion must verify with its registered public key.
+async fn passkey_signin(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::Json(input): axum::Json<PasskeyInput>,
+) -> Response {
+    use crate::error::XrpcError;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    if !session::same_origin(&state, &headers) {
+        return XrpcError::forbidden("Cross-site request refused").into_response();
+    }
+    let result: Result<Response, XrpcError> = async {
+        if !state.oauth.take_login_challenge(&input.challenge) {
+            return Err(XrpcError::auth_required("The sign-in challenge is unknown, used or expired; try again"));
+        }
+        let challenge = input.challenge.as_bytes().to_vec();
+        let account = accounts::by_passkey(&state.db, input.credential_id.trim_end_matches('='))
+            .await?
+            .filter(|a| a.takedown_ref.is_none())
+            .ok_or_else(|| XrpcError::auth_required("This passkey is not registered for an account here"))?;
+        let key =
+            account.passkey_public_key.clone().ok_or_else(|| XrpcError::auth_required("No passkey registered"))?;
+        let decode = |s: &str| {
+            URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).map_err(|_| XrpcError::invalid_request("not base64url"))
+        };
+        crate::service::webauthn::verify_assertion(
+            &state.relying_party(),
+            &key,
+            &challenge,
+            &decode(&input.authenticator_data)?,
+            &decode(&input.client_data_json)?,
+            &decode(&input.signature)?,
+        )
+        .map_err(|e| XrpcError::auth_required(format!("The passkey sign-in did not verify: {e}")))?;
+        let mut res = axum::Json(serde_json::json!({ "did": account.did })).into_response();
+        session::set_cookie(res.headers_mut(), session::issue(&state, &account));
+        Ok(res)
+    }
+    .await;
+    result.unwrap_or_else(|e| e.into_response())
 }

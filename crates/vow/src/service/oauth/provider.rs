@@ -144,6 +144,9 @@ pub struct Provider {
     /// The guarded client (public addresses only, no redirects) for client metadata.
     pub http: reqwest::Client,
     pub clients: moka::sync::Cache<String, Client>,
+    /// Challenges handed out for passkey sign-ins, single-use, for five minutes (bounded:
+    /// anyone may ask for one).
+    login_challenges: moka::sync::Cache<String, ()>,
 }
 
 fn hash(secret: &str) -> String {
@@ -171,7 +174,23 @@ impl Provider {
                 .max_capacity(1_000)
                 .time_to_live(std::time::Duration::from_secs(10 * 60))
                 .build(),
+            login_challenges: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(std::time::Duration::from_secs(5 * 60))
+                .build(),
         }
+    }
+
+    /// A fresh challenge for a passkey sign-in (base64url).
+    pub fn login_challenge(&self) -> String {
+        let challenge = random_code(43);
+        self.login_challenges.insert(challenge.clone(), ());
+        challenge
+    }
+
+    /// Uses up a sign-in challenge; false when it is unknown, used or expired.
+    pub fn take_login_challenge(&self, challenge: &str) -> bool {
+        self.login_challenges.remove(challenge).is_some()
     }
 
     /// The nonce to put in every response's `DPoP-Nonce` header.

@@ -336,3 +336,11 @@ pub async fn search(
         .fetch_all(db)
         .await
 }
+
+/// The account whose registered passkey has this credential ID (base64url).
+pub async fn by_passkey(db: &SqlitePool, credential_id: &str) -> Result<Option<Account>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM accounts WHERE passkey_credential_id = ?")
+        .bind(credential_id)
+        .fetch_optional(db)
+        .await
+}
