@@ -58,6 +58,54 @@ const memory = () => {
   return { set: async (k, v) => void m.set(k, v), get: async (k) => m.get(k), del: async (k) => void m.delete(k), m }
 }
 
+/** Opens an authorize URL in a fresh Chromium, signs in with the password, allows; returns the
+ * URL the browser was sent back to (the app's redirect, intercepted). */
+async function signInAndAllow(url, who, pw) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vow-oauth-'))
+  const context = await chromium.launchPersistentContext(dir, {
+    executablePath: opt('--chromium', '/usr/bin/chromium'),
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu'],
+  })
+  const page = context.pages()[0] || (await context.newPage())
+  let landed
+  await page.route('http://127.0.0.1:9/**', (route) => {
+    landed = route.request().url()
+    return route.fulfill({ status: 200, body: 'back in the app' })
+  })
+  try {
+    await page.goto(url.toString())
+    await page.fill('input[name=identifier]', who)
+    await page.fill('input[name=password]', pw)
+    await page.click('button[type=submit]')
+    await page.waitForSelector('#allow')
+    const consent = await page.textContent('main')
+    await page.click('#allow')
+    await page.waitForFunction(() => document.body.textContent.includes('back in the app'))
+    return { landed, consent }
+  } finally {
+    await context.close()
+  }
+}
+
+function makeClient(scope) {
+  const redirect = 'http://127.0.0.1:9/callback'
+  const clientId = `http://localhost?redirect_uri=${encodeURIComponent(redirect)}&scope=${encodeURIComponent(scope)}`
+  const sessions = memory()
+  return {
+    sessions,
+    clientId,
+    client: new NodeOAuthClient({
+      clientMetadata: {
+        client_id: clientId, redirect_uris: [redirect], scope, grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'], token_endpoint_auth_method: 'none', application_type: 'native', dpop_bound_access_tokens: true,
+      },
+      stateStore: memory(), sessionStore: sessions, handleResolver: service, plcDirectoryUrl: plc, allowHttp: true,
+      fetch: globalThis.fetch, requestLock: requestLocalLock,
+    }),
+  }
+}
+
 async function main() {
   const redirect = 'http://127.0.0.1:9/callback'
   const scope = 'atproto transition:generic'
@@ -256,6 +304,34 @@ async function main() {
     const { session } = await client.callback(new URL(landed).searchParams)
     const who = await new Agent(session).com.atproto.server.getSession()
     check(who.data.handle === pkHandle, `signed in as ${who.data.handle}`)
+  })
+
+  await step('a narrow grant: only likes may be written, nothing else; the email is not shown', async () => {
+    const scope = 'atproto repo:app.bsky.feed.like?action=create'
+    const { client: narrow } = makeClient(scope)
+    const url = await narrow.authorize(handle, { scope })
+    const { landed, consent } = await signInAndAllow(url, handle, password)
+    check(consent.includes('create records in app.bsky.feed.like'), `the consent says what: ${consent}`)
+    const { session: s2 } = await narrow.callback(new URL(landed).searchParams)
+    const a2 = new Agent(s2)
+    const liked = await a2.com.atproto.repo.createRecord({
+      repo: did,
+      collection: 'app.bsky.feed.like',
+      record: { $type: 'app.bsky.feed.like', subject: { uri: `at://${did}/app.bsky.feed.post/3kaaaaaaaaaa2`, cid: 'bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm' }, createdAt: new Date().toISOString() },
+    })
+    check(liked.data.uri.includes('app.bsky.feed.like'), 'a like is allowed')
+    const posted = await a2.com.atproto.repo
+      .createRecord({ repo: did, collection: 'app.bsky.feed.post', record: { $type: 'app.bsky.feed.post', text: 'no', createdAt: new Date().toISOString() } })
+      .then(() => 'accepted', (e) => `${e.status} ${e.error}`)
+    check(posted === '403 ScopeMissingError', `a post is refused: ${posted}`)
+    const unliked = await a2.com.atproto.repo
+      .deleteRecord({ repo: did, collection: 'app.bsky.feed.like', rkey: liked.data.uri.split('/').pop() })
+      .then(() => 'accepted', (e) => `${e.status} ${e.error}`)
+    check(unliked === '403 ScopeMissingError', `deleting is not granted: ${unliked}`)
+    const me = (await a2.com.atproto.server.getSession()).data
+    check(me.did === did && me.email === undefined, `no email without the permission: ${JSON.stringify(me)}`)
+    const timeline = await a2.app.bsky.feed.getTimeline().then(() => 'accepted', (e) => `${e.status} ${e.error}`)
+    check(timeline === '403 ScopeMissingError', `no proxied call without rpc permission: ${timeline}`)
   })
 
   return { did }

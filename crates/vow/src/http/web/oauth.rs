@@ -124,17 +124,44 @@ struct AuthorizeQuery {
 
 /// The scopes in plain words.
 fn describe(scope: &str) -> String {
-    scope
-        .split_whitespace()
-        .filter_map(|s| match s {
-            "atproto" => None,
-            "transition:generic" => Some("read and write your posts, likes, follows and profile, and act on your behalf in apps (not your email, identity or account)"),
-            "transition:chat.bsky" => Some("read and send your Bluesky direct messages"),
-            "transition:email" => Some("see your email address"),
-            _ => Some("something this server does not know"),
-        })
-        .map(|s| format!("<li>{}</li>", escape(s)))
-        .collect()
+    use crate::service::auth::scope::{Permission, parse_permission};
+    let words = |s: &str| -> String {
+        match s {
+            "atproto" => String::new(),
+            "transition:generic" => "read and write your posts, likes, follows and profile, and act on your behalf in \
+                                     apps (not your email, identity or account)"
+                .into(),
+            "transition:chat.bsky" => "read and send your Bluesky direct messages".into(),
+            "transition:email" => "see your email address".into(),
+            other => match parse_permission(other) {
+                Ok(Permission::Repo { collections, actions }) => {
+                    format!(
+                        "{} records in {}",
+                        actions.join(", "),
+                        collections.join(", ").replace('*', "every collection")
+                    )
+                }
+                Ok(Permission::Rpc { lxms, aud }) => {
+                    format!(
+                        "call {} at {}",
+                        lxms.join(", ").replace('*', "any method"),
+                        aud.replace('*', "any service")
+                    )
+                }
+                Ok(Permission::Blob { accept }) => format!("upload files of type {}", accept.join(", ")),
+                Ok(Permission::Account { attr, actions }) => format!("{} your account's {attr}", actions.join(" and ")),
+                Ok(Permission::Identity { attr }) => {
+                    if attr == "*" {
+                        "change your identity".into()
+                    } else {
+                        format!("change your {attr}")
+                    }
+                }
+                Err(_) => "something this server does not know".into(),
+            },
+        }
+    };
+    scope.split_whitespace().map(words).filter(|w| !w.is_empty()).map(|w| format!("<li>{}</li>", escape(&w))).collect()
 }
 
 fn error_page(message: &str) -> Response {

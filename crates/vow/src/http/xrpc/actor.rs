@@ -30,6 +30,7 @@ fn kind(pref: &Value) -> &str {
 }
 
 pub async fn get_preferences(State(state): State<AppState>, auth: AccessAuth) -> XrpcResult<Json<Value>> {
+    auth.require_rpc("app.bsky.actor.getPreferences", &state.config.proxy.appview.did)?;
     let prefs: Vec<Value> = stored(&state, &auth.did)
         .await?
         .into_iter()
@@ -48,6 +49,7 @@ pub async fn put_preferences(
     auth: AccessAuth,
     XrpcJson(input): XrpcJson<PutPreferencesInput>,
 ) -> XrpcResult<Json<Value>> {
+    auth.require_rpc("app.bsky.actor.putPreferences", &state.config.proxy.appview.did)?;
     if input.preferences.len() > MAX_PREFERENCES {
         return Err(XrpcError::invalid_request(format!("At most {MAX_PREFERENCES} preferences")));
     }

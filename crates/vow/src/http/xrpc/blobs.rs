@@ -47,6 +47,8 @@ pub async fn upload_blob(
     headers: HeaderMap,
     body: Body,
 ) -> XrpcResult<Json<Value>> {
+    let declared_type = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("*/*");
+    auth.require_blob(declared_type.split(';').next().unwrap_or("").trim())?;
     let limit = state.config.blob_upload_limit;
     // Hopelessly large uploads are refused before reading; slightly large ones are read to the
     // end (and discarded) so the client sees the error instead of a reset connection.

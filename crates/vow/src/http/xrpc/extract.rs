@@ -15,22 +15,27 @@ impl FromRequestParts<AppState> for AccessAuth {
     type Rejection = XrpcError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, XrpcError> {
-        let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|h| h.to_str().ok());
-        // An OAuth session's DPoP-bound token, with its proof for this very request.
-        if state.config.oauth
-            && let Some(token) = header.and_then(|h| h.strip_prefix("DPoP "))
-        {
-            let dpop = parts.headers.get("dpop").and_then(|h| h.to_str().ok());
-            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            let http = crate::service::oauth::provider::Http {
-                method: parts.method.as_str(),
-                url: format!("{}{path}", state.config.public_url.trim_end_matches('/')),
-                dpop,
-            };
-            return state.oauth.access(token.trim(), &http).await;
-        }
-        Ok(state.tokens.access(bearer(parts)?).await?.0)
+        access_of(state, parts).await
     }
+}
+
+/// The access credential of a request: a session's bearer token, or (with `VOW_OAUTH`) an OAuth
+/// session's DPoP-bound token with its proof for this very request.
+pub async fn access_of(state: &AppState, parts: &Parts) -> Result<AccessAuth, XrpcError> {
+    let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|h| h.to_str().ok());
+    if state.config.oauth
+        && let Some(token) = header.and_then(|h| h.strip_prefix("DPoP "))
+    {
+        let dpop = parts.headers.get("dpop").and_then(|h| h.to_str().ok());
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let http = crate::service::oauth::provider::Http {
+            method: parts.method.as_str(),
+            url: format!("{}{path}", state.config.public_url.trim_end_matches('/')),
+            dpop,
+        };
+        return state.oauth.access(token.trim(), &http).await;
+    }
+    Ok(state.tokens.access(bearer(parts)?).await?.0)
 }
 
 impl FromRequestParts<AppState> for RefreshAuth {

@@ -37,7 +37,10 @@ pub async fn update_handle(
     auth: crate::service::auth::AccessAuth,
     super::XrpcJson(input): super::XrpcJson<UpdateHandleInput>,
 ) -> XrpcResult<Json<serde_json::Value>> {
-    auth.require_full_access()?;
+    auth.require_identity("handle")?;
+    if auth.grant.is_none() {
+        auth.require_full_access()?;
+    }
     change_handle(&state, &auth.did, &input.handle).await?;
     Ok(Json(serde_json::json!({})))
 }

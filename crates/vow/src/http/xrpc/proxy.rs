@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::XrpcQuery;
 use crate::error::{XrpcError, XrpcResult};
-use crate::service::auth::{AccessAuth, bearer, jwt};
+use crate::service::auth::{AccessAuth, jwt};
 use crate::service::proxy::tokens::Fallback;
 use crate::service::proxy::{Target, response_headers};
 use crate::service::signer::SignError;
@@ -59,6 +59,8 @@ pub(crate) async fn call(
     headers: &HeaderMap,
     body: Option<axum::body::Bytes>,
 ) -> XrpcResult<reqwest::Response> {
+    // An OAuth session calls only what its grant names.
+    auth.require_rpc(lxm, aud)?;
     let token = match account_key(state, &auth.did).await? {
         Some(key) => {
             state.proxy.tokens.for_call(&auth.did, &key, aud, lxm, Fallback::Sign).await.map_err(sign_error)?
@@ -84,7 +86,7 @@ pub(crate) fn relay(response: reqwest::Response) -> Response {
 
 /// The request's session, checked as any handler's would be.
 async fn session(state: &AppState, parts: &Parts, nsid: &str) -> XrpcResult<AccessAuth> {
-    let (auth, _) = state.tokens.access(bearer(parts)?).await?;
+    let auth = super::extract::access_of(state, parts).await?;
     // As on the reference PDS: chat needs the account password or a privileged app password.
     if nsid.starts_with("chat.bsky.") && auth.scope == jwt::APP_PASS_SCOPE {
         return Err(XrpcError::forbidden("Chat needs a privileged app password"));
@@ -181,6 +183,7 @@ pub async fn get_service_auth(
             auth.require_full_access()?;
         }
     }
+    auth.require_rpc(p.lxm.as_deref().unwrap_or("*"), &p.aud)?;
     let key = account_key(&state, &auth.did).await?.ok_or_else(|| {
         XrpcError::named(
             "SigningKeyRequired",

@@ -88,6 +88,7 @@ pub async fn create_record(
     XrpcJson(input): XrpcJson<CreateRecordInput>,
 ) -> XrpcResult<Json<Value>> {
     let did = own_repo(&state, &auth, &input.repo).await?;
+    auth.require_write(&input.collection, "create")?;
     let write = Write::Create {
         collection: nsid(&input.collection)?,
         rkey: input.rkey.as_deref().map(rkey).transpose()?,
@@ -117,6 +118,9 @@ pub async fn put_record(
     XrpcJson(input): XrpcJson<PutRecordInput>,
 ) -> XrpcResult<Json<Value>> {
     let did = own_repo(&state, &auth, &input.repo).await?;
+    // A put creates or replaces: the grant must allow both.
+    auth.require_write(&input.collection, "create")?;
+    auth.require_write(&input.collection, "update")?;
     let write = Write::Put {
         collection: nsid(&input.collection)?,
         rkey: rkey(&input.rkey)?,
@@ -145,6 +149,7 @@ pub async fn delete_record(
     XrpcJson(input): XrpcJson<DeleteRecordInput>,
 ) -> XrpcResult<Json<Value>> {
     let did = own_repo(&state, &auth, &input.repo).await?;
+    auth.require_write(&input.collection, "delete")?;
     let write = Write::Delete {
         collection: nsid(&input.collection)?,
         rkey: rkey(&input.rkey)?,
@@ -187,6 +192,12 @@ pub async fn apply_writes(
     let mut writes = Vec::with_capacity(input.writes.len());
     for (i, w) in input.writes.into_iter().enumerate() {
         let collection = nsid(&w.collection)?;
+        let action = match w.kind.as_str() {
+            "com.atproto.repo.applyWrites#create" => "create",
+            "com.atproto.repo.applyWrites#update" => "update",
+            _ => "delete",
+        };
+        auth.require_write(collection.as_str(), action)?;
         let need_rkey = || {
             w.rkey
                 .as_deref()

@@ -336,10 +336,13 @@ fn session_view(account: &accounts::Account) -> Value {
     let mut view = json!({
         "did": account.did,
         "handle": account.handle,
-        "email": account.email,
-        "emailConfirmed": account.email_confirmed_at.is_some(),
         "active": account.active(),
     });
+    // Both left out when there is no address, or it is not shown (the lexicon has no null).
+    if let Some(email) = &account.email {
+        view["email"] = json!(email);
+        view["emailConfirmed"] = json!(account.email_confirmed_at.is_some());
+    }
     if let Some(status) = account.status() {
         view["status"] = json!(status);
     }
@@ -376,9 +379,14 @@ pub async fn create_session(
 }
 
 pub async fn get_session(State(state): State<AppState>, auth: AccessAuth) -> XrpcResult<Json<Value>> {
-    let account = accounts::by_did(&state.db, &auth.did)
+    let mut account = accounts::by_did(&state.db, &auth.did)
         .await?
         .ok_or_else(|| XrpcError::invalid_token("Account no longer exists"))?;
+    // An OAuth app sees the email address only when granted it (transition:email, account:email).
+    if !auth.shows_email() {
+        account.email = None;
+        account.email_confirmed_at = None;
+    }
     Ok(Json(session_view(&account)))
 }
 

@@ -5,6 +5,7 @@ pub mod codes;
 pub mod inbound;
 pub mod jwt;
 pub mod password;
+pub mod scope;
 
 use axum::http::request::Parts;
 
@@ -143,7 +144,7 @@ impl Tokens {
         let claims =
             self.check(token, &[jwt::ACCESS_SCOPE, jwt::APP_PASS_SCOPE, jwt::APP_PASS_PRIVILEGED_SCOPE]).await?;
         let exp = claims.exp;
-        Ok((AccessAuth { did: claims.sub, session_id: claims.sid, scope: claims.scope }, exp))
+        Ok((AccessAuth { did: claims.sub, session_id: claims.sid, scope: claims.scope, grant: None }, exp))
     }
 }
 
@@ -154,9 +155,59 @@ pub struct AccessAuth {
     pub session_id: String,
     /// The scope the token carries.
     pub scope: String,
+    /// For an OAuth session, what its grant allows (checked on top of the app-password rules
+    /// its scope implies).
+    pub grant: Option<std::sync::Arc<scope::Grant>>,
+}
+
+fn scope_missing(needed: String) -> XrpcError {
+    XrpcError::new(
+        axum::http::StatusCode::FORBIDDEN,
+        "ScopeMissingError",
+        format!("Missing required scope \"{needed}\": this app was not given that permission"),
+    )
 }
 
 impl AccessAuth {
+    /// A record write the grant must allow (`action` create, update or delete).
+    pub fn require_write(&self, collection: &str, action: &str) -> Result<(), XrpcError> {
+        match &self.grant {
+            Some(g) if !g.allows_write(collection, action) => {
+                Err(scope_missing(format!("repo:{collection}?action={action}")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A blob upload of type `mime`.
+    pub fn require_blob(&self, mime: &str) -> Result<(), XrpcError> {
+        match &self.grant {
+            Some(g) if !g.allows_blob(mime) => Err(scope_missing(format!("blob:{mime}"))),
+            _ => Ok(()),
+        }
+    }
+
+    /// A call of `lxm` at the service `aud` (`did#service`).
+    pub fn require_rpc(&self, lxm: &str, aud: &str) -> Result<(), XrpcError> {
+        match &self.grant {
+            Some(g) if !g.allows_rpc(lxm, aud) => Err(scope_missing(format!("rpc:{lxm}?aud={aud}"))),
+            _ => Ok(()),
+        }
+    }
+
+    /// An identity change (`handle`).
+    pub fn require_identity(&self, attr: &str) -> Result<(), XrpcError> {
+        match &self.grant {
+            Some(g) if !g.generic && !g.allows_identity(attr) => Err(scope_missing(format!("identity:{attr}"))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the session may see the account's email address.
+    pub fn shows_email(&self) -> bool {
+        self.grant.as_ref().is_none_or(|g| g.shows_email())
+    }
+
     /// App-password sessions may not manage app passwords or the account.
     pub fn require_full_access(&self) -> Result<(), XrpcError> {
         if self.scope == jwt::ACCESS_SCOPE {

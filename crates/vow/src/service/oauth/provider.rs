@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::client::{self, Auth, Client, ClientId};
 use super::dpop::{self, DpopError, Nonces, Replays};
+use crate::service::auth::scope::Grant;
 use crate::service::auth::{AccessAuth, jwt, random_code};
 use crate::store::db::{self, oauth};
 
@@ -29,7 +30,8 @@ pub const ACCESS_TTL_SECS: i64 = 15 * 60;
 pub const PUBLIC_REFRESH_SECS: i64 = 14 * 24 * 60 * 60;
 pub const CONFIDENTIAL_REFRESH_SECS: i64 = 90 * 24 * 60 * 60;
 
-/// The scopes offered (the transitional ones; granular permissions are not granted yet).
+/// The transitional scopes (granular permissions, `repo:` and the rest, are offered too; see
+/// `service::auth::scope`).
 pub const SCOPES: &[&str] = &["atproto", "transition:generic", "transition:chat.bsky", "transition:email"];
 
 /// An OAuth error response (RFC 6749 §5.2): `error`, `error_description`, a status.
@@ -292,9 +294,10 @@ impl Provider {
         if !asked.contains(&"atproto") {
             return Err(OauthError::bad("invalid_scope", "the scope must include atproto"));
         }
-        if let Some(bad) = asked.iter().find(|s| !SCOPES.contains(s) || !client.scope.iter().any(|c| c == *s)) {
-            return Err(OauthError::bad("invalid_scope", format!("the scope {bad} is not available to this client")));
+        if let Some(bad) = asked.iter().find(|s| !client.scope.iter().any(|c| c == *s)) {
+            return Err(OauthError::bad("invalid_scope", format!("the scope {bad} is not in the client's metadata")));
         }
+        Grant::parse(&scope).map_err(|e| OauthError::bad("invalid_scope", e))?;
         if matches!(p.response_mode.as_deref(), Some(m) if m != "query" && m != "fragment") {
             return Err(OauthError::bad("invalid_request", "response_mode must be query or fragment"));
         }
@@ -532,19 +535,12 @@ impl Provider {
                 "The DPoP key is not the token's",
             ));
         }
-        // The transitional scopes: atproto with transition:generic acts as an app password;
-        // with transition:chat.bsky too, as a privileged one. Nothing more is granted yet.
-        let scopes: Vec<&str> = session.oauth_scope.split_whitespace().collect();
-        let scope = if !scopes.contains(&"transition:generic") {
-            return Err(XrpcError::forbidden(
-                "This app's grant (scope atproto alone) allows no calls yet; ask for transition:generic",
-            ));
-        } else if scopes.contains(&"transition:chat.bsky") {
-            jwt::APP_PASS_PRIVILEGED_SCOPE
-        } else {
-            jwt::APP_PASS_SCOPE
-        };
-        Ok(AccessAuth { did: claims.sub, session_id: claims.sid, scope: scope.into() })
+        // An OAuth session acts as an app password (a privileged one with transition:chat.bsky),
+        // narrowed further by its grant's permissions where it has no transition:generic.
+        let grant = Grant::parse(&session.oauth_scope)
+            .map_err(|e| XrpcError::internal("a stored OAuth scope does not parse", e))?;
+        let scope = if grant.chat { jwt::APP_PASS_PRIVILEGED_SCOPE } else { jwt::APP_PASS_SCOPE };
+        Ok(AccessAuth { did: claims.sub, session_id: claims.sid, scope: scope.into(), grant: Some(Arc::new(grant)) })
     }
 
     /// `/.well-known/oauth-protected-resource`.
