@@ -226,9 +226,45 @@ impl Provider {
         }
     }
 
-    /// Checks a confidential client's `private_key_jwt` assertion (keys given inline).
-    fn authenticate(&self, client: &Client, kind: Option<&str>, assertion: Option<&str>) -> Result<(), OauthError> {
-        let Auth::PrivateKeyJwt { jwks, .. } = &client.auth else {
+    /// A confidential client's public keys: inline, or fetched (bounded, through the guarded
+    /// client) from its `jwks_uri` and kept as long as its metadata.
+    async fn client_keys(&self, client: &Client) -> Result<Value, OauthError> {
+        let Auth::PrivateKeyJwt { jwks, jwks_uri } = &client.auth else { return Ok(json!({ "keys": [] })) };
+        if let Some(jwks) = jwks {
+            return Ok(jwks.clone());
+        }
+        let uri = jwks_uri.as_deref().unwrap_or("");
+        let cache_key = format!("jwks:{uri}");
+        if let Some(Client { auth: Auth::PrivateKeyJwt { jwks: Some(keys), .. }, .. }) = self.clients.get(&cache_key) {
+            return Ok(keys);
+        }
+        let refused = |why: String| OauthError::new(401, "invalid_client", format!("the client's jwks_uri: {why}"));
+        let mut res = self.http.get(uri).send().await.map_err(|e| refused(e.to_string()))?;
+        if !res.status().is_success() {
+            return Err(refused(format!("answered {}", res.status())));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = res.chunk().await.map_err(|e| refused(e.to_string()))? {
+            body.extend_from_slice(&chunk);
+            if body.len() > client::MAX_METADATA_BYTES {
+                return Err(refused("too large".into()));
+            }
+        }
+        let keys: Value = serde_json::from_slice(&body).map_err(|e| refused(e.to_string()))?;
+        let mut cached = client.clone();
+        cached.auth = Auth::PrivateKeyJwt { jwks: Some(keys.clone()), jwks_uri: None };
+        self.clients.insert(cache_key, cached);
+        Ok(keys)
+    }
+
+    /// Checks a confidential client's `private_key_jwt` assertion.
+    async fn authenticate(
+        &self,
+        client: &Client,
+        kind: Option<&str>,
+        assertion: Option<&str>,
+    ) -> Result<(), OauthError> {
+        let Auth::PrivateKeyJwt { .. } = &client.auth else {
             return if assertion.is_some() {
                 Err(OauthError::bad("invalid_client", "this client authenticates with none"))
             } else {
@@ -239,14 +275,8 @@ impl Provider {
             return Err(OauthError::new(401, "invalid_client", "a client assertion (private_key_jwt) is required"));
         }
         let assertion = assertion.ok_or_else(|| OauthError::new(401, "invalid_client", "client_assertion missing"))?;
-        let Some(jwks) = jwks else {
-            return Err(OauthError::new(
-                401,
-                "invalid_client",
-                "keys at jwks_uri are not supported yet; give jwks inline",
-            ));
-        };
-        let claims = verify_es256(assertion, jwks).map_err(|e| OauthError::new(401, "invalid_client", e))?;
+        let jwks = self.client_keys(client).await?;
+        let claims = verify_es256(assertion, &jwks).map_err(|e| OauthError::new(401, "invalid_client", e))?;
         let now = db::unix_now();
         let ok = claims["iss"] == client.id.as_str()
             && claims["sub"] == client.id.as_str()
@@ -275,7 +305,7 @@ impl Provider {
     pub async fn par(&self, http: &Http<'_>, p: Parameters) -> Result<Value, OauthError> {
         let proof = self.check_dpop(http, None).map_err(OauthError::from_dpop)?;
         let client = self.client(&p.client_id).await?;
-        self.authenticate(&client, p.client_assertion_type.as_deref(), p.client_assertion.as_deref())?;
+        self.authenticate(&client, p.client_assertion_type.as_deref(), p.client_assertion.as_deref()).await?;
         if p.response_type != "code" {
             return Err(OauthError::bad("unsupported_response_type", "response_type must be code"));
         }
@@ -384,7 +414,7 @@ impl Provider {
     pub async fn token(&self, http: &Http<'_>, form: TokenForm) -> Result<Value, OauthError> {
         let proof = self.check_dpop(http, None).map_err(OauthError::from_dpop)?;
         let client = self.client(&form.client_id).await?;
-        self.authenticate(&client, form.client_assertion_type.as_deref(), form.client_assertion.as_deref())?;
+        self.authenticate(&client, form.client_assertion_type.as_deref(), form.client_assertion.as_deref()).await?;
         match form.grant_type.as_str() {
             "authorization_code" => {
                 let code = form.code.as_deref().ok_or_else(|| OauthError::bad("invalid_request", "code missing"))?;
@@ -623,4 +653,74 @@ fn verify_es256(token: &str, jwks: &Value) -> Result<Value, String> {
     vk.verify(format!("{h}.{p}").as_bytes(), &sig)
         .map_err(|_| "the client assertion's signature does not verify".to_owned())?;
     json(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p256::ecdsa::SigningKey;
+    use p256::ecdsa::signature::Signer;
+
+    fn provider() -> Provider {
+        let db = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
+        let jwk = Arc::new(atproto::crypto::Keypair::generate(atproto::crypto::Algorithm::P256));
+        Provider::new(db, jwk, "https://pds.test", "did:web:pds.test", b"secret", reqwest::Client::new())
+    }
+
+    fn jwk(key: &SigningKey, kid: &str) -> Value {
+        let p = key.verifying_key().to_sec1_point(false);
+        let b = p.as_bytes();
+        json!({ "kty": "EC", "crv": "P-256", "kid": kid, "x": URL_SAFE_NO_PAD.encode(&b[1..33]), "y": URL_SAFE_NO_PAD.encode(&b[33..65]) })
+    }
+
+    fn assertion(key: &SigningKey, kid: &str, claims: Value) -> String {
+        let h = URL_SAFE_NO_PAD.encode(json!({ "alg": "ES256", "kid": kid }).to_string());
+        let c = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let sig: p256::ecdsa::Signature = key.sign(format!("{h}.{c}").as_bytes());
+        format!("{h}.{c}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
+    }
+
+    #[tokio::test]
+    async fn confidential_clients_prove_their_key_once_per_assertion() {
+        let p = provider();
+        let key = SigningKey::from_slice(&[5u8; 32]).unwrap();
+        let id = "https://app.example/client-metadata.json";
+        let client = Client {
+            id: id.into(),
+            name: None,
+            redirect_uris: vec!["https://app.example/cb".into()],
+            scope: vec!["atproto".into()],
+            auth: Auth::PrivateKeyJwt { jwks: Some(json!({ "keys": [jwk(&key, "k1")] })), jwks_uri: None },
+            native: false,
+            loopback: false,
+        };
+        let kind = Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer");
+        let now = db::unix_now();
+        let claims = |jti: &str| json!({ "iss": id, "sub": id, "aud": "https://pds.test", "iat": now, "exp": now + 60, "jti": jti });
+        let good = assertion(&key, "k1", claims("a1"));
+        assert_eq!(p.authenticate(&client, kind, Some(&good)).await, Ok(()));
+        let again = p.authenticate(&client, kind, Some(&good)).await.unwrap_err();
+        assert_eq!(again.description, "the client assertion was already used");
+        let other = SigningKey::from_slice(&[6u8; 32]).unwrap();
+        assert!(p.authenticate(&client, kind, Some(&assertion(&other, "k1", claims("a2")))).await.is_err());
+        let mut wrong_aud = claims("a3");
+        wrong_aud["aud"] = json!("https://elsewhere.test");
+        assert!(p.authenticate(&client, kind, Some(&assertion(&key, "k1", wrong_aud))).await.is_err());
+        let mut expired = claims("a4");
+        expired["exp"] = json!(now - 1);
+        assert!(p.authenticate(&client, kind, Some(&assertion(&key, "k1", expired))).await.is_err());
+        assert!(p.authenticate(&client, None, None).await.is_err(), "a confidential client must authenticate");
+        let public = Client { auth: Auth::None, ..client };
+        assert!(p.authenticate(&public, None, None).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn metadata_documents_name_the_profile() {
+        let p = provider();
+        let m = p.server_metadata();
+        assert_eq!(m["issuer"], "https://pds.test");
+        assert_eq!(m["require_pushed_authorization_requests"], true);
+        assert_eq!(m["dpop_signing_alg_values_supported"], json!(["ES256"]));
+        assert_eq!(p.resource_metadata()["authorization_servers"], json!(["https://pds.test"]));
+    }
 }
