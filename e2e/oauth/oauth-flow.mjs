@@ -78,10 +78,14 @@ async function signInAndAllow(url, who, pw) {
     await page.fill('input[name=identifier]', who)
     await page.fill('input[name=password]', pw)
     await page.click('button[type=submit]')
-    await page.waitForSelector('#allow')
-    const consent = await page.textContent('main')
-    await page.click('#allow')
-    await page.waitForFunction(() => document.body.textContent.includes('back in the app'))
+    // A consent already given is not asked again: the browser goes straight back to the app.
+    await page.waitForFunction(() => document.getElementById('allow') || document.body.textContent.includes('back in the app'))
+    let consent = null
+    if (await page.$('#allow')) {
+      consent = await page.textContent('main')
+      await page.click('#allow')
+      await page.waitForFunction(() => document.body.textContent.includes('back in the app'))
+    }
     return { landed, consent }
   } finally {
     await context.close()
@@ -306,12 +310,60 @@ async function main() {
     check(who.data.handle === pkHandle, `signed in as ${who.data.handle}`)
   })
 
+  await step('by hand: redirect URI, client ID, PKCE verifier and code reuse are checked', async () => {
+    const { clientId } = makeClient('atproto transition:generic')
+    const key = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign'])
+    const jwk = await crypto.subtle.exportKey('jwk', key.privateKey)
+    const nonce = async () => (await fetch(`${service}/xrpc/_health`)).headers.get('dpop-nonce')
+    const form = async (url, body) => {
+      const res = await fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await dpopProof(jwk, 'POST', url, { nonce: await nonce() }) },
+        body: new URLSearchParams(body),
+      })
+      return { status: res.status, body: await res.json() }
+    }
+    const verifier = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('base64url')
+    const challenge = Buffer.from(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(verifier))).toString('base64url')
+    const par = (over = {}) =>
+      form(meta.pushed_authorization_request_endpoint, {
+        client_id: clientId, response_type: 'code', redirect_uri: 'http://127.0.0.1:9/callback', scope: 'atproto transition:generic',
+        state: 's-1', code_challenge: challenge, code_challenge_method: 'S256', ...over,
+      })
+    const wrongRedirect = await par({ redirect_uri: 'http://127.0.0.1:9/elsewhere' })
+    check(wrongRedirect.status === 400 && wrongRedirect.body.error === 'invalid_request', `another redirect: ${JSON.stringify(wrongRedirect)}`)
+    const privateClient = await par({ client_id: 'https://127.0.0.1/client-metadata.json' })
+    check(privateClient.status === 400 && privateClient.body.error === 'invalid_client', `an IP-address client: ${JSON.stringify(privateClient)}`)
+    const noPkce = await par({ code_challenge: '' })
+    check(noPkce.status === 400, `no PKCE: ${JSON.stringify(noPkce)}`)
+    const approve = async () => {
+      const pushed = await par()
+      check(pushed.status === 201, `PAR: ${JSON.stringify(pushed)}`)
+      const url = `${meta.authorization_endpoint}?client_id=${encodeURIComponent(clientId)}&request_uri=${encodeURIComponent(pushed.body.request_uri)}`
+      const { landed, consent } = await signInAndAllow(url, handle, password)
+      check(consent === null, 'the consent given before is remembered')
+      const params = new URL(landed).searchParams
+      check(params.get('state') === 's-1' && params.get('iss') === service, `state and iss: ${landed}`)
+      return params.get('code')
+    }
+    const token = (code, codeVerifier) =>
+      form(meta.token_endpoint, { grant_type: 'authorization_code', client_id: clientId, code, redirect_uri: 'http://127.0.0.1:9/callback', code_verifier: codeVerifier })
+    const first = await approve()
+    const wrong = await token(first, 'x'.repeat(43))
+    check(wrong.status === 400 && wrong.body.error === 'invalid_grant', `a wrong verifier: ${JSON.stringify(wrong)}`)
+    const second = await approve()
+    const good = await token(second, verifier)
+    check(good.status === 200 && good.body.token_type === 'DPoP' && good.body.sub === did, `the exchange: ${JSON.stringify(good)}`)
+    const reused = await token(second, verifier)
+    check(reused.status === 400 && reused.body.error === 'invalid_grant', `a reused code: ${JSON.stringify(reused)}`)
+  })
+
   await step('a narrow grant: only likes may be written, nothing else; the email is not shown', async () => {
     const scope = 'atproto repo:app.bsky.feed.like?action=create'
     const { client: narrow } = makeClient(scope)
     const url = await narrow.authorize(handle, { scope })
     const { landed, consent } = await signInAndAllow(url, handle, password)
-    check(consent.includes('create records in app.bsky.feed.like'), `the consent says what: ${consent}`)
+    check(consent && consent.includes('create records in app.bsky.feed.like'), `the consent says what: ${consent}`)
     const { session: s2 } = await narrow.callback(new URL(landed).searchParams)
     const a2 = new Agent(s2)
     const liked = await a2.com.atproto.repo.createRecord({

@@ -192,9 +192,21 @@ async fn authorize_page(
         escape(&q.client_id),
         escape(&q.request_uri)
     );
+    // Both forms here end in a redirect to the app (sign-in goes back to this page, which may
+    // answer at once with a consent given before): the CSP must let a form's redirects go there.
+    let target = params.redirect_uri.as_deref().and_then(|r| url::Url::parse(r).ok()).map(|u| match u.scheme() {
+        "http" | "https" => u.origin().ascii_serialization(),
+        scheme => format!("{scheme}:"),
+    });
+    let csp = match target {
+        Some(t) if !t.contains([';', ' ', '\'']) => {
+            CSP.replace("form-action 'self'", &format!("form-action 'self' {t}"))
+        }
+        _ => CSP.to_owned(),
+    };
     let Some(did) = did else {
         let hint = escape(params.login_hint.as_deref().unwrap_or(""));
-        return page(
+        return page_with_csp(
             "Sign in to continue",
             &format!(
                 "<h1>Sign in</h1><section><p><strong>{app}</strong> (<code>{app_id}</code>) wants to use your account \
@@ -207,6 +219,7 @@ async fn authorize_page(
                  <script type=\"module\" src=\"/oauth/oauth.js\"></script>",
                 host = escape(&state.config.hostname)
             ),
+            csp,
         );
     };
     let scope = params.scope.clone().unwrap_or_default();
