@@ -386,6 +386,26 @@ async function main() {
     check(timeline === '403 ScopeMissingError', `no proxied call without rpc permission: ${timeline}`)
   })
 
+  await step('a permission set (include:app.bsky.authCreatePosts) grants what its lexicon says', async () => {
+    const scope = 'atproto include:app.bsky.authCreatePosts?aud=did:web:api.bsky.app%23bsky_appview'
+    const { client: sets } = makeClient(scope)
+    const url = await sets.authorize(handle, { scope })
+    const { landed, consent } = await signInAndAllow(url, handle, password)
+    check(consent && consent.includes('Create Bluesky Posts'), `the consent names the set: ${consent}`)
+    const { session: s3 } = await sets.callback(new URL(landed).searchParams)
+    const a3 = new Agent(s3)
+    const post = await a3.com.atproto.repo.createRecord({
+      repo: did,
+      collection: 'app.bsky.feed.post',
+      record: { $type: 'app.bsky.feed.post', text: 'through a permission set', createdAt: new Date().toISOString() },
+    })
+    check(post.data.uri.includes('app.bsky.feed.post'), 'a post is allowed')
+    const profile = await a3.com.atproto.repo
+      .putRecord({ repo: did, collection: 'app.bsky.actor.profile', rkey: 'self', record: { $type: 'app.bsky.actor.profile', displayName: 'x' } })
+      .then(() => 'accepted', (e) => `${e.status} ${e.error}`)
+    check(profile === '403 ScopeMissingError', `the profile is not in the set: ${profile}`)
+  })
+
   return { did }
 }
 

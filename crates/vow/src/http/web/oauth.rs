@@ -133,6 +133,18 @@ fn describe(scope: &str) -> String {
                 .into(),
             "transition:chat.bsky" => "read and send your Bluesky direct messages".into(),
             "transition:email" => "see your email address".into(),
+            other if other.starts_with("include:") => {
+                let nsid = other["include:".len()..].split('?').next().unwrap_or("");
+                let set = atproto::lexicon::Catalog::bundled().doc(nsid).and_then(|d| d.defs.get("main"));
+                match set {
+                    Some(atproto::lexicon::TypeDef::PermissionSet(m)) => format!(
+                        "{}: {}",
+                        m.get("title").and_then(|t| t.as_str()).unwrap_or(nsid),
+                        m.get("detail").and_then(|t| t.as_str()).unwrap_or("")
+                    ),
+                    _ => format!("the permissions of {nsid}"),
+                }
+            }
             other => match parse_permission(other) {
                 Ok(Permission::Repo { collections, actions }) => {
                     format!(

@@ -8,7 +8,9 @@
 //! - `account:<email|repo|status>[?action=read|manage]`;
 //! - `identity:<handle|*>`.
 //!
-//! Permission sets (`include:`) are not resolved yet, so they are refused when asked for.
+//! and permission sets, `include:<nsid>[?aud=<did#service>]`, resolved from the lexicons this
+//! server carries (the `app.bsky.auth*` sets): each set grants only within its own namespace,
+//! and its `rpc` permissions marked `inheritAud` take the `aud` of the include.
 
 /// Why a scope string was refused.
 pub type ScopeError = String;
@@ -149,9 +151,65 @@ pub fn parse_permission(token: &str) -> Result<Permission, ScopeError> {
                 _ => Err(refuse("needs handle or *".into())),
             }
         }
-        "include" => Err(refuse("permission sets are not supported by this server yet".into())),
+        "include" => Err(refuse("a permission set must be expanded (Grant::parse)".into())),
         _ => Err(refuse("unknown".into())),
     }
+}
+
+/// Expands `include:<nsid>[?aud=…]` with the permission set the bundled lexicons define.
+pub fn expand_include(token: &str) -> Result<Vec<Permission>, ScopeError> {
+    let refuse = |why: String| format!("scope {token:?}: {why}");
+    let rest = token.strip_prefix("include").unwrap_or("");
+    let p = params(rest, "nsid").map_err(refuse)?;
+    only(&p, &["nsid", "aud"]).map_err(refuse)?;
+    let nsid = match values(&p, "nsid").as_slice() {
+        [n] if atproto::syntax::Nsid::new(n.as_str()).is_ok() => n.clone(),
+        _ => return Err(refuse("needs the NSID of a permission set".into())),
+    };
+    let aud = values(&p, "aud").into_iter().next();
+    let catalog = atproto::lexicon::Catalog::bundled();
+    let Some(atproto::lexicon::TypeDef::PermissionSet(set)) = catalog.doc(&nsid).and_then(|d| d.defs.get("main"))
+    else {
+        return Err(refuse(format!("{nsid} is not a permission set this server knows")));
+    };
+    // A set speaks only for its own namespace: app.bsky.authFullApp for app.bsky.*.
+    let authority = nsid.rsplit_once('.').map(|(a, _)| format!("{a}.")).unwrap_or_default();
+    let within = |n: &str| n.starts_with(&authority);
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for perm in set.get("permissions").and_then(|v| v.as_array()).into_iter().flatten() {
+        match perm["resource"].as_str() {
+            Some("repo") => {
+                let collections: Vec<String> = strings(&perm["collection"]).into_iter().filter(|c| within(c)).collect();
+                let mut actions = strings(&perm["action"]);
+                if actions.is_empty() {
+                    actions = ACTIONS.iter().map(|a| a.to_string()).collect();
+                }
+                if !collections.is_empty() {
+                    out.push(Permission::Repo { collections, actions });
+                }
+            }
+            Some("rpc") => {
+                let lxms: Vec<String> = strings(&perm["lxm"]).into_iter().filter(|l| within(l)).collect();
+                let aud =
+                    if perm["inheritAud"] == true { aud.clone() } else { perm["aud"].as_str().map(str::to_owned) };
+                if let (false, Some(aud)) = (lxms.is_empty(), aud) {
+                    out.push(Permission::Rpc { lxms, aud });
+                }
+            }
+            Some("blob") => {
+                let accept = strings(&perm["accept"]);
+                if !accept.is_empty() {
+                    out.push(Permission::Blob { accept });
+                }
+            }
+            // Account and identity permissions are not the business of an app's set.
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 impl Grant {
@@ -164,6 +222,9 @@ impl Grant {
                 "transition:generic" => g.generic = true,
                 "transition:chat.bsky" => g.chat = true,
                 "transition:email" => g.email = true,
+                other if other.starts_with("include:") || other.starts_with("include?") => {
+                    g.permissions.extend(expand_include(other)?)
+                }
                 other => g.permissions.push(parse_permission(other)?),
             }
         }
@@ -249,6 +310,17 @@ mod tests {
         );
         assert!(!generic.allows_identity("handle") && !generic.shows_email());
 
+        // A permission set from the bundled lexicons, its rpc permissions at the include's aud.
+        let app =
+            Grant::parse("atproto include:app.bsky.authCreatePosts?aud=did:web:api.bsky.app%23bsky_appview").unwrap();
+        assert!(app.allows_write("app.bsky.feed.post", "create"));
+        assert!(!app.allows_write("app.bsky.feed.post", "delete") && !app.allows_write("com.example.thing", "create"));
+        assert!(app.allows_rpc("app.bsky.video.uploadVideo", "did:web:api.bsky.app#bsky_appview"));
+        assert!(!app.allows_rpc("app.bsky.video.uploadVideo", "did:web:evil.example#bsky_appview"));
+        let full =
+            Grant::parse("atproto include:app.bsky.authFullApp?aud=did:web:api.bsky.app%23bsky_appview").unwrap();
+        assert!(full.allows_rpc("app.bsky.feed.getTimeline", "did:web:api.bsky.app#bsky_appview"));
+
         for bad in [
             "repo",
             "repo:not_an_nsid",
@@ -259,6 +331,7 @@ mod tests {
             "account:password",
             "identity:keys",
             "include:com.example.set",
+            "include:app.bsky.feed.post",
             "teleport:now",
             "repo:a.b.c?color=red",
         ] {
