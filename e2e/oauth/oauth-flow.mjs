@@ -199,6 +199,11 @@ async function main() {
     const got = await agent.com.atproto.repo.getRecord({ repo: did, collection: 'app.bsky.feed.post', rkey })
     check(got.data.value.text === 'posted through OAuth', 'read back')
     await agent.com.atproto.repo.deleteRecord({ repo: did, collection: 'app.bsky.feed.post', rkey })
+    // transition:generic is not an identity or account grant.
+    const rename = await agent.com.atproto.identity.updateHandle({ handle: 'renamed.localhost' }).then(() => 'accepted', (e) => `${e.status} ${e.error}`)
+    check(rename === '403 ScopeMissingError', `a handle change needs identity:handle: ${rename}`)
+    const status = await agent.com.atproto.server.checkAccountStatus().then(() => 'accepted', (e) => `${e.status} ${e.error}`)
+    check(status === '403 ScopeMissingError', `account management is not for apps: ${status}`)
   })
 
   await step('DPoP is enforced: no proof, a bearer token, another URL or method, a replayed jti, a stale nonce', async () => {
@@ -336,6 +341,8 @@ async function main() {
     check(privateClient.status === 400 && privateClient.body.error === 'invalid_client', `an IP-address client: ${JSON.stringify(privateClient)}`)
     const noPkce = await par({ code_challenge: '' })
     check(noPkce.status === 400, `no PKCE: ${JSON.stringify(noPkce)}`)
+    const huge = await par({ state: 'x'.repeat(2000) })
+    check(huge.status === 400 && huge.body.error === 'invalid_request', `a 2 KB state: ${JSON.stringify(huge)}`)
     const approve = async () => {
       const pushed = await par()
       check(pushed.status === 201, `PAR: ${JSON.stringify(pushed)}`)
@@ -360,7 +367,7 @@ async function main() {
 
   await step('a narrow grant: only likes may be written, nothing else; the email is not shown', async () => {
     const scope = 'atproto repo:app.bsky.feed.like?action=create'
-    const { client: narrow } = makeClient(scope)
+    const { client: narrow, sessions: sessions2 } = makeClient(scope)
     const url = await narrow.authorize(handle, { scope })
     const { landed, consent } = await signInAndAllow(url, handle, password)
     check(consent && consent.includes('create records in app.bsky.feed.like'), `the consent says what: ${consent}`)
@@ -384,6 +391,18 @@ async function main() {
     check(me.did === did && me.email === undefined, `no email without the permission: ${JSON.stringify(me)}`)
     const timeline = await a2.app.bsky.feed.getTimeline().then(() => 'accepted', (e) => `${e.status} ${e.error}`)
     check(timeline === '403 ScopeMissingError', `no proxied call without rpc permission: ${timeline}`)
+    // Revocation: another client's revocation of this session is ignored; the app's own ends it.
+    const refresh = (await sessions2.get(did)).tokenSet.refresh_token
+    await fetch(meta.revocation_endpoint, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: refresh, client_id: 'https://other.example/m.json' }),
+    })
+    const still = await a2.com.atproto.server.getSession().then(() => 'alive', (e) => `${e.status}`)
+    check(still === 'alive', `another client cannot revoke it: ${still}`)
+    await s2.signOut()
+    const after = await a2.com.atproto.server.getSession().then(() => 'alive', (e) => `${e.status ?? e.message}`)
+    check(after !== 'alive', `the revoked session is gone: ${after}`)
   })
 
   await step('a permission set (include:app.bsky.authCreatePosts) grants what its lexicon says', async () => {

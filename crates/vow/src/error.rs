@@ -68,7 +68,7 @@ impl IntoResponse for XrpcError {
         let body = serde_json::json!({ "error": self.error, "message": self.message });
         let mut res = (self.status, axum::Json(body)).into_response();
         // DPoP errors also say so in the header a client's DPoP layer reads (RFC 9449 §7.1).
-        if matches!(self.error.as_str(), "use_dpop_nonce" | "invalid_dpop_proof")
+        if matches!(self.error.as_str(), "use_dpop_nonce" | "invalid_dpop_proof" | "invalid_token")
             && let Ok(v) = axum::http::HeaderValue::from_str(&format!("DPoP error=\"{}\"", self.error))
         {
             res.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, v);

@@ -133,6 +133,7 @@ impl Services {
             &config.service_did,
             format!("oauth-nonce:{}", config.session_secret).as_bytes(),
             guarded.clone(),
+            config.proxy.allow_private,
         );
         let handles = crate::service::identity::handle::HandleResolver::new(config.dns_server, guarded);
         let lifecycle = crate::service::lifecycle::Lifecycle {

@@ -28,7 +28,7 @@ pub fn router(state: AppState) -> Router {
             HeaderName::from_static("atproto-accept-labelers"),
             HeaderName::from_static("dpop"),
         ])
-        .expose_headers([HeaderName::from_static("dpop-nonce")])
+        .expose_headers([HeaderName::from_static("dpop-nonce"), axum::http::header::WWW_AUTHENTICATE])
         .max_age(std::time::Duration::from_secs(86_400));
     let limit = state.config.max_json_body;
     let limits = crate::http::edge::BodyLimits { json: limit as u64 };

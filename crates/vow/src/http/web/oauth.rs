@@ -107,10 +107,12 @@ async fn token(
 #[derive(Deserialize)]
 struct RevokeForm {
     token: String,
+    #[serde(default)]
+    client_id: String,
 }
 
 async fn revoke(State(state): State<AppState>, Form(f): Form<RevokeForm>) -> Response {
-    match state.oauth.revoke(&f.token).await {
+    match state.oauth.revoke(&f.token, &f.client_id).await {
         Ok(()) => axum::Json(serde_json::json!({})).into_response(),
         Err(e) => oauth_error(e),
     }
@@ -302,6 +304,9 @@ async fn authorize(
         Err(e) => return error_page(&e.description),
     };
     if f.decision != "allow" {
+        if let Err(e) = state.oauth.forget(&id).await {
+            return error_page(&e.description);
+        }
         return redirect(&state.oauth.deny(&params));
     }
     match state.oauth.approve(&id, &did, &params).await {

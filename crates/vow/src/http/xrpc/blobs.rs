@@ -157,6 +157,7 @@ pub async fn list_missing_blobs(
     auth: AccessAuth,
     XrpcQuery(p): XrpcQuery<ListMissingParams>,
 ) -> XrpcResult<Json<Value>> {
+    auth.require_not_oauth()?;
     let limit = super::page_limit(p.limit, 500, 1000)?;
     let rows = db::blobs::missing_page(&state.db, &auth.did, p.cursor.as_deref().unwrap_or(""), limit).await?;
     let cursor = super::next_cursor(&rows, limit, |r| r.0.clone());

@@ -88,7 +88,8 @@ pub(crate) fn relay(response: reqwest::Response) -> Response {
 async fn session(state: &AppState, parts: &Parts, nsid: &str) -> XrpcResult<AccessAuth> {
     let auth = super::extract::access_of(state, parts).await?;
     // As on the reference PDS: chat needs the account password or a privileged app password.
-    if nsid.starts_with("chat.bsky.") && auth.scope == jwt::APP_PASS_SCOPE {
+    // (An OAuth session's grant decides for it, in `call`.)
+    if nsid.starts_with("chat.bsky.") && auth.scope == jwt::APP_PASS_SCOPE && auth.grant.is_none() {
         return Err(XrpcError::forbidden("Chat needs a privileged app password"));
     }
     Ok(auth)
@@ -132,6 +133,10 @@ async fn proxy(state: &AppState, request: Request) -> XrpcResult<Response> {
         None
     };
     let aud = target.did.clone();
+    // A grant's rpc permission is checked against the service as the request named it.
+    if let Some(named) = header.filter(|h| h.contains('#')) {
+        auth.require_rpc(&nsid, named)?;
+    }
     let (method, query) = (&parts.method, parts.uri.query());
     let response = call(state, &auth, method, &target, &aud, &nsid, &nsid, query, &parts.headers, body).await?;
     Ok(relay(response))

@@ -301,6 +301,7 @@ fn lives_here(state: &AppState, doc: &Value, account: &accounts::Account) -> Res
 
 /// `com.atproto.server.checkAccountStatus`, as the reference reports it.
 pub async fn check_account_status(State(state): State<AppState>, auth: AccessAuth) -> XrpcResult<Json<Value>> {
+    auth.require_not_oauth()?;
     let account = accounts::by_did(&state.db, &auth.did)
         .await?
         .ok_or_else(|| XrpcError::invalid_token("Account no longer exists"))?;
@@ -497,6 +498,7 @@ pub async fn get_account_invite_codes(
     auth: AccessAuth,
     XrpcQuery(params): XrpcQuery<GetInviteCodesParams>,
 ) -> XrpcResult<Json<Value>> {
+    auth.require_not_oauth()?;
     let mut codes = Vec::new();
     for c in db::invites::of_account(&state.db, &auth.did).await? {
         if !params.include_used.unwrap_or(true) && c.available <= 0 {
@@ -540,6 +542,7 @@ pub async fn create_app_password(
 }
 
 pub async fn list_app_passwords(State(state): State<AppState>, auth: AccessAuth) -> XrpcResult<Json<Value>> {
+    auth.require_not_oauth()?;
     let passwords: Vec<Value> = db::app_passwords::of(&state.db, &auth.did)
         .await?
         .into_iter()
@@ -611,6 +614,7 @@ pub async fn get_recommended_did_credentials(
     State(state): State<AppState>,
     auth: AccessAuth,
 ) -> XrpcResult<Json<Value>> {
+    auth.require_not_oauth()?;
     let account = accounts::by_did(&state.db, &auth.did)
         .await?
         .ok_or_else(|| XrpcError::invalid_token("Account no longer exists"))?;

@@ -27,6 +27,7 @@ pub async fn get_key_challenge(State(state): State<AppState>, auth: AccessAuth) 
 }
 
 pub async fn get_status(State(state): State<AppState>, auth: AccessAuth) -> XrpcResult<Json<Value>> {
+    auth.require_not_oauth()?;
     let account = accounts::by_did(&state.db, &auth.did)
         .await?
         .ok_or_else(|| XrpcError::named("AccountNotFound", "No such account"))?;

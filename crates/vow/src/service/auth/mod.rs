@@ -198,8 +198,17 @@ impl AccessAuth {
     /// An identity change (`handle`).
     pub fn require_identity(&self, attr: &str) -> Result<(), XrpcError> {
         match &self.grant {
-            Some(g) if !g.generic && !g.allows_identity(attr) => Err(scope_missing(format!("identity:{attr}"))),
+            Some(g) if !g.allows_identity(attr) => Err(scope_missing(format!("identity:{attr}"))),
             _ => Ok(()),
+        }
+    }
+
+    /// Account management (invite codes, app passwords, migration status, the signer): for the
+    /// account's own sessions and app passwords, never for an OAuth app.
+    pub fn require_not_oauth(&self) -> Result<(), XrpcError> {
+        match &self.grant {
+            Some(_) => Err(scope_missing("transition:generic (without OAuth: sign in with the password)".into())),
+            None => Ok(()),
         }
     }
 

@@ -257,12 +257,12 @@ impl Grant {
     /// A call to `lxm` at the service `aud` (`did#service`), proxied or by service token.
     pub fn allows_rpc(&self, lxm: &str, aud: &str) -> bool {
         let chat = lxm.starts_with("chat.bsky.");
-        (self.generic && (!chat || self.chat))
+        // A service named with its `#id` must match exactly; a bare DID (a default service)
+        // matches a permission for any of its services.
+        let aud_matches = |a: &str| a == "*" || a == aud || (!aud.contains('#') && a.split('#').next() == Some(aud));
+        (if chat { self.chat } else { self.generic })
             || self.permissions.iter().any(|p| match p {
-                Permission::Rpc { lxms, aud: a } => {
-                    lxms.iter().any(|l| l == "*" || l == lxm)
-                        && (a == "*" || a == aud || a.split('#').next() == Some(aud))
-                }
+                Permission::Rpc { lxms, aud: a } => lxms.iter().any(|l| l == "*" || l == lxm) && aud_matches(a),
                 _ => false,
             })
     }
@@ -309,6 +309,12 @@ mod tests {
                 .allows_rpc("chat.bsky.convo.sendMessage", "did:web:x")
         );
         assert!(!generic.allows_identity("handle") && !generic.shows_email());
+        assert!(
+            Grant::parse("atproto transition:chat.bsky")
+                .unwrap()
+                .allows_rpc("chat.bsky.convo.sendMessage", "did:web:x")
+        );
+        assert!(!g.allows_rpc("app.bsky.feed.getTimeline", "did:web:api.bsky.app#other_service"));
 
         // A permission set from the bundled lexicons, its rpc permissions at the include's aud.
         let app =

@@ -76,8 +76,9 @@ pub fn parse_id(id: &str) -> Result<ClientId, String> {
     }
     match url.scheme() {
         "https" => {
-            if url.host_str().is_none_or(|h| h.parse::<std::net::IpAddr>().is_ok() || h == "localhost") {
-                return Err("an HTTPS client_id names a domain".into());
+            match url.host() {
+                Some(url::Host::Domain(d)) if d != "localhost" && !d.ends_with(".localhost") => {}
+                _ => return Err("an HTTPS client_id names a domain (not an address, not localhost)".into()),
             }
             Ok(ClientId::Document(url))
         }
@@ -290,6 +291,8 @@ mod tests {
         for bad in [
             "http://app.example/m.json",
             "https://127.0.0.1/m.json",
+            "https://[::1]/m.json",
+            "https://[::ffff:127.0.0.1]/m.json",
             "https://app.example/m.json#x",
             "http://localhost:8080",
             "http://localhost?redirect_uri=https%3A%2F%2Fevil.example%2F",

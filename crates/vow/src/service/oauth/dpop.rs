@@ -86,21 +86,30 @@ fn constant_eq(a: &[u8], b: &[u8]) -> bool {
 /// A bounded memory of the `jti`s seen lately; a proof whose `jti` is in it is a replay.
 pub struct Replays {
     seen: moka::sync::Cache<String, ()>,
+    capacity: u64,
 }
 
 impl Replays {
     /// Remembers up to `capacity` proofs for as long as they could still be fresh.
     pub fn new(capacity: u64) -> Self {
-        Self {
-            seen: moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(Duration::from_secs((2 * MAX_SKEW_SECS) as u64 + 10))
-                .build(),
-        }
+        Self::with_ttl(capacity, Duration::from_secs((2 * MAX_SKEW_SECS) as u64 + 10))
     }
 
-    /// Records `jti`; false when it was already there.
+    /// Remembers up to `capacity` values for `ttl`.
+    pub fn with_ttl(capacity: u64, ttl: Duration) -> Self {
+        Self { seen: moka::sync::Cache::builder().max_capacity(capacity).time_to_live(ttl).build(), capacity }
+    }
+
+    /// Records `jti`; false when it was already there, or when the memory is full (a flood
+    /// must not push out what it remembers: then nothing new is accepted until it drains).
     pub fn first_use(&self, jti: &str) -> bool {
+        if self.seen.entry_count() >= self.capacity {
+            self.seen.run_pending_tasks();
+            if self.seen.entry_count() >= self.capacity {
+                tracing::warn!("DPoP replay memory full; refusing new proofs until it drains");
+                return false;
+            }
+        }
         let entry = self.seen.entry(jti.to_owned()).or_insert(());
         entry.is_fresh()
     }

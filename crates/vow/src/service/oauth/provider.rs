@@ -90,6 +90,9 @@ pub struct Parameters {
     pub client_assertion_type: Option<String>,
     #[serde(default)]
     pub client_assertion: Option<String>,
+    /// Whether the client named its redirect URI at PAR (then the token request must too).
+    #[serde(default)]
+    pub redirect_given: bool,
 }
 
 /// The token endpoint's form.
@@ -145,6 +148,10 @@ pub struct Provider {
     pub replays: Arc<Replays>,
     /// The guarded client (public addresses only, no redirects) for client metadata.
     pub http: reqwest::Client,
+    /// Whether client metadata and keys may live on private addresses (development).
+    pub allow_private: bool,
+    /// Client assertions seen lately (they live up to five minutes).
+    assertions: Arc<Replays>,
     pub clients: moka::sync::Cache<String, Client>,
     /// Challenges handed out for passkey sign-ins, single-use, for five minutes (bounded:
     /// anyone may ask for one).
@@ -163,6 +170,7 @@ impl Provider {
         service_did: &str,
         nonce_secret: &[u8],
         http: reqwest::Client,
+        allow_private: bool,
     ) -> Self {
         Self {
             db,
@@ -171,7 +179,9 @@ impl Provider {
             service_did: service_did.to_owned(),
             nonces: Nonces::new(nonce_secret),
             replays: Arc::new(Replays::new(100_000)),
+            assertions: Arc::new(Replays::with_ttl(10_000, std::time::Duration::from_secs(6 * 60))),
             http,
+            allow_private,
             clients: moka::sync::Cache::builder()
                 .max_capacity(1_000)
                 .time_to_live(std::time::Duration::from_secs(10 * 60))
@@ -218,6 +228,8 @@ impl Provider {
                 if let Some(c) = self.clients.get(id) {
                     return Ok(c);
                 }
+                crate::service::proxy::net::check_url(&url, self.allow_private)
+                    .map_err(|e| OauthError::bad("invalid_client", e.to_string()))?;
                 let c =
                     client::fetch(&self.http, &url).await.map_err(|e| OauthError::bad("invalid_client_metadata", e))?;
                 self.clients.insert(id.to_owned(), c.clone());
@@ -239,7 +251,9 @@ impl Provider {
             return Ok(keys);
         }
         let refused = |why: String| OauthError::new(401, "invalid_client", format!("the client's jwks_uri: {why}"));
-        let mut res = self.http.get(uri).send().await.map_err(|e| refused(e.to_string()))?;
+        let url = reqwest::Url::parse(uri).map_err(|e| refused(e.to_string()))?;
+        crate::service::proxy::net::check_url(&url, self.allow_private).map_err(|e| refused(e.to_string()))?;
+        let mut res = self.http.get(url).send().await.map_err(|e| refused(e.to_string()))?;
         if !res.status().is_success() {
             return Err(refused(format!("answered {}", res.status())));
         }
@@ -282,8 +296,8 @@ impl Provider {
             && claims["sub"] == client.id.as_str()
             && (claims["aud"] == self.issuer.as_str()
                 || claims["aud"].as_array().is_some_and(|a| a.iter().any(|v| v == self.issuer.as_str())))
-            && claims["exp"].as_i64().is_some_and(|e| e > now)
-            && claims["iat"].as_i64().is_none_or(|i| (i - now).abs() <= 300);
+            && claims["exp"].as_i64().is_some_and(|e| e > now && e - now <= 300)
+            && claims["iat"].as_i64().is_some_and(|i| (i - now).abs() <= 300);
         if !ok {
             return Err(OauthError::new(
                 401,
@@ -294,7 +308,7 @@ impl Provider {
         let jti = claims["jti"]
             .as_str()
             .ok_or_else(|| OauthError::new(401, "invalid_client", "client assertion without jti"))?;
-        if !self.replays.first_use(&format!("client-assertion:{jti}")) {
+        if !self.assertions.first_use(jti) {
             return Err(OauthError::new(401, "invalid_client", "the client assertion was already used"));
         }
         Ok(())
@@ -303,6 +317,18 @@ impl Provider {
     /// PAR: checks the client, the redirect URI, the scope and PKCE; keeps the request, bound to
     /// the DPoP key that pushed it. Returns `{request_uri, expires_in}`.
     pub async fn par(&self, http: &Http<'_>, p: Parameters) -> Result<Value, OauthError> {
+        // Anyone may push requests: each field is bounded, so a stored request is small.
+        let too_long = [
+            (p.client_id.len(), 2048, "client_id"),
+            (p.redirect_uri.as_deref().map_or(0, str::len), 2048, "redirect_uri"),
+            (p.scope.as_deref().map_or(0, str::len), 4096, "scope"),
+            (p.state.as_deref().map_or(0, str::len), 1024, "state"),
+            (p.login_hint.as_deref().map_or(0, str::len), 512, "login_hint"),
+            (p.code_challenge.as_deref().map_or(0, str::len), 128, "code_challenge"),
+        ];
+        if let Some((_, max, name)) = too_long.iter().find(|(len, max, _)| len > max) {
+            return Err(OauthError::bad("invalid_request", format!("{name} is longer than {max} bytes")));
+        }
         let proof = self.check_dpop(http, None).map_err(OauthError::from_dpop)?;
         let client = self.client(&p.client_id).await?;
         self.authenticate(&client, p.client_assertion_type.as_deref(), p.client_assertion.as_deref()).await?;
@@ -331,8 +357,14 @@ impl Provider {
         if matches!(p.response_mode.as_deref(), Some(m) if m != "query" && m != "fragment") {
             return Err(OauthError::bad("invalid_request", "response_mode must be query or fragment"));
         }
-        let stored =
-            Parameters { redirect_uri: Some(redirect), client_assertion: None, client_assertion_type: None, ..p };
+        let redirect_given = p.redirect_uri.is_some();
+        let stored = Parameters {
+            redirect_uri: Some(redirect),
+            client_assertion: None,
+            client_assertion_type: None,
+            redirect_given,
+            ..p
+        };
         let id = random_code(32);
         let params = serde_json::to_string(&stored).expect("parameters serialise");
         oauth::insert_request(&self.db, &id, &stored.client_id, &params, &proof.jkt, db::unix_now() + REQUEST_TTL_SECS)
@@ -426,7 +458,13 @@ impl Provider {
                 if request.client_id != client.id {
                     return Err(OauthError::bad("invalid_grant", "the code was issued to another client"));
                 }
-                if form.redirect_uri != params.redirect_uri {
+                // RFC 6749 §4.1.3: required, and equal, when the request named one.
+                let wrong = if params.redirect_given {
+                    form.redirect_uri != params.redirect_uri
+                } else {
+                    form.redirect_uri.is_some() && form.redirect_uri != params.redirect_uri
+                };
+                if wrong {
                     return Err(OauthError::bad(
                         "invalid_grant",
                         "redirect_uri differs from the authorization request's",
@@ -524,16 +562,27 @@ impl Provider {
 
     /// Revocation (RFC 7009): a refresh token ends its session; an access token its session
     /// too. Unknown tokens are not an error.
-    pub async fn revoke(&self, token: &str) -> Result<(), OauthError> {
-        let sid = match token.split_once('.') {
-            Some((sid, _)) if !token.contains("eyJ") => Some(sid.to_owned()),
-            _ => jwt::verify(&self.jwk.public_key(), token, db::unix_now()).ok().map(|c| c.sid),
+    pub async fn revoke(&self, token: &str, client_id: &str) -> Result<(), OauthError> {
+        use subtle::ConstantTimeEq;
+        // A refresh token (`sid.jti`, the current one) or an access token of this client.
+        let (sid, jti) = match token.split_once('.') {
+            Some((sid, jti)) if !token.contains("eyJ") => (Some(sid.to_owned()), Some(jti.to_owned())),
+            _ => (jwt::verify(&self.jwk.public_key(), token, db::unix_now()).ok().map(|c| c.sid), None),
         };
-        if let Some(sid) = sid
-            && oauth::session(&self.db, &sid).await?.is_some()
-        {
+        let Some(sid) = sid else { return Ok(()) };
+        let Some(session) = oauth::session(&self.db, &sid).await? else { return Ok(()) };
+        let own = session.oauth_client == client_id
+            && jti.is_none_or(|j| bool::from(j.as_bytes().ct_eq(session.refresh_jti.as_bytes())));
+        if own {
             db::sessions::delete(&self.db, &sid).await?;
+            tracing::info!(did = %session.did, client = %client_id, "oauth session revoked by its client");
         }
+        Ok(())
+    }
+
+    /// Forgets a pending request the user declined.
+    pub async fn forget(&self, id: &str) -> Result<(), OauthError> {
+        oauth::delete_request(&self.db, id).await?;
         Ok(())
     }
 
@@ -541,9 +590,12 @@ impl Provider {
     /// a proof for this request by the session's key.
     pub async fn access(&self, token: &str, http: &Http<'_>) -> Result<AccessAuth, crate::error::XrpcError> {
         use crate::error::XrpcError;
+        // Failures are 401 `invalid_token` with the DPoP challenge, which tells the client to
+        // refresh (RFC 9449 §7.1).
+        let unauthorized = |m: String| XrpcError::new(axum::http::StatusCode::UNAUTHORIZED, "invalid_token", m);
         let claims = jwt::verify(&self.jwk.public_key(), token, db::unix_now()).map_err(|e| match e {
-            jwt::JwtError::Expired => XrpcError::expired_token("Token has expired"),
-            other => XrpcError::invalid_token(format!("Token could not be verified: {other}")),
+            jwt::JwtError::Expired => unauthorized("The access token has expired".into()),
+            other => unauthorized(format!("The access token could not be verified: {other}")),
         })?;
         if claims.aud != self.service_did {
             return Err(XrpcError::invalid_token("Token was issued for another service"));
@@ -551,7 +603,7 @@ impl Provider {
         let session = oauth::session(&self.db, &claims.sid)
             .await?
             .filter(|s| s.did == claims.sub)
-            .ok_or_else(|| XrpcError::expired_token("Token has been revoked"))?;
+            .ok_or_else(|| unauthorized("The access token's session has ended".into()))?;
         let proof = self.check_dpop(http, Some(token)).map_err(|e| match e {
             DpopError::UseNonce => {
                 XrpcError::new(axum::http::StatusCode::UNAUTHORIZED, "use_dpop_nonce", "Use the server's DPoP nonce")
@@ -664,7 +716,7 @@ mod tests {
     fn provider() -> Provider {
         let db = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
         let jwk = Arc::new(atproto::crypto::Keypair::generate(atproto::crypto::Algorithm::P256));
-        Provider::new(db, jwk, "https://pds.test", "did:web:pds.test", b"secret", reqwest::Client::new())
+        Provider::new(db, jwk, "https://pds.test", "did:web:pds.test", b"secret", reqwest::Client::new(), false)
     }
 
     fn jwk(key: &SigningKey, kid: &str) -> Value {
@@ -709,6 +761,13 @@ mod tests {
         let mut expired = claims("a4");
         expired["exp"] = json!(now - 1);
         assert!(p.authenticate(&client, kind, Some(&assertion(&key, "k1", expired))).await.is_err());
+        // Long-lived or undated assertions would outlive the replay memory.
+        let mut long = claims("a5");
+        long["exp"] = json!(now + 3600);
+        assert!(p.authenticate(&client, kind, Some(&assertion(&key, "k1", long))).await.is_err());
+        let mut undated = claims("a6");
+        undated.as_object_mut().unwrap().remove("iat");
+        assert!(p.authenticate(&client, kind, Some(&assertion(&key, "k1", undated))).await.is_err());
         assert!(p.authenticate(&client, None, None).await.is_err(), "a confidential client must authenticate");
         let public = Client { auth: Auth::None, ..client };
         assert!(p.authenticate(&public, None, None).await.is_ok());

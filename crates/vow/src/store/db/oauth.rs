@@ -141,3 +141,9 @@ pub async fn session(db: &SqlitePool, id: &str) -> Result<Option<OauthSession>, 
     .fetch_optional(db)
     .await
 }
+
+/// Removes a request (declined).
+pub async fn delete_request(db: &SqlitePool, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM oauth_requests WHERE id = ?").bind(id).execute(db).await?;
+    Ok(())
+}
