@@ -277,3 +277,13 @@ mod tests {
         assert!(r.html.contains("&lt;b&gt;&amp;") && !r.html.contains("<b>&"));
     }
 }
+
+#[cfg(test)]
+mod address_tests {
+    /// The local-run script's default sender must be usable, or Vow would not start.
+    #[test]
+    fn local_default_sender_parses() {
+        assert!("admin@localhost".parse::<lettre::Address>().is_ok());
+        assert!("noreply@pds.test".parse::<lettre::Address>().is_ok());
+    }
+}
