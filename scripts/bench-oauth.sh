@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# OAuth side by side, run by hand: pushed authorization requests with DPoP against Vow's
+# provider and the reference PDS's (@atproto/pds 0.4.217), the same loopback client and the same
+# hand-made proofs (bench/oauth-par.mjs, on the Node 22 of e2e/appview).
+# Usage: scripts/bench-oauth.sh   (env: N=400 C=8)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PLC_PORT=2812; REF_PORT=2813; VOW_PORT=2814; EXAMPLES=""
+export VOW_OAUTH=true
+source scripts/lib/bench-stack.sh
+(cd e2e/appview && npm ci --no-audit --no-fund --loglevel=error)
+e2e/appview/node_modules/.bin/node bench/oauth-par.mjs --n "${N:-400}" --c "${C:-8}" \
+  --target "vow=http://localhost:$VOW_PORT" --target "reference=http://localhost:$REF_PORT"
