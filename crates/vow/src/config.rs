@@ -419,3 +419,32 @@ mod mail_tests {
         assert_eq!(SmtpTls::for_port(2525), SmtpTls::StartTls);
     }
 }
+
+#[cfg(test)]
+mod env_example_tests {
+    /// `.env.example` names every setting `vow run` reads, and nothing else (besides the two
+    /// the command line reads): the file cannot drift from the code.
+    #[test]
+    fn the_env_example_documents_every_setting() {
+        use clap::Args;
+        let text = include_str!("../../../.env.example");
+        let documented: std::collections::BTreeSet<String> = text
+            .lines()
+            .map(|l| l.trim_start_matches('#'))
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim()))
+            .filter(|k| k.starts_with("VOW_") && k.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
+            .map(str::to_owned)
+            .collect();
+        let cmd = super::Config::augment_args(clap::Command::new("run"));
+        let settings: std::collections::BTreeSet<String> =
+            cmd.get_arguments().filter_map(|a| a.get_env()).map(|e| e.to_string_lossy().into_owned()).collect();
+        assert!(settings.len() > 40 && settings.contains("VOW_SMTP_HOST"), "the settings were not read: {settings:?}");
+        let missing: Vec<_> = settings.difference(&documented).collect();
+        assert!(missing.is_empty(), ".env.example lacks {missing:?}");
+        let extra: Vec<_> = documented
+            .difference(&settings)
+            .filter(|k| !["VOW_LOG_LEVEL", "VOW_ADMIN_URL"].contains(&k.as_str()))
+            .collect();
+        assert!(extra.is_empty(), ".env.example names settings the code does not read: {extra:?}");
+    }
+}
