@@ -45,6 +45,15 @@ if [ -z "${PG_BIN:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
 fi
 export PG_BIN="${PG_BIN:-$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")}"
 
+# The OAuth test makes a test CA and a certificate for a confidential client's metadata host
+# with the openssl command.
+if ! command -v openssl >/dev/null; then
+  echo "== installing openssl from apt"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssl >/dev/null
+fi
+
 # The passkey end-to-end test drives Debian's Chromium (a real browser with a virtual
 # authenticator); install it from apt when it is missing.
 if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then

@@ -5,9 +5,13 @@
 // session while `vow signer` signs the commits; refresh with rotation and reuse detection;
 // revocation. Negative cases check what the server refuses.
 //
+// A confidential web client (private_key_jwt) serves its metadata and keys over HTTPS from
+// --app-host (the test's DNS points it at 127.0.0.1; its certificate is signed by a CA Vow trusts).
+//
 //   node oauth-flow.mjs <publicUrl> --plc URL --handle H --password P --passkey-handle H2
-//        --passkey-password P2 [--chromium PATH]
-import { NodeOAuthClient, requestLocalLock } from '@atproto/oauth-client-node'
+//        --passkey-password P2 --app-host NAME --tls-cert PEM --tls-key PEM [--chromium PATH]
+import { NodeOAuthClient, JoseKey, requestLocalLock } from '@atproto/oauth-client-node'
+import https from 'node:https'
 import { Agent } from '@atproto/api'
 import { chromium } from 'playwright-core'
 import fs from 'node:fs'
@@ -60,7 +64,7 @@ const memory = () => {
 
 /** Opens an authorize URL in a fresh Chromium, signs in with the password, allows; returns the
  * URL the browser was sent back to (the app's redirect, intercepted). */
-async function signInAndAllow(url, who, pw) {
+async function signInAndAllow(url, who, pw, appOrigin = 'http://127.0.0.1:9') {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vow-oauth-'))
   const context = await chromium.launchPersistentContext(dir, {
     executablePath: opt('--chromium', '/usr/bin/chromium'),
@@ -69,7 +73,7 @@ async function signInAndAllow(url, who, pw) {
   })
   const page = context.pages()[0] || (await context.newPage())
   let landed
-  await page.route('http://127.0.0.1:9/**', (route) => {
+  await page.route(`${appOrigin}/**`, (route) => {
     landed = route.request().url()
     return route.fulfill({ status: 200, body: 'back in the app' })
   })
@@ -423,6 +427,62 @@ async function main() {
       .putRecord({ repo: did, collection: 'app.bsky.actor.profile', rkey: 'self', record: { $type: 'app.bsky.actor.profile', displayName: 'x' } })
       .then(() => 'accepted', (e) => `${e.status} ${e.error}`)
     check(profile === '403 ScopeMissingError', `the profile is not in the set: ${profile}`)
+  })
+
+  await step('a confidential client (private_key_jwt, metadata and keys fetched over HTTPS) signs in and writes', async () => {
+    const host = opt('--app-host')
+    const key = await JoseKey.generate(['ES256'], 'app-key-1')
+    const server = https.createServer({ cert: fs.readFileSync(opt('--tls-cert')), key: fs.readFileSync(opt('--tls-key')) }, (req, res) => {
+      const body = req.url === '/client-metadata.json' ? app.clientMetadata : req.url === '/jwks.json' ? app.jwks : null
+      res.writeHead(body ? 200 : 404, { 'content-type': 'application/json' })
+      res.end(JSON.stringify(body ?? { error: 'not found' }))
+    })
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+    const origin = `https://${host}:${server.address().port}`
+    const scope = 'atproto transition:generic'
+    const sessions = memory()
+    const app = new NodeOAuthClient({
+      clientMetadata: {
+        client_id: `${origin}/client-metadata.json`, client_name: 'Confidential Test App', client_uri: origin,
+        redirect_uris: [`${origin}/callback`], scope, grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'], application_type: 'web', token_endpoint_auth_method: 'private_key_jwt',
+        token_endpoint_auth_signing_alg: 'ES256', jwks_uri: `${origin}/jwks.json`, dpop_bound_access_tokens: true,
+      },
+      keyset: [key], stateStore: memory(), sessionStore: sessions, handleResolver: service, plcDirectoryUrl: plc,
+      allowHttp: true, fetch: globalThis.fetch, requestLock: requestLocalLock,
+    })
+    try {
+      const url = await app.authorize(handle, { scope })
+      const { landed, consent } = await signInAndAllow(url, handle, password, origin)
+      check(consent && consent.includes('Confidential Test App'), `the consent names the app from its metadata: ${consent}`)
+      const { session } = await app.callback(new URL(landed).searchParams)
+      const agent = new Agent(session)
+      const created = await agent.com.atproto.repo.createRecord({
+        repo: session.did, collection: 'app.bsky.feed.post',
+        record: { $type: 'app.bsky.feed.post', text: 'posted by a confidential client', createdAt: new Date().toISOString() },
+      })
+      const rkey = created.data.uri.split('/').pop()
+      const got = await agent.com.atproto.repo.getRecord({ repo: session.did, collection: 'app.bsky.feed.post', rkey })
+      check(got.data.value.text === 'posted by a confidential client', 'read back')
+      await agent.com.atproto.repo.deleteRecord({ repo: session.did, collection: 'app.bsky.feed.post', rkey })
+      // The refresh is authenticated with a new client assertion; without one it is refused.
+      const before = (await sessions.get(session.did)).tokenSet.refresh_token
+      await session.getTokenInfo(true)
+      const after = (await sessions.get(session.did)).tokenSet.refresh_token
+      check(after && after !== before, 'the refresh rotated')
+      const stored = await sessions.get(session.did)
+      const nonce = (await fetch(`${service}/xrpc/_health`)).headers.get('dpop-nonce')
+      const bare = await fetch(meta.token_endpoint, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await dpopProof(stored.dpopJwk, 'POST', meta.token_endpoint, { nonce }) },
+        body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: after, client_id: `${origin}/client-metadata.json` }),
+      })
+      const body = await bare.json()
+      check(bare.status === 401 && body.error === 'invalid_client', `a refresh without the client's assertion: ${bare.status} ${JSON.stringify(body)}`)
+      await session.signOut()
+    } finally {
+      server.close()
+    }
   })
 
   return { did }

@@ -150,8 +150,8 @@ pub struct Config {
     /// clients that find the documents prefer OAuth).
     #[arg(long, env = "VOW_OAUTH", default_value_t = false, action = clap::ArgAction::Set)]
     pub oauth: bool,
-    /// The DNS server handle lookups (`_atproto.<handle>` TXT) ask, as `ip:port`, instead of the
-    /// system's resolvers.
+    /// The DNS server handle lookups (`_atproto.<handle>` TXT) and the names of OAuth clients'
+    /// metadata hosts ask first, as `ip:port`, instead of the system's resolvers.
     #[arg(long, env = "VOW_DNS_SERVER")]
     pub dns_server: Option<String>,
 }

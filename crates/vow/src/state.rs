@@ -125,7 +125,13 @@ impl Services {
         let blob_sweep = crate::service::blobs::BlobSweep::new(db.clone(), blob_store.clone(), config.blob_grace);
         let mailer = crate::service::mail::Mailer::start(&config.mail)?;
         crate::service::signer::set_account_page(format!("{}/account", config.public_url.trim_end_matches('/')));
-        let guarded = crate::service::proxy::net::client(config.proxy.allow_private, std::time::Duration::from_secs(5));
+        // Outbound calls users' requests cause (client metadata, handles over HTTPS) resolve with
+        // the configured DNS server, if any.
+        let guarded = crate::service::proxy::net::client(
+            config.proxy.allow_private,
+            std::time::Duration::from_secs(5),
+            config.dns_server.and_then(|server| crate::service::proxy::net::dns_resolver(Some(server))),
+        );
         let oauth = crate::service::oauth::provider::Provider::new(
             db.clone(),
             jwk.clone(),

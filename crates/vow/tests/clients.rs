@@ -79,6 +79,14 @@ async fn an_app_signs_in_with_oauth_and_writes() {
     );
     let port = free_port();
     let public = format!("http://localhost:{port}");
+    // The confidential client's metadata host: a name the test's DNS points at 127.0.0.1 (which
+    // only the development setting lets Vow call), with a certificate from a test CA that Vow
+    // trusts through SSL_CERT_FILE.
+    let app_host = "app.vow.test";
+    let dns = Dns::start();
+    dns.a(app_host, std::net::Ipv4Addr::LOCALHOST);
+    let tls = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_ca_and_cert(tls.path(), app_host);
     let s = stack_with(
         false,
         &[
@@ -86,6 +94,9 @@ async fn an_app_signs_in_with_oauth_and_writes() {
             ("VOW_HOSTNAME", "localhost"),
             ("VOW_PUBLIC_URL", &public),
             ("VOW_OAUTH", "true"),
+            ("VOW_PROXY_ALLOW_PRIVATE", "true"),
+            ("VOW_DNS_SERVER", &dns.addr.to_string()),
+            ("SSL_CERT_FILE", ca.to_str().unwrap()),
         ],
     );
     let (status, body) = s
@@ -130,10 +141,60 @@ async fn an_app_signs_in_with_oauth_and_writes() {
             "pk-user.localhost",
             "--passkey-password",
             "pw-pk-user-secret",
+            "--app-host",
+            app_host,
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
             "--chromium",
             &chromium,
         ],
     );
+}
+
+/// A CA and a certificate it signs for `host` (P-256, made with the openssl command), in `dir`:
+/// the paths of the CA certificate, the host's certificate and its key.
+fn test_ca_and_cert(dir: &std::path::Path, host: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Vow test CA"],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[&["req"][..], &ec, &["-keyout", "host.key", "-out", "host.csr", "-subj", &format!("/CN={host}")]].concat(),
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        format!("subjectAltName=DNS:{host}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "host.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "host.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (dir.join("ca.pem"), dir.join("host.pem"), dir.join("host.key"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -273,4 +334,92 @@ async fn relays_are_asked_to_crawl_at_start_up() {
     let _s = stack_with(false, &[("VOW_RELAYS", &relay)]);
     let body = tokio::time::timeout(std::time::Duration::from_secs(120), rx.recv()).await.unwrap().unwrap();
     assert_eq!(body, serde_json::json!({ "hostname": "pds.test" }));
+}
+
+/// A DPoP proof (ES256, the key's JWK in the header) for `htm` `htu` with `nonce`.
+fn dpop_proof(key: &p256::ecdsa::SigningKey, htm: &str, htu: &str, nonce: &str) -> String {
+    use base64::Engine;
+    use p256::ecdsa::signature::Signer;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let point = key.verifying_key().to_sec1_point(false);
+    let point = point.as_bytes();
+    let jwk = serde_json::json!({ "kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..65]) });
+    let header = serde_json::json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": jwk });
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = serde_json::json!({ "jti": uuid_like(), "htm": htm, "htu": htu, "iat": now, "nonce": nonce });
+    let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+    let sig: p256::ecdsa::Signature = key.sign(input.as_bytes());
+    format!("{input}.{}", b64(&sig.to_bytes()))
+}
+
+fn uuid_like() -> String {
+    let mut b = [0u8; 16];
+    rand::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A client_id whose name resolves to a loopback address is not fetched: Vow refuses the
+/// request before any connection is made (outside the development setting).
+#[tokio::test(flavor = "multi_thread")]
+async fn oauth_client_metadata_on_a_private_address_is_not_fetched() {
+    let dns = Dns::start();
+    dns.a("inside.vow.test", std::net::Ipv4Addr::LOCALHOST);
+    // Something listens where the name points, and notes any connection.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let s = stack_with(false, &[("VOW_OAUTH", "true"), ("VOW_DNS_SERVER", &dns.addr.to_string())]);
+    let nonce = s.http.get(format!("{}/xrpc/_health", s.url)).send().await.unwrap().headers()["dpop-nonce"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let key = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
+    let client_id = format!("https://inside.vow.test:{port}/client-metadata.json");
+    let res = s
+        .http
+        .post(format!("{}/oauth/par", s.url))
+        .header("dpop", dpop_proof(&key, "POST", "http://pds.test/oauth/par", &nonce))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair("client_id", &client_id)
+                .append_pair("response_type", "code")
+                .append_pair("redirect_uri", &format!("https://inside.vow.test:{port}/callback"))
+                .append_pair("scope", "atproto")
+                .append_pair("code_challenge", &"x".repeat(43))
+                .append_pair("code_challenge_method", "S256")
+                .finish(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_client_metadata")), "{body}");
+    assert!(body["error_description"].as_str().unwrap_or("").contains("private"), "the refusal says why: {body}");
+    assert!(listener.accept().is_err(), "no connection reached the private address");
+
+    // A malformed form is the protocol's invalid_request, in JSON.
+    let res = s
+        .http
+        .post(format!("{}/oauth/token", s.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=%ZZ")
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")), "{body}");
+    // And a page form missing its fields gets a page saying so.
+    let res = s
+        .http
+        .post(format!("{}/account/signin", s.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("nothing=here")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 422);
+    assert!(res.text().await.unwrap().contains("That form was not understood"));
 }

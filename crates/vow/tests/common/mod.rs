@@ -374,7 +374,15 @@ impl Dns {
     pub fn txt(&self, name: &str, values: &[&str]) {
         self.records.lock().unwrap().insert(name.to_ascii_lowercase(), values.iter().map(|v| v.to_string()).collect());
     }
+
+    /// Points `name` (no trailing dot) at an IPv4 address with an A record.
+    pub fn a(&self, name: &str, ip: std::net::Ipv4Addr) {
+        self.records.lock().unwrap().insert(name.to_ascii_lowercase(), vec![format!("{A_PREFIX}{ip}")]);
+    }
 }
+
+/// How an A record is kept among the TXT strings of the table.
+const A_PREFIX: &str = "\u{0}A:";
 
 fn dns_answer(query: &[u8], table: &std::collections::HashMap<String, Vec<String>>) -> Option<Vec<u8>> {
     let mut at = 12;
@@ -391,9 +399,11 @@ fn dns_answer(query: &[u8], table: &std::collections::HashMap<String, Vec<String
     let qtype = u16::from_be_bytes([*query.get(at)?, *query.get(at + 1)?]);
     let question_end = at + 4;
     let found = table.get(&labels.join("."));
-    let answers: &[String] = match found {
-        Some(v) if qtype == 16 => v,
-        _ => &[],
+    let is_a = |v: &String| v.starts_with(A_PREFIX);
+    let answers: Vec<&String> = match found {
+        Some(v) if qtype == 16 => v.iter().filter(|t| !is_a(t)).collect(),
+        Some(v) if qtype == 1 => v.iter().filter(|t| is_a(t)).collect(),
+        _ => Vec::new(),
     };
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(query.get(0..2)?);
@@ -404,6 +414,16 @@ fn dns_answer(query: &[u8], table: &std::collections::HashMap<String, Vec<String
     out.extend([0, 0, 0, 0]);
     out.extend_from_slice(query.get(12..question_end)?);
     for txt in answers {
+        if let Some(ip) = txt.strip_prefix(A_PREFIX) {
+            let ip: std::net::Ipv4Addr = ip.parse().ok()?;
+            out.extend([0xc0, 0x0c]);
+            out.extend(1u16.to_be_bytes());
+            out.extend(1u16.to_be_bytes());
+            out.extend(0u32.to_be_bytes());
+            out.extend(4u16.to_be_bytes());
+            out.extend(ip.octets());
+            continue;
+        }
         out.extend([0xc0, 0x0c]);
         out.extend(16u16.to_be_bytes());
         out.extend(1u16.to_be_bytes());

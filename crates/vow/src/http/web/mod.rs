@@ -136,6 +136,31 @@ fn page(title: &str, body: &str) -> Response {
     page_with_csp(title, body, CSP.to_owned())
 }
 
+/// A page form whose malformed or missing fields get a page saying so (400), not a bare
+/// plain-text refusal.
+pub struct PageForm<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for PageForm<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        match Form::<T>::from_request(req, state).await {
+            Ok(Form(v)) => Ok(Self(v)),
+            Err(rejection) => {
+                let mut res = page(
+                    "Form not understood",
+                    &format!(
+                        "<h1>That form was not understood</h1><p class=\"error\">{}</p><p><a href=\"/\">Back</a></p>",
+                        escape(&rejection.body_text())
+                    ),
+                );
+                *res.status_mut() = rejection.status();
+                Err(res)
+            }
+        }
+    }
+}
+
 fn document(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
@@ -207,7 +232,7 @@ struct SigninForm {
     password: String,
 }
 
-async fn signin(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<SigninForm>) -> Response {
+async fn signin(State(state): State<AppState>, headers: HeaderMap, PageForm(form): PageForm<SigninForm>) -> Response {
     if !session::same_origin(&state, &headers) {
         return wrong_origin(&state, "/account/signin");
     }

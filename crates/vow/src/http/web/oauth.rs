@@ -56,6 +56,25 @@ fn oauth_error(e: OauthError) -> Response {
     res
 }
 
+/// An OAuth endpoint's form: a malformed body or a missing field is the protocol's
+/// `invalid_request` (JSON), as clients expect, not a plain-text refusal.
+struct OauthForm<T>(T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for OauthForm<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        match Form::<T>::from_request(req, state).await {
+            Ok(Form(v)) => Ok(Self(v)),
+            Err(rejection) => {
+                let status = rejection.status().as_u16();
+                let status = if status == 413 { 413 } else { 400 };
+                Err(oauth_error(OauthError::new(status, "invalid_request", rejection.body_text())))
+            }
+        }
+    }
+}
+
 fn http_of<'a>(state: &AppState, method: &'a Method, uri: &Uri, headers: &'a HeaderMap) -> Http<'a> {
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     Http {
@@ -83,7 +102,7 @@ async fn par(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    Form(p): Form<Parameters>,
+    OauthForm(p): OauthForm<Parameters>,
 ) -> Response {
     match state.oauth.par(&http_of(&state, &method, &uri, &headers), p).await {
         Ok(body) => no_store((StatusCode::CREATED, axum::Json(body)).into_response()),
@@ -96,7 +115,7 @@ async fn token(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    Form(f): Form<TokenForm>,
+    OauthForm(f): OauthForm<TokenForm>,
 ) -> Response {
     match state.oauth.token(&http_of(&state, &method, &uri, &headers), f).await {
         Ok(body) => no_store(axum::Json(body).into_response()),
@@ -111,7 +130,7 @@ struct RevokeForm {
     client_id: String,
 }
 
-async fn revoke(State(state): State<AppState>, Form(f): Form<RevokeForm>) -> Response {
+async fn revoke(State(state): State<AppState>, OauthForm(f): OauthForm<RevokeForm>) -> Response {
     match state.oauth.revoke(&f.token, &f.client_id).await {
         Ok(()) => axum::Json(serde_json::json!({})).into_response(),
         Err(e) => oauth_error(e),
@@ -293,7 +312,7 @@ async fn authorize(
     State(state): State<AppState>,
     session::MaybeSession(did): session::MaybeSession,
     headers: HeaderMap,
-    Form(f): Form<DecisionForm>,
+    super::PageForm(f): super::PageForm<DecisionForm>,
 ) -> Response {
     if !session::same_origin(&state, &headers) {
         return super::wrong_origin(&state, "/account");
@@ -323,7 +342,11 @@ struct SigninForm {
     password: String,
 }
 
-async fn authorize_signin(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<SigninForm>) -> Response {
+async fn authorize_signin(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    super::PageForm(f): super::PageForm<SigninForm>,
+) -> Response {
     if !session::same_origin(&state, &headers) {
         return super::wrong_origin(&state, "/account");
     }

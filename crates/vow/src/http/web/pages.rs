@@ -2,13 +2,12 @@
 //! forgotten password. Forms post back to the same server; errors are pages that say what to
 //! do next, with what the person typed kept.
 
-use axum::Form;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{Redirect, escape, page, session};
+use super::{PageForm, Redirect, escape, page, session};
 use crate::state::AppState;
 
 fn error_line(error: Option<&str>) -> String {
@@ -94,7 +93,11 @@ pub async fn signup_page(State(state): State<AppState>, session::MaybeSession(di
 
 /// Creates the account as `createAccount` does, signs the person in and takes them to their
 /// account page, where passkey registration waits.
-pub async fn signup(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<SignupForm>) -> Response {
+pub async fn signup(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    PageForm(form): PageForm<SignupForm>,
+) -> Response {
     if !session::same_origin(&state, &headers) {
         return super::wrong_origin(&state, "/signup");
     }
@@ -170,7 +173,11 @@ pub async fn forgot_page() -> Response {
     forgot_form(None, "")
 }
 
-pub async fn forgot(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<ForgotForm>) -> Response {
+pub async fn forgot(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    PageForm(form): PageForm<ForgotForm>,
+) -> Response {
     if !session::same_origin(&state, &headers) {
         return super::wrong_origin(&state, "/account/forgot");
     }
@@ -186,7 +193,7 @@ pub struct ResetForm {
     password: String,
 }
 
-pub async fn reset(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<ResetForm>) -> Response {
+pub async fn reset(State(state): State<AppState>, headers: HeaderMap, PageForm(form): PageForm<ResetForm>) -> Response {
     if !session::same_origin(&state, &headers) {
         return super::wrong_origin(&state, "/account/forgot");
     }

@@ -2,8 +2,6 @@
 //! then `https://<handle>/.well-known/atproto-did`.
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
 
 use crate::error::XrpcError;
@@ -20,29 +18,10 @@ impl HandleResolver {
     /// `http` must be a guarded client (public addresses only, no redirects, bounded in time:
     /// the proxy's), as anyone may ask to resolve any handle.
     pub fn new(dns_server: Option<std::net::SocketAddr>, http: reqwest::Client) -> Self {
-        let builder = match dns_server {
-            Some(addr) => {
-                let mut udp = ConnectionConfig::udp();
-                udp.port = addr.port();
-                let mut tcp = ConnectionConfig::tcp();
-                tcp.port = addr.port();
-                let server = NameServerConfig::new(addr.ip(), true, vec![udp, tcp]);
-                let config = ResolverConfig::from_parts(None, vec![], vec![server]);
-                Ok(TokioResolver::builder_with_config(config, TokioRuntimeProvider::default()))
-            }
-            None => TokioResolver::builder_tokio(),
-        };
-        let built = builder.and_then(|mut b| {
-            // A person who just added the record and tries again should not wait on a cache;
-            // the cache is bounded in entries.
-            let opts = b.options_mut();
-            opts.cache_size = 1024;
-            opts.positive_max_ttl = Some(std::time::Duration::from_secs(60));
-            opts.negative_max_ttl = Some(std::time::Duration::from_secs(5));
-            b.build()
-        });
-        let dns =
-            built.map_err(|e| tracing::warn!(error = %e, "no DNS resolver: handles resolve over HTTPS only")).ok();
+        let dns = crate::service::proxy::net::dns_resolver(dns_server);
+        if dns.is_none() {
+            tracing::warn!("handles resolve over HTTPS only");
+        }
         Self { dns, http }
     }
 

@@ -80,8 +80,8 @@ impl Proxy {
         plc: crate::service::identity::plc::PlcClient,
         tokens: tokens::ServiceTokens,
     ) -> Self {
-        let http = net::client(config.allow_private, config.timeout);
-        let trusted = net::client(true, config.timeout);
+        let http = net::client(config.allow_private, config.timeout, None);
+        let trusted = net::client(true, config.timeout, None);
         let resolver = resolve::Resolver::new(plc, http.clone(), config.allow_private);
         Self { trusted, http, resolver, config, tokens }
     }

@@ -7,6 +7,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 /// Whether an address belongs to the public internet.
@@ -67,36 +70,79 @@ pub fn check_url(url: &reqwest::Url, allow_private: bool) -> Result<(), Refused>
     Ok(())
 }
 
-/// Resolves names with the system resolver and keeps only public addresses.
-struct PublicOnly;
+/// A DNS resolver: the system's configuration, or the one server `server` names (UDP and TCP
+/// on its port). Its cache is bounded in entries and short-lived, so a person who just added a
+/// record and tries again does not wait on it. `None` when no resolver can be built.
+pub fn dns_resolver(server: Option<SocketAddr>) -> Option<TokioResolver> {
+    let builder = match server {
+        Some(addr) => {
+            let mut udp = ConnectionConfig::udp();
+            udp.port = addr.port();
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = addr.port();
+            let server = NameServerConfig::new(addr.ip(), true, vec![udp, tcp]);
+            let config = ResolverConfig::from_parts(None, vec![], vec![server]);
+            Ok(TokioResolver::builder_with_config(config, TokioRuntimeProvider::default()))
+        }
+        None => TokioResolver::builder_tokio(),
+    };
+    builder
+        .and_then(|mut b| {
+            let opts = b.options_mut();
+            opts.cache_size = 1024;
+            opts.positive_max_ttl = Some(std::time::Duration::from_secs(60));
+            opts.negative_max_ttl = Some(std::time::Duration::from_secs(5));
+            b.build()
+        })
+        .map_err(|e| tracing::warn!(error = %e, "no DNS resolver"))
+        .ok()
+}
 
-impl Resolve for PublicOnly {
+/// Resolves names for outbound calls: with the configured DNS server when there is one (names
+/// it does not know fall back to the system's lookup), keeping only public addresses unless
+/// private ones are allowed.
+struct Guarded {
+    dns: Option<TokioResolver>,
+    public_only: bool,
+}
+
+impl Resolve for Guarded {
     fn resolve(&self, name: Name) -> Resolving {
+        let dns = self.dns.clone();
+        let public_only = self.public_only;
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let public: Vec<SocketAddr> = all.into_iter().filter(|a| is_public(a.ip())).collect();
-            if public.is_empty() {
+            let mut all: Vec<SocketAddr> = Vec::new();
+            if let Some(dns) = dns
+                && let Ok(found) = dns.lookup_ip(format!("{host}.")).await
+            {
+                all = found.iter().map(|ip| SocketAddr::new(ip, 0)).collect();
+            }
+            if all.is_empty() {
+                all = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            }
+            let kept: Vec<SocketAddr> = all.into_iter().filter(|a| !public_only || is_public(a.ip())).collect();
+            if kept.is_empty() {
                 let refused: Box<dyn std::error::Error + Send + Sync> = Box::new(Refused::Private(host));
                 return Err(refused);
             }
-            let addrs: Addrs = Box::new(public.into_iter());
+            let addrs: Addrs = Box::new(kept.into_iter());
             Ok(addrs)
         })
     }
 }
 
 /// The HTTP client for calls to services: bounded in time, no redirects, public addresses
-/// only unless `allow_private`.
-pub fn client(allow_private: bool, timeout: std::time::Duration) -> reqwest::Client {
+/// only unless `allow_private`; names resolve with `dns` when given (see [`dns_resolver`]).
+pub fn client(allow_private: bool, timeout: std::time::Duration, dns: Option<TokioResolver>) -> reqwest::Client {
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("vow/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(std::time::Duration::from_secs(5).min(timeout))
         .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(std::time::Duration::from_secs(60));
-    if !allow_private {
-        builder = builder.dns_resolver(Arc::new(PublicOnly));
+    if !allow_private || dns.is_some() {
+        builder = builder.dns_resolver(Arc::new(Guarded { dns, public_only: !allow_private }));
     }
     builder.build().expect("HTTP client builds")
 }
