@@ -26,7 +26,7 @@ start_vow() { # port dir [VAR=value ...]: starts vow with its data in dir; sets 
   env VOW_ADDR="127.0.0.1:$port" VOW_DB_NAME="$dir/vow.db" VOW_HOSTNAME=localhost VOW_DID=did:web:localhost \
     VOW_PUBLIC_URL="http://localhost:$port" VOW_ROTATION_KEY_PATH="$dir/rotation.key" VOW_JWK_PATH="$dir/jwk.json" \
     VOW_CONTACT_EMAIL=admin@localhost VOW_ADMIN_PASSWORD=admin VOW_SESSION_SECRET=bench VOW_REQUIRE_INVITE=false \
-    VOW_PLC_URL="http://127.0.0.1:$PLC_PORT" VOW_LOG_LEVEL=warn "$@" "$VOW" run >"$dir/vow.log" 2>&1 & last_vow_pid=$!; pids+=($!)
+    VOW_PLC_URL="http://127.0.0.1:$PLC_PORT" VOW_LOG_LEVEL=warn VOW_RATE_LIMITS=false "$@" "$VOW" run >"$dir/vow.log" 2>&1 & last_vow_pid=$!; pids+=($!)
   wait_for "$dir/vow.log" "vow listening"
 }
 start_vow "$VOW_PORT" "$work"; vow_pid=$last_vow_pid

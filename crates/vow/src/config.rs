@@ -154,6 +154,42 @@ pub struct Config {
     /// metadata hosts ask first, as `ip:port`, instead of the system's resolvers.
     #[arg(long, env = "VOW_DNS_SERVER")]
     pub dns_server: Option<String>,
+    /// Rate limits (each `N/WINDOW`, the window in s, m, h or d). Requests with the admin's
+    /// credentials are not limited.
+    #[arg(long, env = "VOW_RATE_LIMITS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub rate_limits: bool,
+    /// Every request, per client address.
+    #[arg(long, env = "VOW_RATE_LIMIT_GLOBAL", default_value = "3000/5m")]
+    pub rate_limit_global: String,
+    /// `createSession` per client address.
+    #[arg(long, env = "VOW_RATE_LIMIT_SESSION_IP", default_value = "100/5m")]
+    pub rate_limit_session_ip: String,
+    /// `createSession` per identifier (handle, email or DID), over five minutes and a day.
+    #[arg(long, env = "VOW_RATE_LIMIT_SESSION", default_value = "30/5m")]
+    pub rate_limit_session: String,
+    #[arg(long, env = "VOW_RATE_LIMIT_SESSION_DAY", default_value = "300/1d")]
+    pub rate_limit_session_day: String,
+    /// `createAccount` per client address.
+    #[arg(long, env = "VOW_RATE_LIMIT_SIGNUP", default_value = "100/5m")]
+    pub rate_limit_signup: String,
+    /// Requests that send mail or check a mailed code (password reset, email confirmation and
+    /// update, deletion and PLC operation codes) per client address.
+    #[arg(long, env = "VOW_RATE_LIMIT_MAIL", default_value = "30/1h")]
+    pub rate_limit_mail: String,
+    /// Repo write points per account (a create costs 3, an update 2, a delete 1).
+    #[arg(long, env = "VOW_RATE_LIMIT_WRITES_HOUR", default_value = "5000/1h")]
+    pub rate_limit_writes_hour: String,
+    #[arg(long, env = "VOW_RATE_LIMIT_WRITES_DAY", default_value = "35000/1d")]
+    pub rate_limit_writes_day: String,
+    /// Start even though VOW_HOSTNAME is not the hostname existing passkeys were registered
+    /// under (their WebAuthn RP ID): those passkeys stop working, and their owners must sign in
+    /// with a password and register new ones.
+    #[arg(long, env = "VOW_ALLOW_HOSTNAME_CHANGE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_hostname_change: bool,
+    /// Reverse proxies (addresses or CIDR ranges, comma-separated) whose X-Forwarded-For or
+    /// X-Real-IP names the client; from anyone else those headers are ignored.
+    #[arg(long, env = "VOW_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
 }
 
 /// Settings `run` needs, all present and checked.
@@ -191,6 +227,10 @@ pub struct ServerConfig {
     pub oauth: bool,
     /// The DNS server for handle lookups, if not the system's.
     pub dns_server: Option<SocketAddr>,
+    pub rate_limits: LimitsConfig,
+    pub allow_hostname_change: bool,
+    /// Peers whose forwarding headers are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// A service the PDS calls for its users: where it is and the DID its tokens are for.
@@ -229,11 +269,47 @@ pub enum ConfigError {
     Invalid { env: &'static str, reason: String },
 }
 
+/// A secret setting; on a public (https) server it must be strong: at least 24 characters and
+/// not the example file's placeholder.
+fn secret(
+    value: &Option<String>,
+    env: &'static str,
+    flag: &'static str,
+    public_url: &str,
+) -> Result<String, ConfigError> {
+    let value = required(value, env, flag)?;
+    if public_url.starts_with("https://") && (value.chars().count() < 24 || value.contains("change-me")) {
+        return Err(ConfigError::Invalid {
+            env,
+            reason: "a public server needs a strong secret: 24 characters or more, not the example's \
+                     (e.g. `openssl rand -hex 32`)"
+                .into(),
+        });
+    }
+    Ok(value)
+}
+
 fn required<T: Clone>(value: &Option<T>, env: &'static str, flag: &'static str) -> Result<T, ConfigError> {
     value.clone().ok_or(ConfigError::Missing { env, flag })
 }
 
 impl Config {
+    fn limits_config(&self) -> Result<LimitsConfig, ConfigError> {
+        let rate =
+            |value: &str, env: &'static str| Rate::parse(value).map_err(|reason| ConfigError::Invalid { env, reason });
+        Ok(LimitsConfig {
+            enabled: self.rate_limits,
+            global: rate(&self.rate_limit_global, "VOW_RATE_LIMIT_GLOBAL")?,
+            session_ip: rate(&self.rate_limit_session_ip, "VOW_RATE_LIMIT_SESSION_IP")?,
+            session_identifier: rate(&self.rate_limit_session, "VOW_RATE_LIMIT_SESSION")?,
+            session_identifier_day: rate(&self.rate_limit_session_day, "VOW_RATE_LIMIT_SESSION_DAY")?,
+            signup: rate(&self.rate_limit_signup, "VOW_RATE_LIMIT_SIGNUP")?,
+            mail: rate(&self.rate_limit_mail, "VOW_RATE_LIMIT_MAIL")?,
+            writes_hour: rate(&self.rate_limit_writes_hour, "VOW_RATE_LIMIT_WRITES_HOUR")?,
+            writes_day: rate(&self.rate_limit_writes_day, "VOW_RATE_LIMIT_WRITES_DAY")?,
+        })
+    }
+
     fn mail_config(&self) -> Result<MailConfig, ConfigError> {
         let some = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
         let smtp = match (some(&self.smtp_url), some(&self.smtp_host)) {
@@ -289,8 +365,8 @@ impl Config {
             rotation_key_path: required(&self.rotation_key_path, "VOW_ROTATION_KEY_PATH", "rotation-key-path")?,
             jwk_path: required(&self.jwk_path, "VOW_JWK_PATH", "jwk-path")?,
             contact_email: required(&self.contact_email, "VOW_CONTACT_EMAIL", "contact-email")?,
-            admin_password: required(&self.admin_password, "VOW_ADMIN_PASSWORD", "admin-password")?,
-            session_secret: required(&self.session_secret, "VOW_SESSION_SECRET", "session-secret")?,
+            admin_password: secret(&self.admin_password, "VOW_ADMIN_PASSWORD", "admin-password", &public_url)?,
+            session_secret: secret(&self.session_secret, "VOW_SESSION_SECRET", "session-secret", &public_url)?,
             require_invite: self.require_invite,
             relays: self.relays.split([',', ' ']).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
             plc_url: self.plc_url.trim_end_matches('/').to_owned(),
@@ -327,6 +403,22 @@ impl Config {
                     reason: format!("{d:?} is not ip:port ({e})"),
                 })?),
             },
+            rate_limits: self.limits_config()?,
+            allow_hostname_change: self.allow_hostname_change,
+            trusted_proxies: self
+                .trusted_proxies
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    p.parse::<ipnet::IpNet>()
+                        .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| ConfigError::Invalid {
+                            env: "VOW_TRUSTED_PROXIES",
+                            reason: format!("{p:?} is not an address or CIDR range"),
+                        })
+                })
+                .collect::<Result<_, _>>()?,
             proxy: ProxyConfig {
                 appview: target(&self.bsky_app_view_url, &self.bsky_app_view_did, "VOW_BSKY_APP_VIEW")?,
                 chat: target(&self.bsky_chat_url, &self.bsky_chat_did, "VOW_BSKY_CHAT")?,
@@ -418,6 +510,55 @@ mod mail_tests {
         assert_eq!(SmtpTls::for_port(25), SmtpTls::Opportunistic);
         assert_eq!(SmtpTls::for_port(2525), SmtpTls::StartTls);
     }
+}
+
+/// A limit: `limit` units per `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub limit: u32,
+    pub window: std::time::Duration,
+}
+
+impl Rate {
+    /// Reads `N/WINDOW` with the window in seconds, minutes, hours or days (`3000/5m`).
+    pub fn parse(s: &str) -> Result<Rate, String> {
+        let (n, w) = s.split_once('/').ok_or_else(|| format!("{s:?} is not N/WINDOW (e.g. 100/5m)"))?;
+        let limit: u32 = n.trim().parse().map_err(|_| format!("{n:?} is not a count"))?;
+        let w = w.trim();
+        let (num, unit) = w.split_at(w.find(|c: char| !c.is_ascii_digit()).unwrap_or(w.len()));
+        let num: u64 = if num.is_empty() { 1 } else { num.parse().map_err(|_| format!("{w:?} is not a window"))? };
+        let secs = match unit {
+            "s" | "" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            other => return Err(format!("unknown window unit {other:?} (s, m, h or d)")),
+        };
+        if limit == 0 || num == 0 {
+            return Err(format!("{s:?}: the count and the window must be above zero"));
+        }
+        Ok(Rate { limit, window: std::time::Duration::from_secs(num * secs) })
+    }
+}
+
+/// The configured policies.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    pub enabled: bool,
+    /// Every request, per address.
+    pub global: Rate,
+    /// `createSession` per address, and per identifier (short and daily).
+    pub session_ip: Rate,
+    pub session_identifier: Rate,
+    pub session_identifier_day: Rate,
+    /// `createAccount` per address.
+    pub signup: Rate,
+    /// Requests that send mail (password reset, email confirmation and update, deletion and
+    /// PLC operation codes) per address.
+    pub mail: Rate,
+    /// Repo write points per account.
+    pub writes_hour: Rate,
+    pub writes_day: Rate,
 }
 
 #[cfg(test)]

@@ -58,6 +58,8 @@ pub struct Services {
     pub lifecycle: crate::service::lifecycle::Lifecycle,
     /// Handle-to-DID resolution (DNS, HTTPS).
     pub handles: crate::service::identity::handle::HandleResolver,
+    /// Rate limits per client address, identifier and account.
+    pub limits: crate::service::ratelimit::RateLimits,
 }
 
 impl AppState {
@@ -127,10 +129,10 @@ impl Services {
         crate::service::signer::set_account_page(format!("{}/account", config.public_url.trim_end_matches('/')));
         // Outbound calls users' requests cause (client metadata, handles over HTTPS) resolve with
         // the configured DNS server, if any.
-        let guarded = crate::service::proxy::net::client(
+        let guarded = crate::service::net::client(
             config.proxy.allow_private,
             std::time::Duration::from_secs(5),
-            config.dns_server.and_then(|server| crate::service::proxy::net::dns_resolver(Some(server))),
+            config.dns_server.and_then(|server| crate::service::net::dns_resolver(Some(server))),
         );
         let oauth = crate::service::oauth::provider::Provider::new(
             db.clone(),
@@ -149,7 +151,10 @@ impl Services {
             firehose: firehose.clone(),
             locks: repo_locks.clone(),
         };
+        let limits = crate::service::ratelimit::RateLimits::new(&config.rate_limits);
+        limits.start_sweeper();
         Ok(Self {
+            limits,
             oauth,
             lifecycle,
             mailer,

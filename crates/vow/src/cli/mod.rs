@@ -309,6 +309,28 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
+/// Passkeys are bound to the hostname they were registered under (their WebAuthn RP ID): a
+/// server whose VOW_HOSTNAME changed under registered passkeys would strand them all, so it
+/// does not start unless told to. The hostname is remembered at each start.
+async fn check_hostname(db: &sqlx::SqlitePool, hostname: &str, allow_change: bool) -> Result<(), String> {
+    use crate::store::db::meta;
+    let database = |e: sqlx::Error| format!("database: {e}");
+    let previous = meta::get(db, "hostname").await.map_err(database)?;
+    if let Some(previous) = previous.filter(|p| p != hostname) {
+        let passkeys = meta::passkey_accounts(db).await.map_err(database)?;
+        if passkeys > 0 && !allow_change {
+            return Err(format!(
+                "VOW_HOSTNAME is {hostname}, but {passkeys} account(s) registered their passkeys under {previous}: \
+                 those passkeys only work there. Set VOW_HOSTNAME back to {previous}, or set \
+                 VOW_ALLOW_HOSTNAME_CHANGE=true to start anyway (their owners then sign in with a password \
+                 and register new passkeys)."
+            ));
+        }
+        tracing::warn!(%previous, %hostname, passkeys, "the hostname changed");
+    }
+    meta::set(db, "hostname", hostname).await.map_err(database)
+}
+
 async fn serve(config: Config) -> Result<(), String> {
     let config = config.server().map_err(|e| e.to_string())?;
     let rotation_key =
@@ -317,6 +339,7 @@ async fn serve(config: Config) -> Result<(), String> {
     let db = crate::store::db::open(&config.db_path)
         .await
         .map_err(|e| format!("database {}: {e}", config.db_path.display()))?;
+    check_hostname(&db, &config.hostname, config.allow_hostname_change).await?;
     let addr = config.addr;
     let state = crate::state::AppState::new(config, db, rotation_key, jwk)?;
     crate::service::repo::backfill::backfill(&state.db, &state.blocks)
@@ -335,12 +358,29 @@ async fn serve(config: Config) -> Result<(), String> {
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%local, "vow listening");
     println!("vow listening on http://{local} (public URL {public_url})");
-    axum::serve(crate::http::edge::Listener(listener), app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|e| e.to_string())
+    axum::serve(
+        crate::http::edge::Listener(listener),
+        app.into_make_service_with_connect_info::<crate::http::edge::PeerAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        // Ctrl-C, or SIGTERM from docker, systemd and the like.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let terminated = async move {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = terminated => {}
+        }
+        tracing::info!("shutting down");
+    })
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// The key in an existing key file, and a PLC client: what `vow identity` needs.

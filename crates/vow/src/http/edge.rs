@@ -144,6 +144,16 @@ impl axum::serve::Listener for Listener {
     }
 }
 
+/// The TCP peer of a request's connection (axum's connect info for [`Listener`]).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Listener>> for PeerAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Listener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
 /// A connection that replaces the parser's bare error answers (see [`Listener`]).
 pub struct ParserErrorBodies<S> {
     inner: S,
@@ -282,5 +292,107 @@ mod tests {
         assert!(parser_error_answer(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n").is_none());
         assert!(parser_error_answer(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\nmore").is_none());
         assert!(parser_error_answer(b"HTTP/1").is_none());
+    }
+}
+
+/// The client's address: the TCP peer, or, when the peer is one of the trusted reverse
+/// proxies, the address the proxy names (the last X-Forwarded-For entry it did not add itself
+/// from a trusted hop, else X-Real-IP).
+pub fn client_ip(
+    peer: Option<std::net::IpAddr>,
+    headers: &axum::http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> Option<std::net::IpAddr> {
+    let peer = peer?;
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<std::net::IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    if let Some(ip) = forwarded.iter().rev().find(|ip| !is_trusted(ip)) {
+        return Some(*ip);
+    }
+    headers.get("x-real-ip").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()).or(Some(peer))
+}
+
+/// The key a client address is counted under: the address, or for IPv6 its /64 (one
+/// subscriber's usual allocation, so a client cannot step around a limit inside its own net).
+pub fn address_key(ip: Option<std::net::IpAddr>) -> String {
+    match ip {
+        Some(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Some(std::net::IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or_else(String::new, |v4| v4.to_string()),
+        Some(ip) => ip.to_string(),
+        None => "unknown".into(),
+    }
+}
+
+/// Applies the global rate limit per client address, and the tighter per-address limit of the
+/// XRPC methods that have one; reports the state in `ratelimit-*` headers. The admin's
+/// requests and the health check are not counted.
+pub async fn rate_limit(
+    axum::extract::State(state): axum::extract::State<crate::state::AppState>,
+    req: Request<Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use crate::service::ratelimit::Policy;
+    let path = req.uri().path();
+    if path == "/xrpc/_health"
+        || path == "/metrics"
+        || (req.headers().contains_key(axum::http::header::AUTHORIZATION)
+            && crate::http::xrpc::extract::admin_check(req.headers(), &state.config.admin_password).is_ok())
+    {
+        return next.run(req).await;
+    }
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<PeerAddr>>().map(|c| c.0.0.ip());
+    let key = address_key(client_ip(peer, req.headers(), &state.config.trusted_proxies));
+    let method = path.strip_prefix("/xrpc/").and_then(Policy::of_method);
+    let checked = state.limits.check(Policy::Global, &key, 1).and_then(|global| match method {
+        Some(policy) => state.limits.check(policy, &key, 1).map(|m| m.or(global)),
+        None => Ok(global),
+    });
+    match checked {
+        Ok(info) => {
+            let mut res = next.run(req).await;
+            // A handler's own refusal (per identifier, per account) says its own state.
+            if let Some(info) = info
+                && !res.headers().contains_key("ratelimit-limit")
+            {
+                info.write(res.headers_mut());
+            }
+            res
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod client_ip_tests {
+    use super::*;
+
+    #[test]
+    fn forwarding_headers_count_only_from_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert("x-forwarded-for", "198.51.100.9, 203.0.113.5, 10.1.1.1".parse().unwrap());
+        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+        // From a stranger, the header is ignored.
+        assert_eq!(client_ip(ip("192.0.2.1"), &headers, &trusted), ip("192.0.2.1"));
+        // From the proxy, the last address it did not add from a trusted hop.
+        assert_eq!(client_ip(ip("10.0.0.2"), &headers, &trusted), ip("203.0.113.5"));
+        let mut real = axum::http::HeaderMap::new();
+        real.insert("x-real-ip", "203.0.113.77".parse().unwrap());
+        assert_eq!(client_ip(ip("10.0.0.2"), &real, &trusted), ip("203.0.113.77"));
+        assert_eq!(client_ip(ip("10.0.0.2"), &axum::http::HeaderMap::new(), &trusted), ip("10.0.0.2"));
+        assert_eq!(address_key(ip("2001:db8:1:2:3:4:5:6")), "2001:db8:1:2::/64");
+        assert_eq!(address_key(ip("::ffff:192.0.2.1")), "192.0.2.1");
     }
 }

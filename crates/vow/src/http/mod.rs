@@ -46,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(crate::http::xrpc::not_found)
         .method_not_allowed_fallback(crate::http::edge::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::http::edge::rate_limit))
         .layer(axum::middleware::from_fn_with_state(limits, crate::http::edge::refuse_oversized))
         .layer(axum::middleware::from_fn(crate::http::edge::xrpc_error_bodies))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(crate::http::edge::BODY_IDLE_TIMEOUT))

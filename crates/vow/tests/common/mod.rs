@@ -191,6 +191,11 @@ pub fn stack_with(require_invite: bool, env: &[(&str, &str)]) -> Stack {
 }
 
 fn spawn_vow(dir: &std::path::Path, plc_url: &str, require_invite: bool, env: &[(String, String)]) -> (Proc, String) {
+    start(vow_command(dir, plc_url, require_invite, env), "vow listening")
+}
+
+/// The `vow run` command of a stack with its data in `dir`, with `env` added.
+fn vow_command(dir: &std::path::Path, plc_url: &str, require_invite: bool, env: &[(String, String)]) -> Command {
     // Benchmarks run by hand may point this at a release build.
     let bin = std::env::var("VOW_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vow").to_owned());
     let mut vow = Command::new(bin);
@@ -209,11 +214,29 @@ fn spawn_vow(dir: &std::path::Path, plc_url: &str, require_invite: bool, env: &[
         .env("VOW_REQUIRE_INVITE", require_invite.to_string())
         .env("VOW_PLC_URL", plc_url)
         .env("VOW_MAX_JSON_BODY", "65536")
+        // Storms and sweeps would run into the production limits; tests/operations.rs turns
+        // them on with its own figures.
+        .env("VOW_RATE_LIMITS", "false")
         .env("VOW_LOG_LEVEL", "warn");
     for (k, v) in env {
         vow.env(k, v);
     }
-    start(vow, "vow listening")
+    vow
+}
+
+impl Stack {
+    /// `vow run` on this stack's data with `extra` settings, for a start that should fail; the
+    /// running server must be stopped first.
+    pub fn vow_command(&self, extra: &[(&str, &str)]) -> Command {
+        let mut env = self.env.clone();
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        vow_command(self.dir.path(), &self.plc, self.require_invite, &env)
+    }
+
+    /// Stops the server (until [`Stack::restart_vow`]).
+    pub fn stop_vow(&mut self) {
+        let _ = std::mem::replace(&mut self.vow, Proc::none());
+    }
 }
 
 impl Stack {

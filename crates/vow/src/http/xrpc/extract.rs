@@ -51,21 +51,25 @@ impl FromRequestParts<AppState> for AdminAuth {
     type Rejection = XrpcError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, XrpcError> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|h| h.to_str().ok())
-            .ok_or_else(|| XrpcError::auth_required("Admin authentication required (HTTP basic, user 'admin')"))?;
-        let decoded = header
-            .strip_prefix("Basic ")
-            .and_then(|b| STANDARD.decode(b.trim()).ok())
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| XrpcError::auth_required("Admin authentication must be HTTP basic"))?;
-        let expected = format!("admin:{}", state.config.admin_password);
-        if bool::from(decoded.as_bytes().ct_eq(expected.as_bytes())) {
-            Ok(AdminAuth)
-        } else {
-            Err(XrpcError::auth_required("Wrong admin credentials"))
-        }
+        admin_check(&parts.headers, &state.config.admin_password).map(|()| AdminAuth)
+    }
+}
+
+/// Whether `headers` carry the admin's HTTP basic credentials.
+pub fn admin_check(headers: &axum::http::HeaderMap, password: &str) -> Result<(), XrpcError> {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .ok_or_else(|| XrpcError::auth_required("Admin authentication required (HTTP basic, user 'admin')"))?;
+    let decoded = header
+        .strip_prefix("Basic ")
+        .and_then(|b| STANDARD.decode(b.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| XrpcError::auth_required("Admin authentication must be HTTP basic"))?;
+    let expected = format!("admin:{password}");
+    if bool::from(decoded.as_bytes().ct_eq(expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err(XrpcError::auth_required("Wrong admin credentials"))
     }
 }

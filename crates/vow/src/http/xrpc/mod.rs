@@ -5,7 +5,7 @@ pub(crate) mod account;
 mod actor;
 mod admin;
 pub mod blobs;
-mod extract;
+pub mod extract;
 mod identity;
 pub mod proxy;
 mod read_after_write;

@@ -58,6 +58,23 @@ async fn own_repo(state: &AppState, auth: &AccessAuth, repo: &str) -> XrpcResult
     Ok(did)
 }
 
+/// Counts writes against the account's hourly and daily write points (a create costs 3, an
+/// update 2, a delete 1, as the reference PDS counts them).
+fn charge_writes(state: &AppState, did: &Did, writes: &[Write]) -> XrpcResult<()> {
+    use crate::service::ratelimit::Policy;
+    let points: u32 = writes
+        .iter()
+        .map(|w| match w {
+            Write::Create { .. } => 3,
+            Write::Update { .. } | Write::Put { .. } => 2,
+            Write::Delete { .. } => 1,
+        })
+        .sum();
+    state.limits.check(Policy::WritesHour, did.as_str(), points)?;
+    state.limits.check(Policy::WritesDay, did.as_str(), points)?;
+    Ok(())
+}
+
 fn record_response(committed: &Committed) -> Json<Value> {
     let r = &committed.results[0];
     let mut out = json!({
@@ -94,6 +111,7 @@ pub async fn create_record(
         rkey: input.rkey.as_deref().map(rkey).transpose()?,
         value: input.record,
     };
+    charge_writes(&state, &did, std::slice::from_ref(&write))?;
     let committed =
         writer::apply(&state.writer, &did, vec![write], swap_commit(&input.swap_commit)?, input.validate).await?;
     Ok(record_response(&committed))
@@ -127,6 +145,7 @@ pub async fn put_record(
         value: input.record,
         swap: swap(input.swap_record)?,
     };
+    charge_writes(&state, &did, std::slice::from_ref(&write))?;
     let committed =
         writer::apply(&state.writer, &did, vec![write], swap_commit(&input.swap_commit)?, input.validate).await?;
     Ok(record_response(&committed))
@@ -156,6 +175,7 @@ pub async fn delete_record(
         swap: swap(input.swap_record)?,
         must_exist: false,
     };
+    charge_writes(&state, &did, std::slice::from_ref(&write))?;
     let committed = writer::apply(&state.writer, &did, vec![write], swap_commit(&input.swap_commit)?, None).await?;
     // Deleting what is not there changes nothing, and says so with no commit, as the
     // reference PDS does.
@@ -220,6 +240,7 @@ pub async fn apply_writes(
             other => return Err(XrpcError::invalid_request(format!("writes[{i}]: unknown $type {other:?}"))),
         });
     }
+    charge_writes(&state, &did, &writes)?;
     let committed =
         writer::apply(&state.writer, &did, writes, swap_commit(&input.swap_commit)?, input.validate).await?;
     let results: Vec<Value> = committed

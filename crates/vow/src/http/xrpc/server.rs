@@ -355,6 +355,11 @@ pub async fn create_session(
     XrpcJson(input): XrpcJson<CreateSessionInput>,
 ) -> XrpcResult<Json<Value>> {
     let denied = || XrpcError::auth_required("Invalid identifier or password");
+    // Per identifier, before any password is checked: guessing one account's password from
+    // many addresses is slowed down too.
+    let key = input.identifier.trim().to_lowercase();
+    state.limits.check(crate::service::ratelimit::Policy::SessionIdentifier, &key, 1)?;
+    state.limits.check(crate::service::ratelimit::Policy::SessionIdentifierDay, &key, 1)?;
     let account = accounts::by_identifier(&state.db, &input.identifier).await?.ok_or_else(denied)?;
     let app_password = if password::verify_async(input.password.clone(), account.password_hash.clone()).await? {
         None

@@ -18,7 +18,7 @@ impl HandleResolver {
     /// `http` must be a guarded client (public addresses only, no redirects, bounded in time:
     /// the proxy's), as anyone may ask to resolve any handle.
     pub fn new(dns_server: Option<std::net::SocketAddr>, http: reqwest::Client) -> Self {
-        let dns = crate::service::proxy::net::dns_resolver(dns_server);
+        let dns = crate::service::net::dns_resolver(dns_server);
         if dns.is_none() {
             tracing::warn!("handles resolve over HTTPS only");
         }

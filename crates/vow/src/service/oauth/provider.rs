@@ -228,7 +228,7 @@ impl Provider {
                 if let Some(c) = self.clients.get(id) {
                     return Ok(c);
                 }
-                crate::service::proxy::net::check_url(&url, self.allow_private)
+                crate::service::net::check_url(&url, self.allow_private)
                     .map_err(|e| OauthError::bad("invalid_client", e.to_string()))?;
                 let c =
                     client::fetch(&self.http, &url).await.map_err(|e| OauthError::bad("invalid_client_metadata", e))?;
@@ -252,7 +252,7 @@ impl Provider {
         }
         let refused = |why: String| OauthError::new(401, "invalid_client", format!("the client's jwks_uri: {why}"));
         let url = reqwest::Url::parse(uri).map_err(|e| refused(e.to_string()))?;
-        crate::service::proxy::net::check_url(&url, self.allow_private).map_err(|e| refused(e.to_string()))?;
+        crate::service::net::check_url(&url, self.allow_private).map_err(|e| refused(e.to_string()))?;
         let mut res = self.http.get(url).send().await.map_err(|e| refused(e.to_string()))?;
         if !res.status().is_success() {
             return Err(refused(format!("answered {}", res.status())));

@@ -4,7 +4,6 @@
 //! signed by the user's key ([`tokens`]); calls go out through a client that cannot reach
 //! private addresses ([`net`]); responses stream back.
 
-pub mod net;
 pub mod resolve;
 pub mod tokens;
 
@@ -12,6 +11,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use crate::config::{ProxyConfig, ServiceTarget};
 use crate::error::XrpcError;
+use crate::service::net;
 
 /// Request headers passed on to the service.
 const REQUEST_HEADERS: &[&str] = &[

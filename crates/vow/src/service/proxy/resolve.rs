@@ -25,7 +25,7 @@ pub enum ResolveError {
     #[error("the DID document of {0} has no service #{1}")]
     NoService(String, String),
     #[error(transparent)]
-    Refused(#[from] super::net::Refused),
+    Refused(#[from] crate::service::net::Refused),
 }
 
 #[derive(Clone)]
@@ -37,7 +37,7 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    /// `http` is the guarded client of [`super::net::client`].
+    /// `http` is the guarded client of [`crate::service::net::client`].
     pub fn new(plc: PlcClient, http: reqwest::Client, allow_private: bool) -> Self {
         let docs = moka::sync::Cache::builder().max_capacity(1_000).time_to_live(DOC_TTL).build();
         Self { plc, http, allow_private, docs }
@@ -80,7 +80,7 @@ impl Resolver {
         let scheme = if self.allow_private && (bare == "localhost" || bare == "127.0.0.1") { "http" } else { "https" };
         let url = reqwest::Url::parse(&format!("{scheme}://{host}/.well-known/did.json"))
             .map_err(|_| ResolveError::Unsupported(did.into()))?;
-        super::net::check_url(&url, self.allow_private)?;
+        crate::service::net::check_url(&url, self.allow_private)?;
         let unreachable = |e: String| ResolveError::Unreachable(did.into(), e);
         let response = self.http.get(url).send().await.map_err(|e| unreachable(e.to_string()))?;
         match response.status().as_u16() {
@@ -97,7 +97,7 @@ impl Resolver {
         let doc = self.document(did).await?;
         let endpoint = service_entry(&doc, did, id).ok_or_else(|| ResolveError::NoService(did.into(), id.into()))?;
         let url = reqwest::Url::parse(endpoint).map_err(|_| ResolveError::NoService(did.into(), id.into()))?;
-        super::net::check_url(&url, self.allow_private)?;
+        crate::service::net::check_url(&url, self.allow_private)?;
         Ok(url)
     }
 

@@ -13,6 +13,7 @@ pub mod blobs;
 pub mod challenges;
 pub mod events;
 pub mod invites;
+pub mod meta;
 pub mod oauth;
 pub mod preferences;
 pub mod refs;

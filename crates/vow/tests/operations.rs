@@ -1,0 +1,222 @@
+//! Integration: what an operator relies on. Rate limits as apps meet them (`@atproto/api`),
+//! the admin's bypass; the real `vow` binary, SQLite file and PLC server.
+
+mod common;
+
+use common::*;
+
+/// Sign-ins per identifier, sign-ups per forwarded client address and writes per account run
+/// out with `RateLimitExceeded` and the `ratelimit-*` headers, and recover
+/// (`e2e/ratelimit-flow.js`); the admin is not limited.
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_are_hit_and_recovered_through_atproto_api() {
+    let s = stack_with(
+        false,
+        &[
+            ("VOW_RATE_LIMITS", "true"),
+            // One sign-in attempt comes back every second.
+            ("VOW_RATE_LIMIT_SESSION", "3/3s"),
+            ("VOW_RATE_LIMIT_SIGNUP", "4/1h"),
+            ("VOW_RATE_LIMIT_WRITES_HOUR", "15/1h"),
+            ("VOW_TRUSTED_PROXIES", "127.0.0.1/32,::1"),
+        ],
+    );
+    let user = s.account("limited").await;
+    let _signer = s.signer(&user, &s.dir.path().join("limited.key"));
+    run_script(
+        "ratelimit-flow.js",
+        &[
+            &s.url,
+            "--handle",
+            &user.handle,
+            "--password",
+            &user.password,
+            "--session-limit",
+            "3",
+            "--write-points",
+            "15",
+        ],
+    );
+
+    // The admin's requests are not counted: twice as many sign-ups as the limit allows are
+    // answered on their merits.
+    let mut statuses = std::collections::BTreeSet::new();
+    for i in 0..8 {
+        let res = s
+            .http
+            .post(format!("{}/xrpc/com.atproto.server.createAccount", s.url))
+            .basic_auth("admin", Some("admin-secret"))
+            .json(&serde_json::json!({ "handle": format!("admin{i}.pds.test"), "email": format!("a{i}@x.test"), "password": "pw-admin-made" }))
+            .send()
+            .await
+            .unwrap();
+        statuses.insert(res.status().as_u16());
+    }
+    assert_eq!(statuses, [200].into(), "the admin is not rate limited");
+    // Without the admin's credentials, the same address runs out at the limit (it made one
+    // account at the start).
+    let mut answers = Vec::new();
+    for i in 0..5 {
+        let (status, body) = s
+            .call(
+                "POST",
+                "com.atproto.server.createAccount",
+                None,
+                Some(serde_json::json!({ "handle": format!("late{i}.pds.test"), "email": format!("late{i}@x.test"), "password": "pw-late-comer" })),
+            )
+            .await;
+        answers.push((status, body["error"].as_str().map(str::to_owned)));
+    }
+    assert!(answers[..3].iter().all(|(status, _)| *status == 200), "{answers:?}");
+    assert_eq!(answers[3], (429, Some("RateLimitExceeded".to_owned())), "{answers:?}");
+}
+
+/// Passkeys are bound to the hostname: a start under another VOW_HOSTNAME is refused while
+/// accounts have passkeys, unless VOW_ALLOW_HOSTNAME_CHANGE says so; weak secrets are refused
+/// on a public server.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_refuses_to_start_on_a_changed_hostname_or_weak_secrets() {
+    let mut s = stack(false);
+    let user = s.account("keyholder").await;
+    s.stop_vow();
+    // A passkey registered under pds.test (its credential, as the account page stores it).
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", s.dir.path().join("vow.db").display())).await.unwrap();
+    sqlx::query("UPDATE accounts SET passkey_credential_id = 'cred-1' WHERE did = ?")
+        .bind(&user.did)
+        .execute(&db)
+        .await
+        .unwrap();
+    db.close().await;
+
+    let moved = [
+        ("VOW_HOSTNAME", "elsewhere.test"),
+        ("VOW_DID", "did:web:elsewhere.test"),
+        ("VOW_PUBLIC_URL", "http://elsewhere.test"),
+    ];
+    let out = s.vow_command(&moved).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a start under another hostname is refused");
+    assert!(
+        stderr.contains("pds.test") && stderr.contains("VOW_ALLOW_HOSTNAME_CHANGE"),
+        "the refusal names the old hostname and the way out: {stderr}"
+    );
+
+    let weak = [("VOW_PUBLIC_URL", "https://pds.test"), ("VOW_ADMIN_PASSWORD", "change-me-to-a-long-random-string")];
+    let out = s.vow_command(&weak).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("VOW_ADMIN_PASSWORD"), "{stderr}");
+    let short = [
+        ("VOW_PUBLIC_URL", "https://pds.test"),
+        ("VOW_ADMIN_PASSWORD", &"a".repeat(30)),
+        ("VOW_SESSION_SECRET", "short"),
+    ];
+    let out = s.vow_command(&short).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("VOW_SESSION_SECRET"), "{stderr}");
+
+    // Told to, it starts under the new name, and the name it remembers is the new one.
+    s.restart_vow(&[moved[0], moved[1], moved[2], ("VOW_ALLOW_HOSTNAME_CHANGE", "true")]);
+    let (status, _) = s.call("GET", "com.atproto.server.describeServer", None, None).await;
+    assert_eq!(status, 200);
+
+    // The on-demand TLS check names the hostname and the handles hosted here, nothing else.
+    for (domain, expected) in [("elsewhere.test", 200), (user.handle.as_str(), 200), ("stranger.example", 404)] {
+        let res = s.http.get(format!("{}/tls-check?domain={domain}", s.url)).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), expected, "{domain}");
+    }
+}
+
+/// The deployment kit as far as it runs without a container engine: `vow run` with the
+/// settings `.env.example` sets and the `vow` service's `environment:` of docker-compose.yml
+/// (its /data moved to a temporary directory, Kubo's address left out: there is none here)
+/// starts and answers its health check, and the `first-invite` service's script makes the
+/// first invite code once.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_compose_environment_drives_the_real_binary() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let compose = std::fs::read_to_string(root.join("docker-compose.yml")).unwrap();
+    let example = std::fs::read_to_string(root.join(".env.example")).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap().to_owned();
+    let localize = |v: &str| v.replace("/data", &data_dir);
+
+    // .env.example's uncommented settings (the env_file), then the service's environment.
+    let mut env: Vec<(String, String)> = example
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let service = compose.split("\n  vow:\n").nth(1).expect("a vow service");
+    let block = service.split("\n    environment:\n").nth(1).expect("its environment");
+    let mut from_compose = 0;
+    for line in block.lines().take_while(|l| l.starts_with("      ")) {
+        let (k, v) = line.trim().split_once(':').expect("KEY: value");
+        let v = v.trim().trim_matches('"');
+        from_compose += 1;
+        if k == "VOW_IPFS_NODE_URL" {
+            assert_eq!(v, "http://kubo:5001", "Vow talks to the Kubo service's RPC API");
+            continue;
+        }
+        env.push((k.to_owned(), localize(v)));
+    }
+    assert!(from_compose >= 5, "the vow service sets its paths: {block}");
+    let port = free_port();
+    let plc = start(
+        {
+            let mut c = std::process::Command::new("node");
+            c.arg(e2e_dir().join("plc-server.js")).arg("0");
+            c
+        },
+        "PLC listening",
+    );
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_vow"));
+    cmd.arg("run").current_dir(data.path()).env_clear().env("PATH", std::env::var("PATH").unwrap());
+    for (k, v) in &env {
+        cmd.env(k, v);
+    }
+    // This machine's loopback instead of the public address and directory.
+    cmd.env("VOW_ADDR", format!("127.0.0.1:{port}"))
+        .env("VOW_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
+        .env("VOW_PLC_URL", &plc.1)
+        .env("VOW_LOG_LEVEL", "warn");
+    let (_vow, url) = start(cmd, "vow listening");
+    let health = reqwest::get(format!("{url}/xrpc/_health")).await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    assert!(data.path().join("vow.db").exists() && data.path().join("keys/rotation.key").exists());
+
+    // The first-invite service's script, run twice: one code, kept.
+    let first = compose.split("\n  first-invite:\n").nth(1).expect("a first-invite service");
+    let script: String = first
+        .split("      - |\n")
+        .nth(1)
+        .expect("its script")
+        .lines()
+        .take_while(|l| l.starts_with("        ") || l.is_empty())
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_vow")).parent().unwrap().to_str().unwrap().to_owned();
+    let run_script = || {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(localize(&script))
+            .env("PATH", format!("{bin_dir}:{}", std::env::var("PATH").unwrap()))
+            .env("VOW_DB_NAME", data.path().join("vow.db"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::read_to_string(data.path().join("first-invite-code.txt")).unwrap()
+    };
+    let code = run_script();
+    assert_eq!(run_script(), code, "the code is made once");
+    let (status, body) = {
+        let res = reqwest::Client::new()
+            .post(format!("{url}/xrpc/com.atproto.server.createAccount"))
+            .json(&serde_json::json!({ "handle": "first.pds.example.com", "email": "first@x.test", "password": "pw-first-user", "inviteCode": code.trim() }))
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.text().await.unwrap())
+    };
+    assert_eq!(status, 200, "the first invite code signs up the first user: {body}");
+}
