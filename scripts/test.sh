@@ -26,8 +26,9 @@ echo "== installing the reference PDS from npm"
 # handle-resolver-node), run on the Node 22 above.
 echo "== installing the OAuth client from npm"
 (cd e2e/oauth && npm ci --no-audit --no-fund --loglevel=error)
-# A real SMTP server for the mail tests: aiosmtpd from PyPI, in a virtualenv of its own.
-echo "== installing aiosmtpd from PyPI"
+# A real SMTP server for the mail tests (aiosmtpd) and the Prometheus text parser the metrics
+# test reads /metrics with (prometheus-client), from PyPI, in a virtualenv of their own.
+echo "== installing aiosmtpd and prometheus-client from PyPI"
 if [ ! -x e2e/smtp/venv/bin/python ] && ! python3 -m venv e2e/smtp/venv; then
   echo "== installing python3-venv from apt"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -181,6 +181,10 @@ pub struct Config {
     pub rate_limit_writes_hour: String,
     #[arg(long, env = "VOW_RATE_LIMIT_WRITES_DAY", default_value = "35000/1d")]
     pub rate_limit_writes_day: String,
+    /// A separate address serving `/metrics` without credentials (e.g. 127.0.0.1:9090, for a
+    /// scraper on a private network); on the main address `/metrics` needs the admin's.
+    #[arg(long, env = "VOW_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
     /// Start even though VOW_HOSTNAME is not the hostname existing passkeys were registered
     /// under (their WebAuthn RP ID): those passkeys stop working, and their owners must sign in
     /// with a password and register new ones.
@@ -229,6 +233,7 @@ pub struct ServerConfig {
     pub dns_server: Option<SocketAddr>,
     pub rate_limits: LimitsConfig,
     pub allow_hostname_change: bool,
+    pub metrics_addr: Option<SocketAddr>,
     /// Peers whose forwarding headers are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
@@ -405,6 +410,12 @@ impl Config {
             },
             rate_limits: self.limits_config()?,
             allow_hostname_change: self.allow_hostname_change,
+            metrics_addr: match self.metrics_addr.as_deref().filter(|a| !a.is_empty()) {
+                None => None,
+                Some(a) => {
+                    Some(parse_addr(a).map_err(|reason| ConfigError::Invalid { env: "VOW_METRICS_ADDR", reason })?)
+                }
+            },
             trusted_proxies: self
                 .trusted_proxies
                 .split(',')

@@ -60,6 +60,8 @@ pub struct Services {
     pub handles: crate::service::identity::handle::HandleResolver,
     /// Rate limits per client address, identifier and account.
     pub limits: crate::service::ratelimit::RateLimits,
+    /// What `/metrics` renders.
+    pub metrics: crate::service::metrics::Metrics,
 }
 
 impl AppState {
@@ -154,6 +156,7 @@ impl Services {
         let limits = crate::service::ratelimit::RateLimits::new(&config.rate_limits);
         limits.start_sweeper();
         Ok(Self {
+            metrics: crate::service::metrics::Metrics::install(),
             limits,
             oauth,
             lifecycle,

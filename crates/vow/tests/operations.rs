@@ -220,3 +220,92 @@ async fn the_compose_environment_drives_the_real_binary() {
     };
     assert_eq!(status, 200, "the first invite code signs up the first user: {body}");
 }
+
+/// `/metrics` read with the reference Python client's parser (`prometheus-client`).
+fn parse_metrics(text: &str) -> std::collections::BTreeMap<String, f64> {
+    use std::io::Write;
+    let python = e2e_dir().join("smtp/venv/bin/python");
+    assert!(python.exists(), "scripts/test.sh installs prometheus-client in e2e/smtp/venv");
+    let mut child = std::process::Command::new(python)
+        .arg(e2e_dir().join("smtp/prom-parse.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the parser refused the exposition: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Scraped before, during and after a write storm, `/metrics` parses, and the request, commit,
+/// signing, firehose and account figures move as the writes say they must.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_are_scraped_during_a_write_storm() {
+    let metrics_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let s = stack_with(false, &[("VOW_METRICS_ADDR", &metrics_addr)]);
+    let user = s.account("counted").await;
+    let _signer = s.signer(&user, &s.dir.path().join("counted.key"));
+
+    // On the main address, only the admin may read them.
+    let res = s.http.get(format!("{}/metrics", s.url)).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 401);
+    let res = s.http.get(format!("{}/metrics", s.url)).basic_auth("admin", Some("admin-secret")).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+
+    let scrape = || async {
+        let text = reqwest::get(format!("http://{metrics_addr}/metrics")).await.unwrap().text().await.unwrap();
+        parse_metrics(&text)
+    };
+    let get = |m: &std::collections::BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
+    let before = scrape().await;
+    assert_eq!(get(&before, "vow_accounts{status=active}"), 1.0, "{before:?}");
+    assert_eq!(get(&before, "vow_signer_connections{}"), 1.0);
+
+    const WRITERS: usize = 4;
+    const EACH: usize = 10;
+    let storm: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (url, token, did) = (s.url.clone(), user.access.clone(), user.did.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                for i in 0..EACH {
+                    let res = http
+                        .post(format!("{url}/xrpc/com.atproto.repo.createRecord"))
+                        .bearer_auth(&token)
+                        .json(&serde_json::json!({ "repo": did, "collection": "app.bsky.feed.post",
+                            "record": { "$type": "app.bsky.feed.post", "text": format!("storm {w}/{i}"), "createdAt": "2026-12-02T00:00:00Z" } }))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(res.status().as_u16(), 200);
+                }
+            })
+        })
+        .collect();
+    // Mid-storm scrapes parse too.
+    for _ in 0..3 {
+        let during = scrape().await;
+        assert!(get(&during, "vow_commits_total{}") >= get(&before, "vow_commits_total{}"));
+    }
+    for w in storm {
+        w.await.unwrap();
+    }
+    let after = scrape().await;
+    let delta = |k: &str| get(&after, k) - get(&before, k);
+    let n = (WRITERS * EACH) as f64;
+    assert_eq!(delta("vow_commits_total{}"), n, "one commit per write");
+    assert_eq!(delta("vow_http_requests_total{method=POST,route=/xrpc/com.atproto.repo.createRecord,status=200}"), n);
+    assert_eq!(delta("vow_commit_phase_seconds_count{phase=signing}"), n);
+    assert_eq!(delta("vow_commit_phase_seconds_count{phase=storing}"), n);
+    assert!(delta("vow_signing_seconds_count{}") >= n);
+    assert!(delta("vow_firehose_head_seq{}") >= n, "each commit is an event");
+    assert!(get(&after, "vow_records{}") >= n);
+    assert!(get(&after, "vow_stored_bytes{kind=blocks}") > get(&before, "vow_stored_bytes{kind=blocks}"));
+    assert!(
+        get(&after, "vow_http_request_duration_seconds_count{route=/xrpc/com.atproto.repo.createRecord}") >= n,
+        "latency histograms by route"
+    );
+}

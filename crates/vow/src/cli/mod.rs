@@ -353,6 +353,18 @@ async fn serve(config: Config) -> Result<(), String> {
         hostname: state.config.hostname.clone(),
     });
     let public_url = state.config.public_url.clone();
+    if let Some(metrics_addr) = state.config.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(metrics_addr)
+            .await
+            .map_err(|e| format!("cannot listen on {metrics_addr} (VOW_METRICS_ADDR): {e}"))?;
+        let router = crate::http::metrics::own_router(state.clone());
+        tracing::info!(%metrics_addr, "metrics listening");
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
     let app = crate::http::router(state);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;

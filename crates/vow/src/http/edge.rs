@@ -396,3 +396,23 @@ mod client_ip_tests {
         assert_eq!(address_key(ip("::ffff:192.0.2.1")), "192.0.2.1");
     }
 }
+
+/// Counts every request by route (the matched route, so the label set stays bounded), method
+/// and status, with its latency.
+pub async fn count_requests(req: Request<Body>, next: axum::middleware::Next) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let res = next.run(req).await;
+    let status = res.status().as_u16().to_string();
+    metrics::histogram!("vow_http_request_duration_seconds", "route" => route.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("vow_http_requests_total", "route" => route, "method" => method, "status" => status).increment(1);
+    if res.status() == StatusCode::TOO_MANY_REQUESTS {
+        metrics::counter!("vow_rate_limited_total").increment(1);
+    }
+    res
+}

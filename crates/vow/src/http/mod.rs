@@ -3,6 +3,7 @@
 //! composition (`crate::state`) and the CLI know `AppState`.
 
 pub mod edge;
+pub mod metrics;
 pub mod web;
 pub mod wellknown;
 pub mod xrpc;
@@ -32,7 +33,8 @@ pub fn router(state: AppState) -> Router {
         .max_age(std::time::Duration::from_secs(86_400));
     let limit = state.config.max_json_body;
     let limits = crate::http::edge::BodyLimits { json: limit as u64 };
-    let mut routes = crate::http::xrpc::routes().merge(crate::http::wellknown::routes());
+    let mut routes =
+        crate::http::xrpc::routes().merge(crate::http::wellknown::routes()).merge(crate::http::metrics::routes());
     if state.config.oauth {
         routes = routes
             .merge(crate::http::web::oauth::routes())
@@ -47,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(crate::http::edge::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::http::edge::rate_limit))
+        .layer(axum::middleware::from_fn(crate::http::edge::count_requests))
         .layer(axum::middleware::from_fn_with_state(limits, crate::http::edge::refuse_oversized))
         .layer(axum::middleware::from_fn(crate::http::edge::xrpc_error_bodies))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(crate::http::edge::BODY_IDLE_TIMEOUT))

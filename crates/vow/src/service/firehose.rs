@@ -90,6 +90,12 @@ impl Firehose {
         firehose
     }
 
+    /// Live subscribers, the newest sequence number, and how many events the slowest live
+    /// subscriber has yet to receive.
+    pub async fn stats(&self) -> Result<(usize, i64, usize), sqlx::Error> {
+        Ok((self.live.receiver_count(), self.head().await?, self.live.len()))
+    }
+
     /// Takes the right to append events (see [`Sequencer`]).
     pub async fn sequencer(&self) -> Result<Sequencer<'_>, sqlx::Error> {
         let mut last = self.last_seq.lock().await;

@@ -133,6 +133,11 @@ impl Mailer {
 
     /// Whether mail reaches people: SMTP is configured. Otherwise it is written to files or
     /// the log, which is only good for development.
+    /// Mails queued for the SMTP server and not yet sent.
+    pub fn queued(&self) -> usize {
+        self.queue.as_ref().map_or(0, |q| q.max_capacity() - q.capacity())
+    }
+
     pub fn delivers(&self) -> bool {
         self.queue.is_some()
     }
@@ -231,9 +236,11 @@ async fn deliver(transport: AsyncSmtpTransport<Tokio1Executor>, mut queue: mpsc:
             match transport.send(mail.message.clone()).await {
                 Ok(_) => {
                     tracing::info!(to = %mail.to, "mail sent");
+                    metrics::counter!("vow_mail_sent_total", "outcome" => "sent").increment(1);
                     break;
                 }
                 Err(e) if attempt == ATTEMPTS || e.is_permanent() => {
+                    metrics::counter!("vow_mail_sent_total", "outcome" => "failed").increment(1);
                     tracing::error!(
                         to = %mail.to,
                         error = %e,

@@ -11,6 +11,7 @@ pub mod identity;
 pub mod keys;
 pub mod lifecycle;
 pub mod mail;
+pub mod metrics;
 pub mod mime;
 pub mod net;
 pub mod oauth;

@@ -78,10 +78,18 @@ impl Kubo {
         if let Some(form) = form {
             req = req.multipart(form);
         }
-        let resp = req.send().await.map_err(|e| IpfsError::Unreachable(format!("{call}: {e}")))?;
+        let started = std::time::Instant::now();
+        let sent = req.send().await;
+        metrics::histogram!("vow_ipfs_call_seconds", "call" => call.to_owned()).record(started.elapsed().as_secs_f64());
+        let failed = || metrics::counter!("vow_ipfs_errors_total", "call" => call.to_owned()).increment(1);
+        let resp = sent.map_err(|e| {
+            failed();
+            IpfsError::Unreachable(format!("{call}: {e}"))
+        })?;
         if resp.status().is_success() {
             return Ok(resp);
         }
+        failed();
         let status = resp.status();
         let body = resp.text().await.unwrap_or_default();
         let message = serde_json::from_str::<NodeError>(&body).map(|e| e.message).unwrap_or(body);

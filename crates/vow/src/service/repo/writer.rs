@@ -702,6 +702,7 @@ async fn apply_once(
     validate: Option<bool>,
 ) -> Result<Committed, Attempt> {
     let mut locked = lock_head(w, did).await?;
+    let started = std::time::Instant::now();
     if let Some(swap) = swap_commit
         && swap != locked.head
     {
@@ -726,7 +727,11 @@ async fn apply_once(
     let Staged { mut blocks, root, changes, results, summaries } = staged;
     let rev = w.tids.next_after(Some(&locked.prev_rev));
     let unsigned = UnsignedCommit::new(did.clone(), root, rev.clone());
+    crate::service::metrics::commit_phase("staging", started.elapsed());
+    let signing = std::time::Instant::now();
     let (commit, commit_bytes) = sign(w, did, locked.key.clone(), unsigned, summaries, evidence).await?;
+    crate::service::metrics::commit_phase("signing", signing.elapsed());
+    let storing = std::time::Instant::now();
     let event_car = proof.event_car(commit, &commit_bytes);
     blocks.insert(commit, commit_bytes);
     let protected = put_blocks(w, &blocks).await?;
@@ -777,6 +782,8 @@ async fn apply_once(
         return Err(e);
     }
     events.publish();
+    crate::service::metrics::commit_phase("storing", storing.elapsed());
+    metrics::counter!("vow_commits_total").increment(1);
     release_later(w, released);
     Ok(Committed { cid: commit, rev: rev.into_string(), new_commit: true, results })
 }

@@ -44,6 +44,18 @@ pub enum SignError {
     BadSignature(String),
 }
 
+impl SignError {
+    /// A short label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SignError::NotConnected => "not_connected",
+            SignError::Rejected => "rejected",
+            SignError::Timeout => "timeout",
+            SignError::BadSignature(_) => "bad_signature",
+        }
+    }
+}
+
 /// The account page's URL, named in the errors that send a person there (set once at start).
 static ACCOUNT_PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
@@ -133,6 +145,11 @@ impl SignerHub {
         Registered { hub: self, did: did.to_owned(), id, jobs: rx }
     }
 
+    /// How many accounts have a signer connected.
+    pub fn connected(&self) -> usize {
+        self.connections.lock().expect("hub lock").values().filter(|r| !r.jobs.is_closed()).count()
+    }
+
     pub fn is_connected(&self, did: &str) -> bool {
         self.connections.lock().expect("hub lock").get(did).is_some_and(|r| !r.jobs.is_closed())
     }
@@ -164,11 +181,17 @@ impl SignerHub {
             let registration = map.get(did).ok_or(SignError::NotConnected)?;
             registration.jobs.send(job).map_err(|_| SignError::NotConnected)?;
         }
-        match tokio::time::timeout(deadline, answer).await {
+        let started = std::time::Instant::now();
+        let outcome = match tokio::time::timeout(deadline, answer).await {
             Ok(Ok(result)) => result,
             // The connection went away with the job still queued or in flight.
             Ok(Err(_)) => Err(SignError::NotConnected),
             Err(_) => Err(SignError::Timeout),
+        };
+        match &outcome {
+            Ok(_) => metrics::histogram!("vow_signing_seconds").record(started.elapsed().as_secs_f64()),
+            Err(e) => metrics::counter!("vow_signing_failures_total", "reason" => e.reason()).increment(1),
         }
+        outcome
     }
 }

@@ -21,3 +21,25 @@ pub async fn set(db: &SqlitePool, key: &str, value: &str) -> Result<(), sqlx::Er
 pub async fn passkey_accounts(db: &SqlitePool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT COUNT(*) FROM accounts WHERE passkey_credential_id IS NOT NULL").fetch_one(db).await
 }
+
+/// Accounts by status: active, deactivated, taken down.
+pub async fn accounts_by_status(db: &SqlitePool) -> Result<Vec<(&'static str, i64)>, sqlx::Error> {
+    let (active, deactivated, takendown): (i64, i64, i64) = sqlx::query_as(
+        "SELECT COALESCE(SUM(takedown_ref IS NULL AND deactivated_at IS NULL), 0), \
+                COALESCE(SUM(takedown_ref IS NULL AND deactivated_at IS NOT NULL), 0), \
+                COALESCE(SUM(takedown_ref IS NOT NULL), 0) FROM accounts",
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(vec![("active", active), ("deactivated", deactivated), ("takendown", takendown)])
+}
+
+/// What is stored: records, bytes of repo blocks held in SQLite, blobs and their bytes.
+pub async fn stored(db: &SqlitePool) -> Result<(i64, i64, i64, i64), sqlx::Error> {
+    let (records,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM records").fetch_one(db).await?;
+    let (block_bytes,): (i64,) =
+        sqlx::query_as("SELECT COALESCE(SUM(length(bytes)), 0) FROM blocks").fetch_one(db).await?;
+    let (blobs, blob_bytes): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs").fetch_one(db).await?;
+    Ok((records, block_bytes, blobs, blob_bytes))
+}
