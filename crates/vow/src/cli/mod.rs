@@ -1,6 +1,7 @@
 //! The `vow` command line.
 
 mod admin;
+mod backup;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -106,6 +107,23 @@ enum Command {
     /// Manage accounts on the running server (through its admin API).
     #[command(subcommand)]
     Account(admin::AccountCommand),
+    /// Take a consistent backup into DIR (a new directory) while Vow runs: the database, the
+    /// embedded store's blob files, the key files, and on IPFS the CIDs to pin again.
+    Backup {
+        dir: PathBuf,
+        #[command(flatten)]
+        paths: backup::Paths,
+    },
+    /// Bring a backup back, with Vow stopped; on IPFS the node must hold the blocks (back it
+    /// up with the node), and they are pinned again.
+    Restore {
+        dir: PathBuf,
+        #[command(flatten)]
+        paths: backup::Paths,
+        /// Replace an existing database and key files.
+        #[arg(long)]
+        force: bool,
+    },
     /// Write the leave page (move or recover a DID with your own key, talking only to the PLC
     /// directory) as static files into DIR, to serve from any web server on this hostname.
     LeavePage {
@@ -264,6 +282,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
+        Command::Backup { dir, paths } => backup::backup(&dir, &paths).await,
+        Command::Restore { dir, paths, force } => backup::restore(&dir, &paths, force).await,
         Command::CreateRotationKey { out } => {
             let key = crate::service::keys::create_rotation_key(&out).map_err(|e| e.to_string())?;
             println!("{}", out.display());

@@ -8,6 +8,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub mod accounts;
 pub mod app_passwords;
+pub mod backup;
 pub mod batch;
 pub mod blobs;
 pub mod challenges;
