@@ -595,7 +595,7 @@ mod env_example_tests {
         assert!(missing.is_empty(), ".env.example lacks {missing:?}");
         let extra: Vec<_> = documented
             .difference(&settings)
-            .filter(|k| !["VOW_LOG_LEVEL", "VOW_ADMIN_URL"].contains(&k.as_str()))
+            .filter(|k| !["VOW_LOG_LEVEL", "VOW_LOG_FORMAT", "VOW_ADMIN_URL"].contains(&k.as_str()))
             .collect();
         assert!(extra.is_empty(), ".env.example names settings the code does not read: {extra:?}");
     }

@@ -669,7 +669,15 @@ async fn the_operator_manages_accounts_from_the_cli() {
 /// pretending to send.
 #[tokio::test(flavor = "multi_thread")]
 async fn without_smtp_a_public_server_says_mail_is_not_set_up() {
-    let s = stack_with(false, &[("VOW_PUBLIC_URL", "https://pds.test")]);
+    // A public server needs strong secrets to start at all.
+    let s = stack_with(
+        false,
+        &[
+            ("VOW_PUBLIC_URL", "https://pds.test"),
+            ("VOW_ADMIN_PASSWORD", "a-long-admin-password-for-tests"),
+            ("VOW_SESSION_SECRET", "a-long-session-secret-for-tests"),
+        ],
+    );
     let alice = s.account("alice").await;
     let res = s.call("POST", "com.atproto.server.requestEmailConfirmation", Some(&alice.access), None).await;
     assert_error(&res, 400, "EmailNotConfigured");

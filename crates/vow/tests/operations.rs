@@ -308,6 +308,27 @@ async fn metrics_are_scraped_during_a_write_storm() {
         get(&after, "vow_http_request_duration_seconds_count{route=/xrpc/com.atproto.repo.createRecord}") >= n,
         "latency histograms by route"
     );
+
+    // The operator's view of storage: the admin method and `vow account storage`.
+    let res = s
+        .http
+        .get(format!("{}/xrpc/app.vow.admin.getStorage", s.url))
+        .basic_auth("admin", Some("admin-secret"))
+        .send()
+        .await
+        .unwrap();
+    let storage: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(storage["accounts"][0]["did"], user.did.as_str(), "{storage}");
+    assert_eq!(storage["total"]["records"].as_f64(), Some(get(&after, "vow_records{}")), "{storage}");
+    assert!(storage["accounts"][0]["blockBytes"].as_i64().unwrap() > 0, "{storage}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vow"))
+        .args(["account", "storage", &user.did])
+        .env("VOW_ADMIN_URL", &s.url)
+        .env("VOW_ADMIN_PASSWORD", "admin-secret")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains(&user.did) && text.contains("records"), "{text}");
 }
 
 /// `vow backup` taken in the middle of a write storm, the server's disk lost, then `vow
@@ -456,4 +477,230 @@ async fn a_backup_taken_mid_storm_restores_every_acknowledged_write() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// Everything a server sees that must stay secret (passwords, app passwords, session tokens,
+/// mailed codes, the admin password, the session secret, key files) never reaches its log,
+/// even at debug level; and every log line of a request names the request's id, which the
+/// response returns in `x-request-id`.
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_never_reach_the_log_and_lines_carry_the_request_id() {
+    let mut s = stack(false);
+    s.stop_vow();
+    let log_path = s.dir.path().join("vow.log.json");
+    let mail = s.dir.path().join("mail");
+    let mut cmd = s.vow_command(&[
+        ("VOW_LOG_LEVEL", "debug"),
+        ("VOW_LOG_FORMAT", "json"),
+        ("VOW_MAIL_DIR", mail.to_str().unwrap()),
+    ]);
+    cmd.stderr(std::fs::File::create(&log_path).unwrap());
+    let (vow, url) = start(cmd, "vow listening");
+    s.vow = vow;
+    s.url = url;
+
+    let password = "pw-very-secret-1234";
+    let res = s
+        .http
+        .post(format!("{}/xrpc/com.atproto.server.createAccount", s.url))
+        .json(&serde_json::json!({ "handle": "quiet.pds.test", "email": "quiet@x.test", "password": password }))
+        .send()
+        .await
+        .unwrap();
+    let request_id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let created: serde_json::Value = res.json().await.unwrap();
+    let user = Account {
+        did: created["did"].as_str().unwrap().into(),
+        handle: "quiet.pds.test".into(),
+        password: password.into(),
+        access: created["accessJwt"].as_str().unwrap().into(),
+    };
+    let key_file = s.dir.path().join("quiet.key");
+    let _signer = s.signer(&user, &key_file);
+    let mut secrets = vec![
+        password.to_owned(),
+        user.access.clone(),
+        created["refreshJwt"].as_str().unwrap().to_owned(),
+        "admin-secret".to_owned(),
+        "session-secret".to_owned(),
+    ];
+    let (_, session) = s
+        .call(
+            "POST",
+            "com.atproto.server.createSession",
+            None,
+            Some(serde_json::json!({ "identifier": user.handle, "password": password })),
+        )
+        .await;
+    secrets.push(session["accessJwt"].as_str().unwrap().to_owned());
+    let (_, refreshed) = {
+        let res = s
+            .http
+            .post(format!("{}/xrpc/com.atproto.server.refreshSession", s.url))
+            .bearer_auth(session["refreshJwt"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        (res.status(), res.json::<serde_json::Value>().await.unwrap())
+    };
+    secrets.push(refreshed["refreshJwt"].as_str().unwrap().to_owned());
+    let (_, app) = s
+        .call(
+            "POST",
+            "com.atproto.server.createAppPassword",
+            Some(&user.access),
+            Some(serde_json::json!({ "name": "bot" })),
+        )
+        .await;
+    secrets.push(app["password"].as_str().unwrap().to_owned());
+    // A write, signed through the signer, and an admin call.
+    let (status, _) = s
+        .call(
+            "POST",
+            "com.atproto.repo.createRecord",
+            Some(&user.access),
+            Some(serde_json::json!({ "repo": user.did, "collection": "app.bsky.feed.post",
+                "record": { "$type": "app.bsky.feed.post", "text": "quiet", "createdAt": "2026-12-02T00:00:00Z" } })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let res = s
+        .http
+        .get(format!("{}/xrpc/com.atproto.admin.getAccountInfo?did={}", s.url, user.did))
+        .basic_auth("admin", Some("admin-secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let (status, _) = s
+        .call(
+            "POST",
+            "com.atproto.server.requestPasswordReset",
+            None,
+            Some(serde_json::json!({ "email": "quiet@x.test" })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let code = code_in(&mail_to(&mail, "quiet@x.test", 0)).unwrap();
+    secrets.push(code.clone());
+    let new_password = "pw-another-secret-5678";
+    let (status, _) = s
+        .call(
+            "POST",
+            "com.atproto.server.resetPassword",
+            None,
+            Some(serde_json::json!({ "token": code, "password": new_password })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    secrets.push(new_password.to_owned());
+    let (_, fresh) = s
+        .call(
+            "POST",
+            "com.atproto.server.createSession",
+            None,
+            Some(serde_json::json!({ "identifier": user.handle, "password": new_password })),
+        )
+        .await;
+    let login = fresh["accessJwt"].as_str().unwrap().to_owned();
+    secrets.push(login.clone());
+    for key in [key_file.clone(), s.dir.path().join("keys/rotation.key")] {
+        let bytes = std::fs::read(&key).unwrap();
+        secrets.push(bytes.iter().map(|b| format!("{b:02x}")).collect());
+        use base64::Engine;
+        secrets.push(base64::engine::general_purpose::STANDARD.encode(&bytes));
+        secrets.push(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes));
+    }
+    let jwk: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.dir.path().join("keys/jwk.json")).unwrap()).unwrap();
+    secrets.push(jwk["d"].as_str().unwrap().to_owned());
+
+    drop(_signer);
+    s.stop_vow();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.lines().count() > 20, "the server logged at debug level:\n{log}");
+    for secret in &secrets {
+        assert!(!log.contains(secret.as_str()), "a secret reached the log: {secret}");
+    }
+    // Every line is JSON; the account-creation line is inside its request's span.
+    let lines: Vec<serde_json::Value> =
+        log.lines().map(|l| serde_json::from_str(l).expect("a JSON log line")).collect();
+    let created_line =
+        lines.iter().find(|l| l["fields"]["message"] == "account created").expect("the account creation is logged");
+    assert_eq!(created_line["span"]["name"], "request");
+    assert_eq!(created_line["span"]["id"].as_str(), Some(request_id.as_str()), "{created_line}");
+    assert_eq!(created_line["span"]["path"], "/xrpc/com.atproto.server.createAccount");
+}
+
+/// `vow doctor` against a running stack (the PLC directory, a real IPFS node, an SMTP server):
+/// every check passes; then with the IPFS node, the SMTP server and the PLC directory stopped
+/// in turn, each failure is named with what to change.
+#[tokio::test(flavor = "multi_thread")]
+async fn vow_doctor_names_each_failing_dependency() {
+    let ipfs_dir = tempfile::tempdir().unwrap();
+    let mut node = Ipfs::start(ipfs_dir.path());
+    let smtp = Smtp::start();
+    let port = free_port();
+    let public = format!("http://localhost:{port}");
+    let mut env: Vec<(&str, String)> = smtp.env();
+    env.extend([
+        ("VOW_IPFS_NODE_URL", node.api.clone()),
+        ("VOW_ADDR", format!("127.0.0.1:{port}")),
+        ("VOW_HOSTNAME", "localhost".into()),
+        ("VOW_PUBLIC_URL", public.clone()),
+    ]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut s = stack_with(false, &env);
+    let doctor = |s: &Stack| {
+        let out = s.vow_subcommand("doctor", &[]).arg("--mail-to").arg("op@x.test").output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let line = |report: &str, name: &str| {
+        report.lines().find(|l| l.get(5..).is_some_and(|rest| rest.starts_with(&format!("{name}:")))).map(str::to_owned)
+    };
+
+    let (ok, report) = doctor(&s);
+    assert!(ok, "everything is up:\n{report}");
+    for name in [
+        "configuration",
+        "database",
+        "disk space",
+        "DNS",
+        "public URL",
+        "PLC directory",
+        "IPFS node",
+        "IPFS blocks and pins",
+        "SMTP",
+        "test mail",
+    ] {
+        assert!(line(&report, name).is_some_and(|l| l.starts_with("ok")), "{name}:\n{report}");
+    }
+    assert!(report.contains("all ") && report.contains("checks passed"));
+    let mails = || std::fs::read_dir(smtp.dir.path()).map(|d| d.count()).unwrap_or(0);
+    for _ in 0..100 {
+        if mails() > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(mails() > 0, "the test mail arrived");
+
+    node.kill();
+    let (ok, report) = doctor(&s);
+    assert!(!ok);
+    let ipfs = line(&report, "IPFS node").unwrap();
+    assert!(ipfs.starts_with("FAIL"), "{report}");
+    assert!(report.contains("fix: start the IPFS node, or correct VOW_IPFS_NODE_URL"), "{report}");
+    assert!(line(&report, "SMTP").unwrap().starts_with("ok"), "only the IPFS node fails:\n{report}");
+
+    drop(smtp);
+    let (_, report) = doctor(&s);
+    assert!(line(&report, "SMTP").unwrap().starts_with("FAIL"), "{report}");
+    assert!(report.contains("fix: check VOW_SMTP_HOST"), "{report}");
+
+    s.plc_proc = Proc::none();
+    let (_, report) = doctor(&s);
+    assert!(line(&report, "PLC directory").unwrap().starts_with("FAIL"), "{report}");
+    assert!(report.contains("fix: check VOW_PLC_URL"), "{report}");
+    assert!(line(&report, "public URL").unwrap().starts_with("ok"), "Vow itself still answers:\n{report}");
 }

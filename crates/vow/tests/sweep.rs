@@ -98,6 +98,7 @@ const ROUTES: &[Route] = &[
     route("GET", "com.atproto.admin.getInviteCodes", Auth::Admin),
     route("POST", "com.atproto.admin.disableInviteCodes", Auth::Admin),
     route("POST", "com.atproto.admin.sendEmail", Auth::Admin),
+    route("GET", "app.vow.admin.getStorage", Auth::Admin),
     route("POST", "com.atproto.server.activateAccount", Auth::Access),
     route("GET", "app.bsky.actor.getPreferences", Auth::Access),
     route("POST", "app.bsky.actor.putPreferences", Auth::Access),

@@ -31,6 +31,12 @@ pub enum AccountCommand {
         api: AdminApi,
         did: String,
     },
+    /// Records, blocks and blobs stored, per account (largest first) or for one, and in all.
+    Storage {
+        #[command(flatten)]
+        api: AdminApi,
+        did: Option<String>,
+    },
     /// Take an account down: it can no longer sign in, and its repo is not served.
     Takedown {
         #[command(flatten)]
@@ -155,6 +161,22 @@ pub async fn run(command: AccountCommand) -> Result<(), String> {
                     if c["disabled"] == true { ", disabled" } else { "" }
                 );
             }
+            Ok(())
+        }
+        AccountCommand::Storage { api, did } => {
+            let q: Vec<(&str, &str)> = did.as_deref().map(|d| vec![("did", d)]).unwrap_or_default();
+            let out = api.call("GET", "app.vow.admin.getStorage", &q, None).await?;
+            let row = |label: &str, v: &Value| {
+                format!(
+                    "{label}  {} records, {} blocks ({} bytes), {} blobs ({} bytes)",
+                    v["records"], v["blocks"], v["blockBytes"], v["blobs"], v["blobBytes"]
+                )
+            };
+            for a in out["accounts"].as_array().into_iter().flatten() {
+                let label = format!("{}  {}", a["did"].as_str().unwrap_or("?"), a["handle"].as_str().unwrap_or("?"));
+                println!("{}", row(&label, a));
+            }
+            println!("{}", row("total", &out["total"]));
             Ok(())
         }
         AccountCommand::Takedown { api, did, reference } => {

@@ -16,6 +16,9 @@ struct Cli {
     /// Log filter (`info`, `debug`, `vow=debug,warn`, ...).
     #[arg(long, env = "VOW_LOG_LEVEL", default_value = "info", global = true)]
     log_level: String,
+    /// Log lines as `text` (for people) or `json` (one object per line, for log collectors).
+    #[arg(long, env = "VOW_LOG_FORMAT", default_value = "text", global = true, value_parser = ["text", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -107,6 +110,15 @@ enum Command {
     /// Manage accounts on the running server (through its admin API).
     #[command(subcommand)]
     Account(admin::AccountCommand),
+    /// Check what Vow depends on (configuration, database, disk, DNS, the public URL, the PLC
+    /// directory, the IPFS node, SMTP, relays): one line per check, and what to change.
+    Doctor {
+        #[command(flatten)]
+        config: Box<Config>,
+        /// Also send a test mail to this address.
+        #[arg(long)]
+        mail_to: Option<String>,
+    },
     /// Take a consistent backup into DIR (a new directory) while Vow runs: the database, the
     /// embedded store's blob files, the key files, and on IPFS the CIDs to pin again.
     Backup {
@@ -197,7 +209,12 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(format!("{},tower_http=info", cli.log_level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logs.json().with_current_span(true).with_span_list(false).init();
+    } else {
+        logs.init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -282,6 +299,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
+        Command::Doctor { config, mail_to } => doctor(*config, mail_to.as_deref()).await,
         Command::Backup { dir, paths } => backup::backup(&dir, &paths).await,
         Command::Restore { dir, paths, force } => backup::restore(&dir, &paths, force).await,
         Command::CreateRotationKey { out } => {
@@ -326,6 +344,31 @@ async fn run(cli: Cli) -> Result<(), String> {
             println!("New password for {did}: {password}");
             Ok(())
         }
+    }
+}
+
+async fn doctor(config: Config, mail_to: Option<&str>) -> Result<(), String> {
+    let config = match config.server() {
+        Ok(c) => c,
+        Err(e) => {
+            println!("FAIL configuration: {e}");
+            println!("     fix: see .env.example for every setting");
+            return Err("1 check failed".into());
+        }
+    };
+    let checks = crate::service::doctor::run(&config, mail_to).await;
+    for c in &checks {
+        println!("{} {}: {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
+        if let Some(fix) = &c.fix {
+            println!("     fix: {fix}");
+        }
+    }
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    if failed == 0 {
+        println!("all {} checks passed", checks.len());
+        Ok(())
+    } else {
+        Err(format!("{failed} of {} checks failed", checks.len()))
     }
 }
 

@@ -416,3 +416,32 @@ pub async fn count_requests(req: Request<Body>, next: axum::middleware::Next) ->
     }
     res
 }
+
+/// Gives every request an id (the `x-request-id` a trusted proxy set, else a new one), runs it
+/// inside a `request` span carrying the id, method and path (never the query, which may carry
+/// codes), so every log line of the request names it, and returns the id in `x-request-id`.
+pub async fn request_id(
+    axum::extract::State(state): axum::extract::State<crate::state::AppState>,
+    req: Request<Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use tracing::Instrument;
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<PeerAddr>>().map(|c| c.0.0.ip());
+    let from_proxy = peer.is_some_and(|ip| state.config.trusted_proxies.iter().any(|net| net.contains(&ip)));
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| from_proxy && !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned);
+    let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
+    let started = std::time::Instant::now();
+    let mut res = next.run(req).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::debug!(status = res.status().as_u16(), ms = started.elapsed().as_millis() as u64, "answered")
+    });
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    res
+}

@@ -12,7 +12,6 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Method};
 use tower_http::cors::{Any, CorsLayer};
-use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
 
@@ -50,10 +49,10 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::http::edge::rate_limit))
         .layer(axum::middleware::from_fn(crate::http::edge::count_requests))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::http::edge::request_id))
         .layer(axum::middleware::from_fn_with_state(limits, crate::http::edge::refuse_oversized))
         .layer(axum::middleware::from_fn(crate::http::edge::xrpc_error_bodies))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(crate::http::edge::BODY_IDLE_TIMEOUT))
         .layer(cors)
-        .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

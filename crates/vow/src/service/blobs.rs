@@ -274,7 +274,10 @@ impl BlobSweep {
                 tick.tick().await;
                 match self.run_once().await {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(removed = n, "removed unreferenced blobs"),
+                    Ok(n) => {
+                        tracing::info!(removed = n, "removed unreferenced blobs");
+                        metrics::counter!("vow_swept_total", "what" => "blobs").increment(n as u64);
+                    }
                     Err(e) => tracing::warn!(error = %e, "blob clean-up failed"),
                 }
             }

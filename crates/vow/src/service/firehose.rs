@@ -123,7 +123,10 @@ impl Firehose {
             let cutoff = crate::store::db::unix_now() * 1000 - retention.as_millis() as i64;
             // Keep the newest row whatever its age, so MAX(seq)+1 never goes backwards.
             match crate::store::db::events::delete_older_than(&self.db, cutoff).await {
-                Ok(rows) if rows > 0 => tracing::info!(rows, "firehose: old events removed"),
+                Ok(rows) if rows > 0 => {
+                    tracing::info!(rows, "firehose: old events removed");
+                    metrics::counter!("vow_swept_total", "what" => "firehose_events").increment(rows);
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "firehose: retention sweep failed"),
             }

@@ -206,6 +206,37 @@ impl Mailer {
     }
 }
 
+/// Connects to the SMTP server as the queue would (TLS and login included) and says how it
+/// went, for `vow doctor`.
+pub async fn check_connection(smtp: &SmtpConfig) -> Result<String, String> {
+    let transport = transport(smtp)?;
+    match transport.test_connection().await {
+        Ok(true) => Ok(match smtp {
+            SmtpConfig::Url(_) => "connected (VOW_SMTP_URL)".to_owned(),
+            SmtpConfig::Parts { host, port, tls, user, .. } => {
+                format!("connected to {host}:{port} ({tls:?}{})", if user.is_some() { ", logged in" } else { "" })
+            }
+        }),
+        Ok(false) => Err("the server did not answer NOOP".into()),
+        Err(e) => Err(crate::service::net::error_chain(&e)),
+    }
+}
+
+/// Sends one test mail now (not through the queue), for `vow doctor --mail-to`.
+pub async fn send_test(config: &MailConfig, to: &str) -> Result<(), String> {
+    let smtp = config.smtp.as_ref().ok_or("no SMTP server configured")?;
+    let from: Mailbox = format!("{} <{}>", config.from_name, config.from_email)
+        .parse()
+        .map_err(|e| format!("the sender address {}: {e}", config.from_email))?;
+    let message = lettre::Message::builder()
+        .from(from)
+        .to(to.parse().map_err(|e| format!("{to}: {e}"))?)
+        .subject("Vow: a test mail from vow doctor")
+        .body("This mail was sent by `vow doctor` to check that this server's mail reaches people.".to_owned())
+        .map_err(|e| e.to_string())?;
+    transport(smtp)?.send(message).await.map(|_| ()).map_err(|e| crate::service::net::error_chain(&e))
+}
+
 fn transport(smtp: &SmtpConfig) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
     type Smtp = AsyncSmtpTransport<Tokio1Executor>;
     let builder = match smtp {

@@ -94,6 +94,10 @@ fn describe() {
     describe_counter!("vow_ipfs_errors_total", "Failed calls to the IPFS node by RPC method");
     describe_counter!("vow_mail_sent_total", "Mails handed to the SMTP server, by outcome");
     describe_counter!("vow_rate_limited_total", "Requests refused by a rate limit");
+    describe_counter!(
+        "vow_swept_total",
+        "What the clean-up sweeps removed: unreferenced blobs, expired firehose events"
+    );
     describe_gauge!("vow_accounts", "Accounts by status");
     describe_gauge!("vow_stored_bytes", "Bytes stored: repo blocks (in SQLite) and blobs");
     describe_gauge!("vow_firehose_head_seq", "The newest firehose sequence number");

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod blobs;
 pub mod crawl;
+pub mod doctor;
 pub mod events;
 pub mod firehose;
 pub mod identity;

@@ -70,6 +70,19 @@ pub fn check_url(url: &reqwest::Url, allow_private: bool) -> Result<(), Refused>
     Ok(())
 }
 
+/// An error and its causes on one line (reqwest's own message leaves out why a request
+/// failed, such as a refused connection or a name that resolved to a private address).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// A DNS resolver: the system's configuration, or the one server `server` names (UDP and TCP
 /// on its port). Its cache is bounded in entries and short-lived, so a person who just added a
 /// record and tries again does not wait on it. `None` when no resolver can be built.

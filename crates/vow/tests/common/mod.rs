@@ -42,7 +42,7 @@ impl Drop for Proc {
 
 /// Starts a process and waits for a stdout line containing `marker`; returns that line.
 pub fn start_until(mut cmd: Command, marker: &str) -> (Proc, String) {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn");
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn");
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let proc = Proc(Some(child));
@@ -191,15 +191,22 @@ pub fn stack_with(require_invite: bool, env: &[(&str, &str)]) -> Stack {
 }
 
 fn spawn_vow(dir: &std::path::Path, plc_url: &str, require_invite: bool, env: &[(String, String)]) -> (Proc, String) {
-    start(vow_command(dir, plc_url, require_invite, env), "vow listening")
+    start(vow_command("run", dir, plc_url, require_invite, env), "vow listening")
 }
 
-/// The `vow run` command of a stack with its data in `dir`, with `env` added.
-fn vow_command(dir: &std::path::Path, plc_url: &str, require_invite: bool, env: &[(String, String)]) -> Command {
+/// The `vow <sub>` command (`run`, `doctor`, …) of a stack with its data in `dir`, with `env`
+/// added.
+fn vow_command(
+    sub: &str,
+    dir: &std::path::Path,
+    plc_url: &str,
+    require_invite: bool,
+    env: &[(String, String)],
+) -> Command {
     // Benchmarks run by hand may point this at a release build.
     let bin = std::env::var("VOW_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vow").to_owned());
     let mut vow = Command::new(bin);
-    vow.arg("run")
+    vow.arg(sub)
         .current_dir(dir)
         .env("VOW_ADDR", "127.0.0.1:0")
         .env("VOW_DB_NAME", dir.join("vow.db"))
@@ -228,9 +235,14 @@ impl Stack {
     /// `vow run` on this stack's data with `extra` settings, for a start that should fail; the
     /// running server must be stopped first.
     pub fn vow_command(&self, extra: &[(&str, &str)]) -> Command {
+        self.vow_subcommand("run", extra)
+    }
+
+    /// Another `vow` command with the server's settings (`doctor`, …).
+    pub fn vow_subcommand(&self, sub: &str, extra: &[(&str, &str)]) -> Command {
         let mut env = self.env.clone();
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        vow_command(self.dir.path(), &self.plc, self.require_invite, &env)
+        vow_command(sub, self.dir.path(), &self.plc, self.require_invite, &env)
     }
 
     /// Stops the server (until [`Stack::restart_vow`]).

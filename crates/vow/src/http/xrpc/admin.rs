@@ -328,3 +328,36 @@ pub async fn send_email(
     tracing::warn!(target: "vow::admin", did = %a.did, "admin: email sent");
     Ok(Json(json!({ "sent": true })))
 }
+
+#[derive(Deserialize)]
+pub struct StorageParams {
+    did: Option<String>,
+}
+
+/// `app.vow.admin.getStorage[?did=]`: records, blocks and blobs per account, and the totals.
+pub async fn get_storage(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    XrpcQuery(p): XrpcQuery<StorageParams>,
+) -> XrpcResult<Json<Value>> {
+    let rows = crate::store::db::meta::storage_by_account(&state.db, p.did.as_deref()).await?;
+    if p.did.is_some() && rows.is_empty() {
+        return Err(XrpcError::not_found("AccountNotFound", "No account with that DID"));
+    }
+    let sum = |f: fn(&crate::store::db::meta::AccountStorage) -> i64| rows.iter().map(f).sum::<i64>();
+    let total = json!({
+        "records": sum(|r| r.records),
+        "blocks": sum(|r| r.blocks),
+        "blockBytes": sum(|r| r.block_bytes),
+        "blobs": sum(|r| r.blobs),
+        "blobBytes": sum(|r| r.blob_bytes),
+    });
+    let accounts: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({ "did": r.did, "handle": r.handle, "records": r.records, "blocks": r.blocks,
+                "blockBytes": r.block_bytes, "blobs": r.blobs, "blobBytes": r.blob_bytes })
+        })
+        .collect();
+    Ok(Json(json!({ "accounts": accounts, "total": total })))
+}

@@ -96,6 +96,7 @@ pub fn routes() -> Router<AppState> {
         .route("/xrpc/com.atproto.admin.getInviteCodes", get(admin::get_invite_codes))
         .route("/xrpc/com.atproto.admin.disableInviteCodes", post(admin::disable_invite_codes))
         .route("/xrpc/com.atproto.admin.sendEmail", post(admin::send_email))
+        .route("/xrpc/app.vow.admin.getStorage", get(admin::get_storage))
         .route("/xrpc/com.atproto.server.activateAccount", post(server::activate_account))
         .route("/xrpc/app.bsky.actor.getPreferences", get(actor::get_preferences))
         .route("/xrpc/app.bsky.actor.putPreferences", post(actor::put_preferences))

@@ -206,7 +206,7 @@ pub async fn fetch(http: &reqwest::Client, id: &url::Url) -> Result<Client, Stri
         .header("accept", "application/json")
         .send()
         .await
-        .map_err(|e| format!("fetching client metadata from {id}: {}", with_causes(&e)))?;
+        .map_err(|e| format!("fetching client metadata from {id}: {}", crate::service::net::error_chain(&e)))?;
     if !res.status().is_success() {
         return Err(format!("client metadata at {id} answered {}", res.status()));
     }
@@ -218,19 +218,6 @@ pub async fn fetch(http: &reqwest::Client, id: &url::Url) -> Result<Client, Stri
         }
     }
     validate(id, &body)
-}
-
-/// An error and its causes on one line (reqwest's own message leaves out why a request failed,
-/// such as a name that resolved to a private address).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -43,3 +43,38 @@ pub async fn stored(db: &SqlitePool) -> Result<(i64, i64, i64, i64), sqlx::Error
         sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs").fetch_one(db).await?;
     Ok((records, block_bytes, blobs, blob_bytes))
 }
+
+/// SQLite's quick integrity check: `ok`, or what is wrong.
+pub async fn quick_check(db: &SqlitePool) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar("PRAGMA quick_check").fetch_one(db).await
+}
+
+/// One account's stored data.
+#[derive(Debug, sqlx::FromRow)]
+pub struct AccountStorage {
+    pub did: String,
+    pub handle: String,
+    pub records: i64,
+    pub blocks: i64,
+    /// Bytes of the account's blocks held in SQLite (0 for blocks kept on IPFS).
+    pub block_bytes: i64,
+    pub blobs: i64,
+    pub blob_bytes: i64,
+}
+
+/// Stored data per account (one, or all by DID), largest first.
+pub async fn storage_by_account(db: &SqlitePool, did: Option<&str>) -> Result<Vec<AccountStorage>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT a.did, a.handle, \
+            (SELECT COUNT(*) FROM records r WHERE r.did = a.did) AS records, \
+            (SELECT COUNT(*) FROM repo_blocks rb WHERE rb.did = a.did) AS blocks, \
+            (SELECT COALESCE(SUM(length(b.bytes)), 0) FROM repo_blocks rb JOIN blocks b ON b.cid = rb.cid \
+                WHERE rb.did = a.did) AS block_bytes, \
+            (SELECT COUNT(*) FROM blobs bl WHERE bl.did = a.did) AS blobs, \
+            (SELECT COALESCE(SUM(bl.size), 0) FROM blobs bl WHERE bl.did = a.did) AS blob_bytes \
+         FROM accounts a WHERE (?1 IS NULL OR a.did = ?1) ORDER BY block_bytes + blob_bytes DESC, a.did",
+    )
+    .bind(did)
+    .fetch_all(db)
+    .await
+}
