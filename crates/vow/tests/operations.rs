@@ -704,3 +704,16 @@ async fn vow_doctor_names_each_failing_dependency() {
     assert!(report.contains("fix: check VOW_PLC_URL"), "{report}");
     assert!(line(&report, "public URL").unwrap().starts_with("ok"), "Vow itself still answers:\n{report}");
 }
+
+/// `docker stop` and `systemctl stop` send SIGTERM: Vow shuts down gracefully on it, with
+/// status 0, instead of waiting to be killed.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_the_server_gracefully() {
+    let mut s = stack(false);
+    let _ = s.account("leaving").await;
+    let pid = s.vow.pid().to_string();
+    let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(sent.success());
+    let status = s.vow.wait();
+    assert!(status.success(), "a graceful exit: {status:?}");
+}

@@ -69,9 +69,13 @@ impl Policy {
             "com.atproto.server.requestPasswordReset"
             | "com.atproto.server.resetPassword"
             | "com.atproto.server.requestEmailConfirmation"
+            | "com.atproto.server.confirmEmail"
             | "com.atproto.server.requestEmailUpdate"
+            | "com.atproto.server.updateEmail"
             | "com.atproto.server.requestAccountDelete"
-            | "com.atproto.identity.requestPlcOperationSignature" => Some(Policy::Mail),
+            | "com.atproto.server.deleteAccount"
+            | "com.atproto.identity.requestPlcOperationSignature"
+            | "com.atproto.identity.signPlcOperation" => Some(Policy::Mail),
             _ => None,
         }
     }
@@ -208,6 +212,21 @@ mod tests {
         // Points: a cost larger than what is left is refused, a smaller one is not.
         assert!(limits.check(Policy::WritesHour, "did:plc:a", 3).is_ok());
         assert!(limits.check(Policy::WritesHour, "did:plc:a", 1).is_err());
+    }
+
+    #[test]
+    fn methods_that_send_or_check_mailed_codes_share_the_mail_limit() {
+        for nsid in [
+            "com.atproto.server.requestPasswordReset",
+            "com.atproto.server.resetPassword",
+            "com.atproto.server.confirmEmail",
+            "com.atproto.server.deleteAccount",
+            "com.atproto.identity.signPlcOperation",
+        ] {
+            assert_eq!(Policy::of_method(nsid), Some(Policy::Mail), "{nsid}");
+        }
+        assert_eq!(Policy::of_method("com.atproto.server.createSession"), Some(Policy::SessionIp));
+        assert_eq!(Policy::of_method("com.atproto.repo.getRecord"), None);
     }
 
     #[test]

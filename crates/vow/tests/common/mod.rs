@@ -13,6 +13,11 @@ impl Proc {
     }
 }
 impl Proc {
+    /// Waits for the process to exit on its own (after a signal the test sent).
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.0.take().expect("process is running").wait().expect("wait")
+    }
+
     pub fn pid(&self) -> u32 {
         self.0.as_ref().expect("process is running").id()
     }

@@ -357,7 +357,13 @@ pub async fn create_session(
     let denied = || XrpcError::auth_required("Invalid identifier or password");
     // Per identifier, before any password is checked: guessing one account's password from
     // many addresses is slowed down too.
-    let key = input.identifier.trim().to_lowercase();
+    // No identifier is longer than a handle (253 bytes): a longer one is counted by its start,
+    // so the limiter's memory stays small whatever is sent.
+    let mut key = input.identifier.trim().to_lowercase();
+    if key.len() > 256 {
+        let cut = (0..=256).rev().find(|&i| key.is_char_boundary(i)).unwrap_or(0);
+        key.truncate(cut);
+    }
     state.limits.check(crate::service::ratelimit::Policy::SessionIdentifier, &key, 1)?;
     state.limits.check(crate::service::ratelimit::Policy::SessionIdentifierDay, &key, 1)?;
     let account = accounts::by_identifier(&state.db, &input.identifier).await?.ok_or_else(denied)?;
