@@ -25,7 +25,7 @@ struct TlsCheck {
 /// proxy (Caddy's `on_demand_tls ask`) gets certificates for those names only.
 async fn tls_check(
     State(state): State<AppState>,
-    axum::extract::Query(q): axum::extract::Query<TlsCheck>,
+    crate::http::xrpc::XrpcQuery(q): crate::http::xrpc::XrpcQuery<TlsCheck>,
 ) -> axum::response::Response {
     let domain = q.domain.trim_end_matches('.').to_ascii_lowercase();
     if domain == state.config.hostname {
