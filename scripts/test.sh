@@ -73,8 +73,14 @@ step() {
 }
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+# The servers and signers the tests start log here, at info (debug for Vow's own lines), and the
+# harness notes every secret it handles; the last step searches the whole log for them.
+export VOW_TEST_LOG_DIR="$PWD/target/test-logs"
+export VOW_TEST_LOG_LEVEL="${VOW_TEST_LOG_LEVEL:-info,vow=debug}"
+rm -rf "$VOW_TEST_LOG_DIR" && mkdir -p "$VOW_TEST_LOG_DIR"
 # --no-fail-fast: every test binary runs and every failing test is listed at the end.
 step "cargo test" cargo test --workspace --locked --no-fail-fast
+step "secrets in the run's log" cargo test -p vow --locked --test log_scan -- --ignored --nocapture
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "== FAILED: ${failed[*]}"

@@ -269,6 +269,33 @@ async fn metrics_are_scraped_during_a_write_storm() {
     assert_eq!(get(&before, "vow_accounts{status=active}"), 1.0, "{before:?}");
     assert_eq!(get(&before, "vow_signer_connections{}"), 1.0);
 
+    // Two firehose subscribers, one following live and one replaying from the start, each
+    // reading every frame: each gets a lag series of its own.
+    let ws = s.url.replacen("http", "ws", 1);
+    let follow = |cursor: &'static str| {
+        let url = format!("{ws}/xrpc/com.atproto.sync.subscribeRepos{cursor}");
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+            while let Some(Ok(_)) = socket.next().await {}
+        })
+    };
+    let live = follow("");
+    let replaying = follow("?cursor=0");
+    let lags = |m: &std::collections::BTreeMap<String, f64>| -> Vec<(String, f64)> {
+        m.iter()
+            .filter(|(k, _)| k.starts_with("vow_firehose_subscriber_lag_events{"))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    };
+    let mut seen = scrape().await;
+    while lags(&seen).len() < 2 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        seen = scrape().await;
+    }
+    assert!(lags(&seen).iter().all(|(k, _)| k.contains("address=127.0.0.1")), "{:?}", lags(&seen));
+    assert_eq!(get(&seen, "vow_firehose_subscribers{}"), 2.0);
+
     const WRITERS: usize = 4;
     const EACH: usize = 10;
     let storm: Vec<_> = (0..WRITERS)
@@ -313,6 +340,25 @@ async fn metrics_are_scraped_during_a_write_storm() {
         get(&after, "vow_http_request_duration_seconds_count{route=/xrpc/com.atproto.repo.createRecord}") >= n,
         "latency histograms by route"
     );
+    assert!(delta("vow_db_pool_wait_seconds_count{}") >= n, "every commit waits for a connection at least once");
+    assert!(get(&after, "vow_db_pool_wait_seconds_sum{}") >= 0.0);
+
+    // Both subscribers catch up: every series comes down to no lag once the writes stop. One
+    // leaves, and its series goes with it.
+    let mut caught_up = after.clone();
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while lags(&caught_up).len() != 2 || lags(&caught_up).iter().any(|(_, lag)| *lag != 0.0) {
+        assert!(std::time::Instant::now() < give_up, "the subscribers never caught up: {:?}", lags(&caught_up));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        caught_up = scrape().await;
+    }
+    live.abort();
+    let _ = live.await;
+    while lags(&caught_up).len() != 1 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        caught_up = scrape().await;
+    }
+    replaying.abort();
 
     // The operator's view of storage: the admin method and `vow account storage`.
     let res = s
@@ -718,4 +764,159 @@ async fn sigterm_stops_the_server_gracefully() {
     assert!(sent.success());
     let status = s.vow.wait();
     assert!(status.success(), "a graceful exit: {status:?}");
+}
+
+/// On an IPFS node (js-ipfs): `vow backup` taken during writes lists the CIDs the node must keep
+/// pinned; with the server's disk lost and the node's pins gone, `vow restore` pins every one
+/// again, and the restored server serves each write acknowledged before the backup, the blob, and
+/// a repo that verifies.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_on_ipfs_restores_the_pins() {
+    let ipfs_dir = tempfile::tempdir().unwrap();
+    let node = Ipfs::start(ipfs_dir.path());
+    let mut s = stack_with(false, &[("VOW_IPFS_NODE_URL", &node.api)]);
+    let user = s.account("pinned").await;
+    let key_file = s.dir.path().join("pinned.key");
+    let signer = s.signer(&user, &key_file);
+    let png = b"\x89PNG\r\n\x1a\nbytes kept on the node";
+    let res = s
+        .http
+        .post(format!("{}/xrpc/com.atproto.repo.uploadBlob", s.url))
+        .bearer_auth(&user.access)
+        .header("content-type", "image/png")
+        .body(png.to_vec())
+        .send()
+        .await
+        .unwrap();
+    let blob: serde_json::Value = res.json().await.unwrap();
+    let blob_cid = blob["blob"]["ref"]["$link"].as_str().unwrap().to_owned();
+    let (status, body) = s
+        .call(
+            "POST",
+            "com.atproto.repo.putRecord",
+            Some(&user.access),
+            Some(serde_json::json!({ "repo": user.did, "collection": "app.bsky.actor.profile", "rkey": "self",
+                "record": { "$type": "app.bsky.actor.profile", "displayName": "Pinned", "avatar": blob["blob"] } })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Writes go on while the backup is taken.
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String, std::time::Instant)>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (url, token, did) = (s.url.clone(), user.access.clone(), user.did.clone());
+        let (acked, stop) = (acked.clone(), stop.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let res = http
+                    .post(format!("{url}/xrpc/com.atproto.repo.createRecord"))
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({ "repo": did, "collection": "app.bsky.feed.post",
+                        "record": { "$type": "app.bsky.feed.post", "text": format!("pinned {i}"), "createdAt": "2026-12-02T00:00:00Z" } }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status().as_u16(), 200);
+                let body: serde_json::Value = res.json().await.unwrap();
+                let (uri, cid) = (body["uri"].as_str().unwrap().to_owned(), body["cid"].as_str().unwrap().to_owned());
+                acked.lock().unwrap().push((uri, cid, std::time::Instant::now()));
+                i += 1;
+            }
+        })
+    };
+    while acked.lock().unwrap().len() < 10 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let backup_dir = s.dir.path().join("backup-ipfs");
+    let started = std::time::Instant::now();
+    let out = s.vow_subcommand("backup", &[]).arg(&backup_dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let during = acked.lock().unwrap().len();
+    while acked.lock().unwrap().len() < during + 3 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    let before_backup: Vec<(String, String)> = acked
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, _, at)| *at < started)
+        .map(|(u, c, _)| (u.clone(), c.clone()))
+        .collect();
+    assert!(before_backup.len() >= 10);
+
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(backup_dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["store"], "ipfs", "{manifest}");
+    let pins: Vec<String> = std::fs::read_to_string(backup_dir.join("ipfs-pins.txt"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(manifest["ipfs_pins"].as_u64(), Some(pins.len() as u64));
+    let head = manifest["accounts"][0]["root"].as_str().unwrap().to_owned();
+    assert!(pins.contains(&head), "the backup's head commit is on the list");
+    for (_, cid) in &before_backup {
+        assert!(pins.contains(cid), "every record acknowledged before the backup is on the list: {cid}");
+    }
+    assert!(pins.len() > before_backup.len() + 2, "the commit, tree nodes and blob are listed too: {}", pins.len());
+
+    // The server's disk is lost, and the node forgets its pins.
+    drop(signer);
+    s.stop_vow();
+    let data = s.dir.path().to_owned();
+    for name in ["vow.db", "vow.db-wal", "vow.db-shm"] {
+        let _ = std::fs::remove_file(data.join(name));
+    }
+    std::fs::remove_dir_all(data.join("keys")).unwrap();
+    for cid in &pins {
+        // Blocks are pinned directly, blobs recursively; blocks the writes after the backup
+        // replaced are already unpinned (the node keeps them until it collects garbage).
+        if !node.pinned(cid).await {
+            continue;
+        }
+        let (mut status, mut body) = node.rpc("pin/rm", &[("arg", cid), ("recursive", "false")]).await;
+        if status != 200 {
+            (status, body) = node.rpc("pin/rm", &[("arg", cid), ("recursive", "true")]).await;
+        }
+        assert_eq!(status, 200, "unpinning {cid}: {}", String::from_utf8_lossy(&body));
+        assert!(!node.pinned(cid).await);
+    }
+    assert!(!node.pinned(&head).await);
+
+    let out = s.vow_subcommand("restore", &[]).arg(&backup_dir).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains(&format!("{} CID(s) pinned", pins.len())), "{said}");
+    for cid in &pins {
+        assert!(node.pinned(cid).await, "pinned again: {cid}");
+    }
+
+    s.restart_vow(&[]);
+    for (uri, cid) in &before_backup {
+        let rkey = uri.rsplit('/').next().unwrap();
+        let (status, body) = s
+            .call(
+                "GET",
+                &format!("com.atproto.repo.getRecord?repo={}&collection=app.bsky.feed.post&rkey={rkey}", user.did),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!((status, body["cid"].as_str()), (200, Some(cid.as_str())), "{uri}: {body}");
+    }
+    let res = s
+        .http
+        .get(format!("{}/xrpc/com.atproto.sync.getBlob?did={}&cid={blob_cid}", s.url, user.did))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(res.bytes().await.unwrap().as_ref(), png);
+    run_script("verify-repo.js", &[&s.url, &user.did, "--plc", &s.plc]);
 }

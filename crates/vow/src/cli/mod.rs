@@ -207,14 +207,7 @@ pub fn main() -> ExitCode {
     let _ = dotenvy::dotenv();
     return_large_allocations_promptly();
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(format!("{},tower_http=info", cli.log_level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if cli.log_format == "json" {
-        logs.json().with_current_span(true).with_span_list(false).init();
-    } else {
-        logs.init();
-    }
+    install_logging(&cli.log_level, &cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -223,6 +216,24 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The log (text or JSON on stderr, filtered by the level) and, beside it and unfiltered by
+/// that level, the layer that turns the pool's acquire events into metrics.
+fn install_logging(level: &str, format: &str) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{level},tower_http=info"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = if format == "json" {
+        logs.json().with_current_span(true).with_span_list(false).with_filter(filter).boxed()
+    } else {
+        logs.with_filter(filter).boxed()
+    };
+    let pool_waits = crate::service::metrics::PoolWaits.with_filter(crate::service::metrics::pool_wait_filter());
+    tracing_subscriber::registry().with(logs).with(pool_waits).init();
 }
 
 /// glibc's allocator raises its mmap threshold each time a large block is freed, after which

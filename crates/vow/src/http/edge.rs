@@ -337,13 +337,17 @@ pub fn address_key(ip: Option<std::net::IpAddr>) -> String {
 
 /// Applies the global rate limit per client address, and the tighter per-address limit of the
 /// XRPC methods that have one; reports the state in `ratelimit-*` headers. The admin's
-/// requests and the health check are not counted.
+/// requests and the health check are not counted. Every request leaves with its client's
+/// address as a [`crate::http::xrpc::extract::ClientAddr`] extension.
 pub async fn rate_limit(
     axum::extract::State(state): axum::extract::State<crate::state::AppState>,
-    req: Request<Body>,
+    mut req: Request<Body>,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use crate::service::ratelimit::Policy;
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<PeerAddr>>().map(|c| c.0.0.ip());
+    let ip = client_ip(peer, req.headers(), &state.config.trusted_proxies);
+    req.extensions_mut().insert(crate::http::xrpc::extract::ClientAddr(ip));
     let path = req.uri().path();
     if path == "/xrpc/_health"
         || path == "/metrics"
@@ -352,8 +356,7 @@ pub async fn rate_limit(
     {
         return next.run(req).await;
     }
-    let peer = req.extensions().get::<axum::extract::ConnectInfo<PeerAddr>>().map(|c| c.0.0.ip());
-    let key = address_key(client_ip(peer, req.headers(), &state.config.trusted_proxies));
+    let key = address_key(ip);
     let method = path.strip_prefix("/xrpc/").and_then(Policy::of_method);
     let checked = state.limits.check(Policy::Global, &key, 1).and_then(|global| match method {
         Some(policy) => state.limits.check(policy, &key, 1).map(|m| m.or(global)),

@@ -34,7 +34,7 @@ async fn open(State(state): State<AppState>) -> XrpcResult<Response> {
 
 async fn render(state: &AppState) -> XrpcResult<Response> {
     let (records, block_bytes, blobs, blob_bytes) = meta::stored(&state.db).await?;
-    let (firehose_subscribers, firehose_head_seq, firehose_max_lag) = state.firehose.stats().await?;
+    let (firehose_head_seq, firehose_lags) = state.firehose.stats().await?;
     let snapshot = Snapshot {
         accounts_by_status: meta::accounts_by_status(&state.db).await?,
         records,
@@ -44,9 +44,8 @@ async fn render(state: &AppState) -> XrpcResult<Response> {
         db_pool_size: state.db.size(),
         db_pool_idle: state.db.num_idle(),
         signer_connections: state.signers.connected(),
-        firehose_subscribers,
         firehose_head_seq,
-        firehose_max_lag,
+        firehose_lags,
         mail_queue: state.mailer.queued(),
     };
     let body = state.metrics.render(&snapshot);

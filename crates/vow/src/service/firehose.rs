@@ -6,7 +6,9 @@
 //! that falls too far behind the broadcast is cut off with `ConsumerTooSlow` instead of being
 //! buffered.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
@@ -27,6 +29,43 @@ pub struct Firehose {
     /// The last seq committed; `None` until read from the table (and after a failed insert).
     last_seq: Mutex<Option<i64>>,
     db: SqlitePool,
+    /// Every connected subscriber, replaying or live, with the last seq it was sent.
+    watching: std::sync::Mutex<BTreeMap<u64, Watch>>,
+    next_id: AtomicU64,
+}
+
+struct Watch {
+    address: String,
+    sent: Arc<AtomicI64>,
+}
+
+/// One subscriber's place in the stream, as `/metrics` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriberLag {
+    pub id: u64,
+    /// The client's address (the forwarded one behind a trusted proxy).
+    pub address: String,
+    /// Events committed that it has not been sent yet.
+    pub lag: i64,
+}
+
+/// Removes a subscriber from the registry when its connection ends, however it ends.
+struct Watching<'a> {
+    firehose: &'a Firehose,
+    id: u64,
+    sent: Arc<AtomicI64>,
+}
+
+impl Watching<'_> {
+    fn sent(&self, seq: i64) {
+        self.sent.store(seq, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Watching<'_> {
+    fn drop(&mut self) {
+        self.firehose.watching.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+    }
 }
 
 /// Exclusive right to append events: taken just before a transaction that stores events and
@@ -84,16 +123,40 @@ impl Firehose {
     /// `backlog`: frames a subscriber may fall behind the newest before it is cut off.
     pub fn start(db: SqlitePool, retention: Duration, backlog: usize) -> Arc<Self> {
         let (live, _) = broadcast::channel(backlog.max(1));
-        let firehose = Arc::new(Self { live, last_seq: Mutex::new(None), db });
+        let firehose = Arc::new(Self {
+            live,
+            last_seq: Mutex::new(None),
+            db,
+            watching: std::sync::Mutex::new(BTreeMap::new()),
+            next_id: AtomicU64::new(1),
+        });
         let sweeper = firehose.clone();
         tokio::spawn(async move { sweeper.sweep(retention).await });
         firehose
     }
 
-    /// Live subscribers, the newest sequence number, and how many events the slowest live
-    /// subscriber has yet to receive.
-    pub async fn stats(&self) -> Result<(usize, i64, usize), sqlx::Error> {
-        Ok((self.live.receiver_count(), self.head().await?, self.live.len()))
+    /// The newest sequence number, and each connected subscriber (replaying or live) with how
+    /// many committed events it has not been sent yet.
+    pub async fn stats(&self) -> Result<(i64, Vec<SubscriberLag>), sqlx::Error> {
+        let head = self.head().await?;
+        let watching = self.watching.lock().unwrap_or_else(|e| e.into_inner());
+        let lags = watching
+            .iter()
+            .map(|(id, w)| SubscriberLag {
+                id: *id,
+                address: w.address.clone(),
+                lag: (head - w.sent.load(Ordering::Relaxed)).max(0),
+            })
+            .collect();
+        Ok((head, lags))
+    }
+
+    fn watch(&self, address: String, from: i64) -> Watching<'_> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let sent = Arc::new(AtomicI64::new(from));
+        let watch = Watch { address, sent: sent.clone() };
+        self.watching.lock().unwrap_or_else(|e| e.into_inner()).insert(id, watch);
+        Watching { firehose: self, id, sent }
     }
 
     /// Takes the right to append events (see [`Sequencer`]).
@@ -134,17 +197,19 @@ impl Firehose {
         }
     }
 
-    /// Serves one subscriber until it leaves or falls behind.
-    pub async fn serve(&self, mut socket: WebSocket, cursor: Option<i64>) {
+    /// Serves one subscriber (`address` names it in the metrics) until it leaves or falls behind.
+    pub async fn serve(&self, mut socket: WebSocket, cursor: Option<i64>, address: String) {
         // Subscribe before replaying so nothing published meanwhile is missed; replayed
         // sequence numbers are skipped when they come round again.
         let mut live = self.live.subscribe();
+        let head = match self.head().await {
+            Ok(head) => head,
+            Err(_) => return,
+        };
+        let watching = self.watch(address, cursor.unwrap_or(head).min(head));
         let mut last = match cursor {
-            None => match self.head().await {
-                Ok(head) => head,
-                Err(_) => return,
-            },
-            Some(cursor) => match self.replay(&mut socket, cursor).await {
+            None => head,
+            Some(cursor) => match self.replay(&mut socket, cursor, &watching).await {
                 Some(last) => last,
                 None => return,
             },
@@ -161,6 +226,7 @@ impl Firehose {
                         if !matches!(sent.await, Ok(Ok(()))) {
                             return;
                         }
+                        watching.sent(last);
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         let bye = error_frame("ConsumerTooSlow", "Stream consumer too slow; reconnect with a cursor");
@@ -183,7 +249,7 @@ impl Firehose {
     }
 
     /// Replays from `cursor`; returns the last seq sent, or `None` if the stream ended.
-    async fn replay(&self, socket: &mut WebSocket, cursor: i64) -> Option<i64> {
+    async fn replay(&self, socket: &mut WebSocket, cursor: i64, watching: &Watching<'_>) -> Option<i64> {
         let head = self.head().await.ok()?;
         if cursor > head {
             let bye = error_frame("FutureCursor", "Cursor in the future");
@@ -206,6 +272,7 @@ impl Firehose {
             for (seq, frame) in rows {
                 socket.send(Message::Binary(frame.into())).await.ok()?;
                 last = seq;
+                watching.sent(seq);
             }
             if done {
                 return Some(last);

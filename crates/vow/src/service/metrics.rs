@@ -29,9 +29,8 @@ pub struct Snapshot {
     pub db_pool_size: u32,
     pub db_pool_idle: usize,
     pub signer_connections: usize,
-    pub firehose_subscribers: usize,
     pub firehose_head_seq: i64,
-    pub firehose_max_lag: usize,
+    pub firehose_lags: Vec<crate::service::firehose::SubscriberLag>,
     pub mail_queue: usize,
 }
 
@@ -74,11 +73,35 @@ impl Metrics {
         metrics::gauge!("vow_db_pool_connections", "state" => "open").set(s.db_pool_size as f64);
         metrics::gauge!("vow_db_pool_connections", "state" => "idle").set(s.db_pool_idle as f64);
         metrics::gauge!("vow_signer_connections").set(s.signer_connections as f64);
-        metrics::gauge!("vow_firehose_subscribers").set(s.firehose_subscribers as f64);
+        metrics::gauge!("vow_firehose_subscribers").set(s.firehose_lags.len() as f64);
         metrics::gauge!("vow_firehose_head_seq").set(s.firehose_head_seq as f64);
-        metrics::gauge!("vow_firehose_max_lag_events").set(s.firehose_max_lag as f64);
+        let max_lag = s.firehose_lags.iter().map(|l| l.lag).max().unwrap_or(0);
+        metrics::gauge!("vow_firehose_max_lag_events").set(max_lag as f64);
         metrics::gauge!("vow_mail_queue").set(s.mail_queue as f64);
-        self.handle.render()
+        let mut text = self.handle.render();
+        per_subscriber(&mut text, &s.firehose_lags);
+        text
+    }
+}
+
+/// One series per connected subscriber, written here rather than through the recorder so a
+/// subscriber's series goes when it does (the recorder keeps every gauge it was ever given).
+fn per_subscriber(text: &mut String, lags: &[crate::service::firehose::SubscriberLag]) {
+    use std::fmt::Write;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(
+        "# HELP vow_firehose_subscriber_lag_events Committed events a connected subscriber has not been sent yet\n",
+    );
+    text.push_str("# TYPE vow_firehose_subscriber_lag_events gauge\n");
+    for l in lags {
+        // Addresses are IP literals: nothing in them needs escaping.
+        let _ = writeln!(
+            text,
+            "vow_firehose_subscriber_lag_events{{subscriber=\"{}\",address=\"{}\"}} {}",
+            l.id, l.address, l.lag
+        );
     }
 }
 
@@ -98,10 +121,47 @@ fn describe() {
         "vow_swept_total",
         "What the clean-up sweeps removed: unreferenced blobs, expired firehose events"
     );
+    describe_histogram!("vow_db_pool_wait_seconds", "Time spent waiting for a SQLite connection from the pool");
     describe_gauge!("vow_accounts", "Accounts by status");
     describe_gauge!("vow_stored_bytes", "Bytes stored: repo blocks (in SQLite) and blobs");
     describe_gauge!("vow_firehose_head_seq", "The newest firehose sequence number");
-    describe_gauge!("vow_firehose_max_lag_events", "Events the slowest live subscriber has yet to receive");
+    describe_gauge!("vow_firehose_max_lag_events", "Events the furthest-behind subscriber has not been sent yet");
+    describe_gauge!("vow_firehose_subscribers", "Connected firehose subscribers, replaying or live");
+}
+
+/// Turns the connection pool's acquire events (sqlx reports each acquire's wait as a tracing
+/// event when `acquire_time_level` is set; see `store::db::open`) into the
+/// `vow_db_pool_wait_seconds` histogram. Install it with [`pool_wait_filter`], so the events
+/// reach it whatever the log level.
+pub struct PoolWaits;
+
+/// The events [`PoolWaits`] reads, and nothing else.
+pub fn pool_wait_filter() -> tracing_subscriber::filter::Targets {
+    tracing_subscriber::filter::Targets::new().with_target(POOL_ACQUIRE_TARGET, tracing::Level::TRACE)
+}
+
+const POOL_ACQUIRE_TARGET: &str = "sqlx::pool::acquire";
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PoolWaits {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Waited(Option<f64>);
+        impl tracing::field::Visit for Waited {
+            fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+                if field.name() == "acquired_after_secs" {
+                    self.0 = Some(value);
+                }
+            }
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        if event.metadata().target() != POOL_ACQUIRE_TARGET {
+            return;
+        }
+        let mut waited = Waited(None);
+        event.record(&mut waited);
+        if let Some(secs) = waited.0 {
+            metrics::histogram!("vow_db_pool_wait_seconds").record(secs);
+        }
+    }
 }
 
 /// Records how long a phase of a commit took.

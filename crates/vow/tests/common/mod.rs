@@ -192,11 +192,17 @@ pub fn stack_with(require_invite: bool, env: &[(&str, &str)]) -> Stack {
     let dir = tempfile::tempdir().unwrap();
     let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let (vow_proc, url) = spawn_vow(dir.path(), &plc_url, require_invite, &env);
+    remember_secret("admin-secret");
+    remember_secret("session-secret");
+    remember_key_file(&dir.path().join("keys/rotation.key"));
+    remember_key_file(&dir.path().join("keys/jwk.json"));
     Stack { plc_proc, vow: vow_proc, plc: plc_url, url, http: reqwest::Client::new(), dir, require_invite, env }
 }
 
 fn spawn_vow(dir: &std::path::Path, plc_url: &str, require_invite: bool, env: &[(String, String)]) -> (Proc, String) {
-    start(vow_command("run", dir, plc_url, require_invite, env), "vow listening")
+    let mut cmd = vow_command("run", dir, plc_url, require_invite, env);
+    log_to_run_dir(&mut cmd, "vow");
+    start(cmd, "vow listening")
 }
 
 /// The `vow <sub>` command (`run`, `doctor`, …) of a stack with its data in `dir`, with `env`
@@ -229,11 +235,66 @@ fn vow_command(
         // Storms and sweeps would run into the production limits; tests/operations.rs turns
         // them on with its own figures.
         .env("VOW_RATE_LIMITS", "false")
-        .env("VOW_LOG_LEVEL", "warn");
+        .env("VOW_LOG_LEVEL", test_log_level());
     for (k, v) in env {
         vow.env(k, v);
     }
     vow
+}
+
+/// The log level of the servers and signers tests start: `VOW_TEST_LOG_LEVEL`, or `warn`.
+fn test_log_level() -> String {
+    std::env::var("VOW_TEST_LOG_LEVEL").unwrap_or_else(|_| "warn".to_owned())
+}
+
+/// With `VOW_TEST_LOG_DIR` set (scripts/test.sh sets it), a child's stderr (its log) goes to a
+/// file of its own there, so the run's whole log can be searched for secrets at the end
+/// (tests/log_scan.rs). Servers started by [`stack_with`] and [`Stack::restart_vow`], and
+/// signers, log there; commands whose output a test reads keep their stderr.
+fn log_to_run_dir(cmd: &mut Command, what: &str) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let Ok(dir) = std::env::var("VOW_TEST_LOG_DIR") else { return };
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let path = std::path::Path::new(&dir).join(format!("{what}-{}-{n}.log", std::process::id()));
+    if let Ok(file) = std::fs::File::create(path) {
+        cmd.stderr(file);
+    }
+}
+
+/// Notes a secret a test made or was given (a password, a token, a key), for the search of the
+/// run's log (tests/log_scan.rs). Does nothing without `VOW_TEST_LOG_DIR`.
+pub fn remember_secret(secret: &str) {
+    use std::io::Write;
+    let Ok(dir) = std::env::var("VOW_TEST_LOG_DIR") else { return };
+    if secret.is_empty() || secret.contains('\n') {
+        return;
+    }
+    let file =
+        std::fs::OpenOptions::new().create(true).append(true).open(std::path::Path::new(&dir).join("secrets.txt"));
+    if let Ok(mut file) = file {
+        let _ = file.write_all(format!("{secret}\n").as_bytes());
+    }
+}
+
+/// [`remember_secret`] for a key file: its bytes as hex and base64, and, for a JWK, its
+/// private part.
+pub fn remember_key_file(path: &std::path::Path) {
+    use base64::Engine;
+    let Ok(bytes) = std::fs::read(path) else { return };
+    if let Ok(jwk) = serde_json::from_slice::<Value>(&bytes) {
+        if let Some(d) = jwk["d"].as_str() {
+            remember_secret(d);
+        }
+        return;
+    }
+    let text = String::from_utf8_lossy(&bytes).trim().to_owned();
+    if text.len() >= 32 && text.chars().all(|c| c.is_ascii_alphanumeric()) {
+        remember_secret(&text); // a key stored as text (hex or multibase)
+    }
+    remember_secret(&bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    remember_secret(&base64::engine::general_purpose::STANDARD.encode(&bytes));
+    remember_secret(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes));
 }
 
 impl Stack {
@@ -325,6 +386,9 @@ impl Stack {
             )
             .await;
         assert_eq!(status, 200, "{body}");
+        remember_secret(&password);
+        remember_secret(body["accessJwt"].as_str().unwrap_or_default());
+        remember_secret(body["refreshJwt"].as_str().unwrap_or_default());
         Account {
             did: body["did"].as_str().unwrap().to_owned(),
             handle,
@@ -353,13 +417,16 @@ impl Stack {
             .arg("--plc")
             .arg(&self.plc)
             .args(flags)
-            .env("VOW_LOG_LEVEL", "warn");
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn signer");
+            .env("VOW_LOG_LEVEL", test_log_level());
+        cmd.stdout(Stdio::piped());
+        log_to_run_dir(&mut cmd, "signer");
+        let mut child = cmd.spawn().expect("spawn signer");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let proc = Proc(Some(child));
         loop {
             let line = lines.next().expect("signer exited before connecting").unwrap();
             if line.contains("signer connected") {
+                remember_key_file(key_file);
                 std::thread::spawn(move || for _ in lines.by_ref() {});
                 return proc;
             }

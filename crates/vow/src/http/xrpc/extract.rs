@@ -55,6 +55,11 @@ impl FromRequestParts<AppState> for AdminAuth {
     }
 }
 
+/// The client's address (the TCP peer, or the one a trusted proxy names), put on each request
+/// by the rate-limiting layer; `None` when the connection gave none.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
 /// Whether `headers` carry the admin's HTTP basic credentials.
 pub fn admin_check(headers: &axum::http::HeaderMap, password: &str) -> Result<(), XrpcError> {
     let header = headers

@@ -277,6 +277,7 @@ pub struct SubscribeParams {
 
 pub async fn subscribe_repos(
     State(state): State<AppState>,
+    client: Option<axum::Extension<crate::http::xrpc::extract::ClientAddr>>,
     XrpcQuery(p): XrpcQuery<SubscribeParams>,
     upgrade: axum::extract::WebSocketUpgrade,
 ) -> XrpcResult<Response> {
@@ -289,6 +290,7 @@ pub async fn subscribe_repos(
             Err(_) => return Err(XrpcError::invalid_request("cursor must be an integer")),
         },
     };
+    let address = client.and_then(|c| c.0.0).map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
     let firehose = state.firehose.clone();
-    Ok(upgrade.on_upgrade(move |socket| async move { firehose.serve(socket, cursor).await }))
+    Ok(upgrade.on_upgrade(move |socket| async move { firehose.serve(socket, cursor, address).await }))
 }
