@@ -1,6 +1,7 @@
 # Sourced by the benchmark scripts: installs what they need and starts the PLC directory, the
 # reference PDS and vow on loopback, all stopped on exit. Expects PLC_PORT, REF_PORT, VOW_PORT
-# and EXAMPLES (cargo examples to build) to be set; sets work, pids, vow_pid, VOW, REF and V.
+# and EXAMPLES (cargo examples to build) to be set; sets work, pids, vow_pid, ref_pid, VOW, REF
+# and V.
 # With REF_PORT empty the reference PDS is not installed or started. start_vow starts further
 # vow instances.
 work="$(mktemp -d)"; pids=()
@@ -20,7 +21,7 @@ wait_for() { # file text
 }
 node e2e/plc-server.js "$PLC_PORT" >"$work/plc.log" 2>&1 & pids+=($!)
 wait_for "$work/plc.log" "PLC listening"
-[ -z "$REF_PORT" ] || { node bench/refpds.js "$REF_PORT" "$work/ref" "http://localhost:$PLC_PORT" >"$work/ref.log" 2>&1 & pids+=($!); }
+[ -z "$REF_PORT" ] || { node bench/refpds.js "$REF_PORT" "$work/ref" "http://localhost:$PLC_PORT" >"$work/ref.log" 2>&1 & ref_pid=$!; pids+=($!); }
 start_vow() { # port dir [VAR=value ...]: starts vow with its data in dir; sets last_vow_pid
   local port=$1 dir=$2; shift 2; mkdir -p "$dir"
   env VOW_ADDR="127.0.0.1:$port" VOW_DB_NAME="$dir/vow.db" VOW_HOSTNAME=localhost VOW_DID=did:web:localhost \

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod dpop;
 pub mod provider;
+pub mod requests;
 
 /// PKCE with S256 (RFC 7636): the verifier hashes to the challenge the client sent first.
 pub fn pkce_matches(verifier: &str, challenge: &str) -> bool {

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::client::{self, Auth, Client, ClientId};
 use super::dpop::{self, DpopError, Nonces, Replays};
+use super::requests::Pending;
 use crate::service::auth::scope::Grant;
 use crate::service::auth::{AccessAuth, jwt, random_code};
 use crate::store::db::{self, oauth};
@@ -150,6 +151,8 @@ pub struct Provider {
     pub http: reqwest::Client,
     /// Whether client metadata and keys may live on private addresses (development).
     pub allow_private: bool,
+    /// Pushed requests and their codes (in memory, bounded).
+    requests: super::requests::Requests,
     /// Client assertions seen lately (they live up to five minutes).
     assertions: Arc<Replays>,
     pub clients: moka::sync::Cache<String, Client>,
@@ -182,6 +185,7 @@ impl Provider {
             assertions: Arc::new(Replays::with_ttl(10_000, std::time::Duration::from_secs(6 * 60))),
             http,
             allow_private,
+            requests: super::requests::Requests::default(),
             clients: moka::sync::Cache::builder()
                 .max_capacity(1_000)
                 .time_to_live(std::time::Duration::from_secs(10 * 60))
@@ -366,9 +370,8 @@ impl Provider {
             ..p
         };
         let id = random_code(32);
-        let params = serde_json::to_string(&stored).expect("parameters serialise");
-        oauth::insert_request(&self.db, &id, &stored.client_id, &params, &proof.jkt, db::unix_now() + REQUEST_TTL_SECS)
-            .await?;
+        let client_id = stored.client_id.clone();
+        self.requests.insert(id.clone(), Pending { client_id, params: stored, dpop_jkt: proof.jkt, did: None });
         Ok(json!({ "request_uri": format!("urn:ietf:params:oauth:request_uri:{id}"), "expires_in": REQUEST_TTL_SECS }))
     }
 
@@ -381,7 +384,7 @@ impl Provider {
         let id = request_uri
             .strip_prefix("urn:ietf:params:oauth:request_uri:")
             .ok_or_else(|| OauthError::bad("invalid_request", "request_uri is not one of this server's"))?;
-        let request = oauth::pending(&self.db, id).await?.ok_or_else(|| {
+        let request = self.requests.pending(id).ok_or_else(|| {
             OauthError::bad(
                 "invalid_request",
                 "the authorization request is unknown, used or expired; start again in the app",
@@ -390,10 +393,8 @@ impl Provider {
         if request.client_id != client_id {
             return Err(OauthError::bad("invalid_request", "the request belongs to another client"));
         }
-        let params: Parameters = serde_json::from_str(&request.parameters)
-            .map_err(|_| OauthError::new(500, "server_error", "stored request unreadable"))?;
         let client = self.client(client_id).await?;
-        Ok((request.id, params, client))
+        Ok((id.to_owned(), request.params.clone(), client))
     }
 
     /// Whether `did` already allowed this client this scope.
@@ -408,7 +409,7 @@ impl Provider {
     /// code, the state and the issuer.
     pub async fn approve(&self, id: &str, did: &str, params: &Parameters) -> Result<String, OauthError> {
         let code = format!("cod-{}", random_code(40));
-        if !oauth::approve(&self.db, id, did, &hash(&code), db::unix_now() + CODE_TTL_SECS).await? {
+        if !self.requests.approve(id, did, hash(&code)) {
             return Err(OauthError::bad("invalid_request", "the authorization request was already answered"));
         }
         oauth::set_consent(&self.db, did, &params.client_id, params.scope.as_deref().unwrap_or("")).await?;
@@ -450,11 +451,11 @@ impl Provider {
         match form.grant_type.as_str() {
             "authorization_code" => {
                 let code = form.code.as_deref().ok_or_else(|| OauthError::bad("invalid_request", "code missing"))?;
-                let request = oauth::take_code(&self.db, &hash(code))
-                    .await?
+                let request = self
+                    .requests
+                    .take_code(&hash(code))
                     .ok_or_else(|| OauthError::bad("invalid_grant", "the code is unknown, used or expired"))?;
-                let params: Parameters = serde_json::from_str(&request.parameters)
-                    .map_err(|_| OauthError::new(500, "server_error", "stored request unreadable"))?;
+                let params = request.params.clone();
                 if request.client_id != client.id {
                     return Err(OauthError::bad("invalid_grant", "the code was issued to another client"));
                 }
@@ -480,8 +481,10 @@ impl Provider {
                 if !super::pkce_matches(verifier, params.code_challenge.as_deref().unwrap_or("")) {
                     return Err(OauthError::bad("invalid_grant", "the PKCE code_verifier does not match"));
                 }
-                let did =
-                    request.did.ok_or_else(|| OauthError::bad("invalid_grant", "the request was not approved"))?;
+                let did = request
+                    .did
+                    .clone()
+                    .ok_or_else(|| OauthError::bad("invalid_grant", "the request was not approved"))?;
                 let scope = params.scope.unwrap_or_default();
                 let sid = random_code(26);
                 let refresh_jti = random_code(32);
@@ -500,7 +503,14 @@ impl Provider {
                     &scope,
                     &proof.jkt,
                 )
-                .await?;
+                .await
+                .map_err(|e| match e.as_database_error() {
+                    // The account was deleted after it approved (codes live in memory).
+                    Some(d) if d.is_foreign_key_violation() => {
+                        OauthError::bad("invalid_grant", "the account that approved the request is gone")
+                    }
+                    _ => OauthError::from(e),
+                })?;
                 tracing::info!(%did, client = %client.id, "oauth session started");
                 Ok(self.tokens(&did, &sid, &refresh_jti, &scope, &client.id, &proof.jkt))
             }
@@ -582,7 +592,7 @@ impl Provider {
 
     /// Forgets a pending request the user declined.
     pub async fn forget(&self, id: &str) -> Result<(), OauthError> {
-        oauth::delete_request(&self.db, id).await?;
+        self.requests.forget(id);
         Ok(())
     }
 

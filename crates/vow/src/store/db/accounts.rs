@@ -301,7 +301,6 @@ pub async fn delete_everything(conn: &mut sqlx::SqliteConnection, did: &str) -> 
         "DELETE FROM service_tokens WHERE did = ?",
         "DELETE FROM preferences WHERE did = ?",
         "DELETE FROM key_challenges WHERE did = ?",
-        "DELETE FROM oauth_requests WHERE did = ?",
         "DELETE FROM oauth_consents WHERE did = ?",
         // Its history on the firehose too: replaying from an old cursor must not serve what
         // the user deleted (the `#account` event that says so is appended after this).
