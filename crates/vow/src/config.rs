@@ -146,9 +146,9 @@ pub struct Config {
     /// `smtps://…:465`); wins over VOW_SMTP_HOST.
     #[arg(long, env = "VOW_SMTP_URL")]
     pub smtp_url: Option<String>,
-    /// Serve the OAuth provider and its discovery documents (being built: off by default, since
-    /// clients that find the documents prefer OAuth).
-    #[arg(long, env = "VOW_OAUTH", default_value_t = false, action = clap::ArgAction::Set)]
+    /// Serve the OAuth provider and its discovery documents (`false` turns OAuth off: apps then
+    /// sign in with passwords and app passwords only).
+    #[arg(long, env = "VOW_OAUTH", default_value_t = true, action = clap::ArgAction::Set)]
     pub oauth: bool,
     /// The DNS server handle lookups (`_atproto.<handle>` TXT) and the names of OAuth clients'
     /// metadata hosts ask first, as `ip:port`, instead of the system's resolvers.

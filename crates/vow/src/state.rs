@@ -52,7 +52,7 @@ pub struct Services {
     pub proxy: crate::service::proxy::Proxy,
     /// Outgoing mail.
     pub mailer: crate::service::mail::Mailer,
-    /// The OAuth authorization server (routed only with `VOW_OAUTH`).
+    /// The OAuth authorization server (routed unless `VOW_OAUTH=false`).
     pub oauth: crate::service::oauth::provider::Provider,
     /// Deactivation, takedown, deletion.
     pub lifecycle: crate::service::lifecycle::Lifecycle,

@@ -1,4 +1,4 @@
-//! The OAuth provider's HTTP side (served with `VOW_OAUTH`): discovery documents, PAR, the
+//! The OAuth provider's HTTP side (served unless `VOW_OAUTH=false`): discovery documents, PAR, the
 //! authorize page (sign in, then a consent screen naming the app, what it asks for and the
 //! account), the token and revocation endpoints. Every response carries a fresh `DPoP-Nonce`.
 

@@ -19,7 +19,7 @@ impl FromRequestParts<AppState> for AccessAuth {
     }
 }
 
-/// The access credential of a request: a session's bearer token, or (with `VOW_OAUTH`) an OAuth
+/// The access credential of a request: a session's bearer token, or (unless `VOW_OAUTH=false`) an OAuth
 /// session's DPoP-bound token with its proof for this very request.
 pub async fn access_of(state: &AppState, parts: &Parts) -> Result<AccessAuth, XrpcError> {
     let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|h| h.to_str().ok());

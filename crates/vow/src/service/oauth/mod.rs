@@ -1,6 +1,6 @@
-//! The OAuth provider of the ATProto profile (issue 17), being built: so far the DPoP proof
-//! checks (`dpop.rs`), client IDs and metadata (`client.rs`) and PKCE. Nothing here is routed yet: the discovery documents are
-//! published only once the whole flow works, since clients that find them prefer OAuth.
+//! The OAuth provider of the ATProto profile: DPoP proof checks (`dpop.rs`), client IDs and
+//! metadata (`client.rs`), pushed requests and codes (`requests.rs`), the authorization server
+//! itself (`provider.rs`), and PKCE (here). Served unless `VOW_OAUTH=false`.
 
 pub mod client;
 pub mod dpop;
