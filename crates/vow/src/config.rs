@@ -15,6 +15,9 @@ pub struct Config {
     /// SQLite database file.
     #[arg(long, env = "VOW_DB_NAME", default_value = "vow.db")]
     pub db_name: PathBuf,
+    /// Bytes SQLite may keep in page caches, for all the pool's connections together.
+    #[arg(long, env = "VOW_DB_CACHE_BYTES", default_value_t = crate::store::db::DEFAULT_CACHE_BYTES)]
+    pub db_cache_bytes: u64,
     /// DID of this PDS (normally `did:web:<hostname>`).
     #[arg(long, env = "VOW_DID")]
     pub did: Option<String>,
@@ -201,6 +204,7 @@ pub struct Config {
 pub struct ServerConfig {
     pub addr: SocketAddr,
     pub db_path: PathBuf,
+    pub db_cache_bytes: u64,
     pub service_did: String,
     pub hostname: String,
     pub public_url: String,
@@ -365,6 +369,7 @@ impl Config {
         Ok(ServerConfig {
             addr,
             db_path: self.db_name.clone(),
+            db_cache_bytes: self.db_cache_bytes,
             service_did: required(&self.did, "VOW_DID", "did")?,
             public_url: public_url.trim_end_matches('/').to_owned(),
             rotation_key_path: required(&self.rotation_key_path, "VOW_ROTATION_KEY_PATH", "rotation-key-path")?,

@@ -410,7 +410,7 @@ async fn serve(config: Config) -> Result<(), String> {
     let rotation_key =
         crate::service::keys::load_or_create_rotation_key(&config.rotation_key_path).map_err(|e| e.to_string())?;
     let jwk = crate::service::keys::load_or_create_jwk(&config.jwk_path).map_err(|e| e.to_string())?;
-    let db = crate::store::db::open(&config.db_path)
+    let db = crate::store::db::open_with(&config.db_path, config.db_cache_bytes)
         .await
         .map_err(|e| format!("database {}: {e}", config.db_path.display()))?;
     check_hostname(&db, &config.hostname, config.allow_hostname_change).await?;

@@ -47,6 +47,10 @@ async fn render(state: &AppState) -> XrpcResult<Response> {
         firehose_head_seq,
         firehose_lags,
         mail_queue: state.mailer.queued(),
+        cache_bounds: vec![
+            ("sqlite_pages", crate::store::db::page_cache_bound(state.config.db_cache_bytes)),
+            ("oauth_requests", 2 * crate::service::oauth::requests::MAX_BYTES),
+        ],
     };
     let body = state.metrics.render(&snapshot);
     let mut res = body.into_response();

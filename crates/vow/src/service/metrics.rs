@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub firehose_head_seq: i64,
     pub firehose_lags: Vec<crate::service::firehose::SubscriberLag>,
     pub mail_queue: usize,
+    /// Each bounded cache's bound, in bytes.
+    pub cache_bounds: Vec<(&'static str, u64)>,
 }
 
 impl Metrics {
@@ -78,6 +80,9 @@ impl Metrics {
         let max_lag = s.firehose_lags.iter().map(|l| l.lag).max().unwrap_or(0);
         metrics::gauge!("vow_firehose_max_lag_events").set(max_lag as f64);
         metrics::gauge!("vow_mail_queue").set(s.mail_queue as f64);
+        for (cache, bound) in &s.cache_bounds {
+            metrics::gauge!("vow_cache_bound_bytes", "cache" => *cache).set(*bound as f64);
+        }
         let mut text = self.handle.render();
         per_subscriber(&mut text, &s.firehose_lags);
         text
@@ -123,6 +128,7 @@ fn describe() {
     );
     describe_histogram!("vow_db_pool_wait_seconds", "Time spent waiting for a SQLite connection from the pool");
     describe_gauge!("vow_accounts", "Accounts by status");
+    describe_gauge!("vow_cache_bound_bytes", "The most each bounded cache may hold, in bytes");
     describe_gauge!("vow_stored_bytes", "Bytes stored: repo blocks (in SQLite) and blobs");
     describe_gauge!("vow_firehose_head_seq", "The newest firehose sequence number");
     describe_gauge!("vow_firehose_max_lag_events", "Events the furthest-behind subscriber has not been sent yet");

@@ -21,17 +21,38 @@ pub mod refs;
 pub mod service_tokens;
 pub mod sessions;
 
-/// Opens (creating if needed) the database and applies pending migrations.
+/// Connections in the pool.
+pub const MAX_CONNECTIONS: u32 = 8;
+/// The page caches' budget, all connections together, unless `VOW_DB_CACHE_BYTES` says
+/// otherwise. SQLite's own default is 2 MiB per connection; Vow used to ask 16 MiB each.
+pub const DEFAULT_CACHE_BYTES: u64 = 8 << 20;
+
+/// The page caches' bound in effect for a budget of `cache_bytes`: an equal share per
+/// connection, in whole KiB, and at least 256 KiB each.
+pub fn page_cache_bound(cache_bytes: u64) -> u64 {
+    (cache_bytes / u64::from(MAX_CONNECTIONS) / 1024).max(256) * 1024 * u64::from(MAX_CONNECTIONS)
+}
+
+/// Opens (creating if needed) the database with the default cache budget and applies pending
+/// migrations.
 pub async fn open(path: &Path) -> Result<SqlitePool, sqlx::Error> {
+    open_with(path, DEFAULT_CACHE_BYTES).await
+}
+
+/// [`open`] with `cache_bytes` for the page caches of all connections together (each gets an
+/// equal share, at least 256 KiB).
+pub async fn open_with(path: &Path, cache_bytes: u64) -> Result<SqlitePool, sqlx::Error> {
+    let per_connection_kib = page_cache_bound(cache_bytes) / u64::from(MAX_CONNECTIONS) / 1024;
     let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true)
-        .pragma("cache_size", "-16384");
+        // Negative: a size in KiB rather than in pages.
+        .pragma("cache_size", format!("-{per_connection_kib}"));
     let pool = SqlitePoolOptions::new()
-        .max_connections(8)
+        .max_connections(MAX_CONNECTIONS)
         // Each acquire's wait becomes a trace event, which the metrics read (`PoolWaits`).
         .acquire_time_level(log::LevelFilter::Trace)
         .connect_with(options)
@@ -83,5 +104,18 @@ mod tests {
         assert_eq!(super::format_timestamp(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(super::format_timestamp(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
         assert_eq!(super::format_timestamp(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[tokio::test]
+    async fn every_connection_gets_its_share_of_the_cache_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = super::open_with(&dir.path().join("t.db"), 4 << 20).await.unwrap();
+        let size: i64 = sqlx::query_scalar("PRAGMA cache_size").fetch_one(&pool).await.unwrap();
+        assert_eq!(size, -512, "4 MiB over 8 connections: 512 KiB each");
+        assert_eq!(super::page_cache_bound(4 << 20), 4 << 20);
+        assert_eq!(super::page_cache_bound(0), 2 << 20, "at least 256 KiB each");
+        let pool = super::open(&dir.path().join("u.db")).await.unwrap();
+        let size: i64 = sqlx::query_scalar("PRAGMA cache_size").fetch_one(&pool).await.unwrap();
+        assert_eq!(size, -1024, "the default: 8 MiB over 8 connections");
     }
 }
