@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use clap::Args;
 
 /// The settings of `vow run`.
+/// `VOW_DB_CACHE_BYTES` unless set: SQLite's page caches, all connections together.
+pub const DEFAULT_DB_CACHE_BYTES: u64 = 8 << 20;
+
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Listen address; `:8080` means every interface, as in the original.
@@ -16,7 +19,7 @@ pub struct Config {
     #[arg(long, env = "VOW_DB_NAME", default_value = "vow.db")]
     pub db_name: PathBuf,
     /// Bytes SQLite may keep in page caches, for all the pool's connections together.
-    #[arg(long, env = "VOW_DB_CACHE_BYTES", default_value_t = crate::store::db::DEFAULT_CACHE_BYTES)]
+    #[arg(long, env = "VOW_DB_CACHE_BYTES", default_value_t = DEFAULT_DB_CACHE_BYTES)]
     pub db_cache_bytes: u64,
     /// DID of this PDS (normally `did:web:<hostname>`).
     #[arg(long, env = "VOW_DID")]

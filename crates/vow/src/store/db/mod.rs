@@ -25,7 +25,7 @@ pub mod sessions;
 pub const MAX_CONNECTIONS: u32 = 8;
 /// The page caches' budget, all connections together, unless `VOW_DB_CACHE_BYTES` says
 /// otherwise. SQLite's own default is 2 MiB per connection; Vow used to ask 16 MiB each.
-pub const DEFAULT_CACHE_BYTES: u64 = 8 << 20;
+pub const DEFAULT_CACHE_BYTES: u64 = crate::config::DEFAULT_DB_CACHE_BYTES;
 
 /// The page caches' bound in effect for a budget of `cache_bytes`: an equal share per
 /// connection, in whole KiB, and at least 256 KiB each.
