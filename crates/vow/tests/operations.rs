@@ -383,16 +383,8 @@ async fn metrics_are_scraped_during_a_write_storm() {
     assert!(out.status.success() && text.contains(&user.did) && text.contains("records"), "{text}");
 }
 
-/// `vow backup` taken in the middle of a write storm, the server's disk lost, then `vow
-/// restore` and a start on the restored files: every write acknowledged before the backup began is there with its CID, the blob
-/// is served, the repo verifies against the DID's key, and the account writes again.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_backup_taken_mid_storm_restores_every_acknowledged_write() {
-    let mut s = stack(false);
-    let user = s.account("saved").await;
-    let key_file = s.dir.path().join("saved.key");
-    let signer = s.signer(&user, &key_file);
-    let png = b"\x89PNG\r\n\x1a\nnot really an image, but bytes to keep";
+/// Uploads `png` and makes it the avatar of `user`'s profile; returns the blob's CID.
+async fn profile_with_avatar(s: &Stack, user: &Account, png: &[u8], name: &str) -> String {
     let res = s
         .http
         .post(format!("{}/xrpc/com.atproto.repo.uploadBlob", s.url))
@@ -403,17 +395,30 @@ async fn a_backup_taken_mid_storm_restores_every_acknowledged_write() {
         .await
         .unwrap();
     let blob: serde_json::Value = res.json().await.unwrap();
-    let blob_cid = blob["blob"]["ref"]["$link"].as_str().unwrap().to_owned();
     let (status, body) = s
         .call(
             "POST",
             "com.atproto.repo.putRecord",
             Some(&user.access),
             Some(serde_json::json!({ "repo": user.did, "collection": "app.bsky.actor.profile", "rkey": "self",
-                "record": { "$type": "app.bsky.actor.profile", "displayName": "Saved", "avatar": blob["blob"] } })),
+                "record": { "$type": "app.bsky.actor.profile", "displayName": name, "avatar": blob["blob"] } })),
         )
         .await;
     assert_eq!(status, 200, "{body}");
+    blob["blob"]["ref"]["$link"].as_str().unwrap().to_owned()
+}
+
+/// `vow backup` taken in the middle of a write storm, the server's disk lost, then `vow
+/// restore` and a start on the restored files: every write acknowledged before the backup began is there with its CID, the blob
+/// is served, the repo verifies against the DID's key, and the account writes again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_taken_mid_storm_restores_every_acknowledged_write() {
+    let mut s = stack(false);
+    let user = s.account("saved").await;
+    let key_file = s.dir.path().join("saved.key");
+    let signer = s.signer(&user, &key_file);
+    let png: &[u8] = b"\x89PNG\r\n\x1a\nnot really an image, but bytes to keep";
+    let blob_cid = profile_with_avatar(&s, &user, png, "Saved").await;
 
     // The storm: writers record each acknowledged write and when it was acknowledged.
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String, std::time::Instant)>::new()));
@@ -779,28 +784,8 @@ async fn a_backup_on_ipfs_restores_the_pins() {
     let user = s.account("pinned").await;
     let key_file = s.dir.path().join("pinned.key");
     let signer = s.signer(&user, &key_file);
-    let png = b"\x89PNG\r\n\x1a\nbytes kept on the node";
-    let res = s
-        .http
-        .post(format!("{}/xrpc/com.atproto.repo.uploadBlob", s.url))
-        .bearer_auth(&user.access)
-        .header("content-type", "image/png")
-        .body(png.to_vec())
-        .send()
-        .await
-        .unwrap();
-    let blob: serde_json::Value = res.json().await.unwrap();
-    let blob_cid = blob["blob"]["ref"]["$link"].as_str().unwrap().to_owned();
-    let (status, body) = s
-        .call(
-            "POST",
-            "com.atproto.repo.putRecord",
-            Some(&user.access),
-            Some(serde_json::json!({ "repo": user.did, "collection": "app.bsky.actor.profile", "rkey": "self",
-                "record": { "$type": "app.bsky.actor.profile", "displayName": "Pinned", "avatar": blob["blob"] } })),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    let png: &[u8] = b"\x89PNG\r\n\x1a\nbytes kept on the node";
+    let blob_cid = profile_with_avatar(&s, &user, png, "Pinned").await;
 
     // Writes go on while the backup is taken.
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String, std::time::Instant)>::new()));
