@@ -2,19 +2,24 @@
 # Side-by-side benchmarks against the reference TypeScript PDS (@atproto/pds 0.4.217) on this
 # machine, same client and concurrency for both. Run by hand; prints a summary table.
 #   reads:  describeServer and getRecord requests/s (Rust load generator, concurrency $READ_C)
-#   memory: idle RSS of the vow process
-#   writes: createRecord throughput and latency at concurrency 4 through @atproto/api; Vow's
-#           commits are signed by `vow signer` over loopback, the reference signs on the server
-# Usage: scripts/bench.sh   (env: READ_C=16 READ_SECS=10 WRITES=1000)
+#   writes: createRecord throughput and latency through @atproto/api, at concurrency 4 on one
+#           account and at 16 over 16 accounts (one writer each); Vow's commits are signed by
+#           `vow signer` over loopback, the reference signs on the server. For Vow, the mean
+#           time per commit in each phase (staging, signing, storing) and requests per commit.
+#   memory: vow's RSS idle, after the reads, after the writes, and its peak over the whole run
+# Usage: scripts/bench.sh   (env: READ_C=16 READ_SECS=10 WRITES=1000 ACCOUNTS=16;
+#        VOW_BIN=path runs that vow binary instead of this tree's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-READ_C="${READ_C:-16}"; READ_SECS="${READ_SECS:-10}"; WRITES="${WRITES:-1000}"
+READ_C="${READ_C:-16}"; READ_SECS="${READ_SECS:-10}"; WRITES="${WRITES:-1000}"; ACCOUNTS="${ACCOUNTS:-16}"
 PLC_PORT=2782; REF_PORT=2783; VOW_PORT=2784
 EXAMPLES=xrpc_load
 source scripts/lib/bench-stack.sh
 LOAD=target/release/examples/xrpc_load
 sleep 2
 idle_rss_kb=$(ps -o rss= -p "$vow_pid" | tr -d ' ')
+# The peak RSS over the whole run, sampled every 50 ms.
+( peak=0; while kill -0 "$vow_pid" 2>/dev/null; do r=$(ps -o rss= -p "$vow_pid" | tr -d ' '); [ "${r:-0}" -gt "$peak" ] && peak=$r && echo "$peak" > "$work/peak"; sleep 0.05; done ) & pids+=($!)
 
 ref_did=$(signup "$REF" bench.test); vow_did=$(signup "$V" bench.localhost)
 signer bench.localhost
@@ -38,17 +43,39 @@ for name in describeServer getRecord; do
   done
 done
 busy_rss_kb=$(ps -o rss= -p "$vow_pid" | tr -d ' ')
+scrape() { curl -sf -u admin:admin "$V/metrics" > "$1"; }
 W_REF=$(node bench/writes.js "$REF" bench.test bench-password "$WRITES" 4)
-echo "createRecord ref: $W_REF"
+echo "createRecord c=4 ref: $W_REF"
+scrape "$work/m0"
 W_VOW=$(node bench/writes.js "$V" bench.localhost bench-password "$WRITES" 4)
-echo "createRecord vow: $W_VOW"
+scrape "$work/m1"
+echo "createRecord c=4 vow: $W_VOW"
 after_rss_kb=$(ps -o rss= -p "$vow_pid" | tr -d ' ')
+
+ref_ids=(); vow_ids=()
+for n in $(seq 1 "$ACCOUNTS"); do
+  signup "$REF" "w$n.test" >/dev/null; signup "$V" "w$n.localhost" >/dev/null; signer "w$n.localhost"
+  ref_ids+=("w$n.test"); vow_ids+=("w$n.localhost")
+done
+join() { local IFS=,; echo "$*"; }
+M_REF=$(node bench/writes.js "$REF" "$(join "${ref_ids[@]}")" bench-password "$WRITES" "$ACCOUNTS")
+echo "createRecord c=$ACCOUNTS over $ACCOUNTS accounts ref: $M_REF"
+scrape "$work/m2"
+M_VOW=$(node bench/writes.js "$V" "$(join "${vow_ids[@]}")" bench-password "$WRITES" "$ACCOUNTS")
+scrape "$work/m3"
+echo "createRecord c=$ACCOUNTS over $ACCOUNTS accounts vow: $M_VOW"
+many_rss_kb=$(ps -o rss= -p "$vow_pid" | tr -d ' ')
+P_ONE=$(node bench/phases.js "$work/m0" "$work/m1"); P_MANY=$(node bench/phases.js "$work/m2" "$work/m3")
 
 ratio() { node -e "const a=JSON.parse(process.argv[1]),b=JSON.parse(process.argv[2]);console.log((b.perSecond/a.perSecond).toFixed(1)+'x')" "$1" "$2"; }
 echo
 echo "== summary (concurrency $READ_C for reads, 4 for writes; $(nproc) cores)"
 echo "describeServer  ref $(node -pe "JSON.parse(process.argv[1]).perSecond" "${R[describeServer.ref]}")/s  vow $(node -pe "JSON.parse(process.argv[1]).perSecond" "${R[describeServer.vow]}")/s  ratio $(ratio "${R[describeServer.ref]}" "${R[describeServer.vow]}")"
 echo "getRecord       ref $(node -pe "JSON.parse(process.argv[1]).perSecond" "${R[getRecord.ref]}")/s  vow $(node -pe "JSON.parse(process.argv[1]).perSecond" "${R[getRecord.vow]}")/s  ratio $(ratio "${R[getRecord.ref]}" "${R[getRecord.vow]}")"
-echo "createRecord    ref $W_REF"
+echo "createRecord c=4 ref $W_REF"
 echo "                vow $W_VOW  ratio $(ratio "$W_REF" "$W_VOW")"
-echo "vow RSS: idle $((idle_rss_kb / 1024)) MB, after reads $((busy_rss_kb / 1024)) MB, after writes $((after_rss_kb / 1024)) MB"
+echo "                vow commit phases: $P_ONE"
+echo "createRecord c=$ACCOUNTS over $ACCOUNTS accounts ref $M_REF"
+echo "                vow $M_VOW  ratio $(ratio "$M_REF" "$M_VOW")"
+echo "                vow commit phases: $P_MANY"
+echo "vow RSS: idle $((idle_rss_kb / 1024)) MB, after reads $((busy_rss_kb / 1024)) MB, after c=4 writes $((after_rss_kb / 1024)) MB, after c=$ACCOUNTS writes $((many_rss_kb / 1024)) MB, peak $(($(cat "$work/peak") / 1024)) MB"

@@ -13,7 +13,7 @@ echo "== installing (npm: e2e/ and bench/; cargo: release build)"
 [ -z "$REF_PORT" ] || (cd bench && npm ci --no-audit --no-fund --loglevel=error)
 examples=(); for e in $EXAMPLES; do examples+=(--example "$e"); done
 cargo build --release --locked -p vow --bin vow "${examples[@]}" 2>&1 | tail -1
-VOW=target/release/vow
+VOW="${VOW_BIN:-target/release/vow}"
 
 wait_for() { # file text
   for _ in $(seq 1 120); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.5; done

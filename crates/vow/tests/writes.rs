@@ -259,8 +259,19 @@ async fn writes_through_the_programmatic_signer() {
             .fetch_all(&db)
             .await
             .unwrap();
-    assert_eq!(frames.len() as i64, events_before + 16);
+    // Writes that queue while a commit is signed share the next one (group commit): at most 16
+    // new commits, holding the 16 new records between them, once each.
     let events: Vec<Value> = frames.iter().map(|(f,)| commit_frame_body(f)).collect();
+    let new = &events[events_before as usize..];
+    assert!((1..=16).contains(&new.len()), "{} commits", new.len());
+    let mut paths: Vec<&str> =
+        new.iter().flat_map(|e| e["ops"].as_array().unwrap()).map(|op| op["path"].as_str().unwrap()).collect();
+    paths.sort();
+    paths.dedup();
+    let mut created: Vec<String> =
+        results.iter().map(|r| r.1["uri"].as_str().unwrap().split('/').skip(3).collect::<Vec<_>>().join("/")).collect();
+    created.sort();
+    assert_eq!(paths, created);
     let revs: Vec<&str> = events.iter().map(|e| e["rev"].as_str().unwrap()).collect();
     assert!(revs.windows(2).all(|w| w[0] < w[1]), "revs not strictly increasing: {revs:?}");
     assert!(events.windows(2).all(|w| w[1]["since"] == w[0]["rev"]), "each commit must follow the one before it");
@@ -618,4 +629,144 @@ async fn taken_down_and_deactivated_repos_are_not_served() {
             error,
         );
     }
+}
+
+/// The value of an unlabelled metric in `/metrics`.
+async fn metric(s: &Stack, name: &str) -> f64 {
+    let text = s
+        .http
+        .get(format!("{}/metrics", s.url))
+        .basic_auth("admin", Some("admin-secret"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
+}
+
+/// Group commit: requests that queue while a commit is being signed are committed together,
+/// one signature and one `#commit` for all of them, each answered with its own result; a bad
+/// write among them fails alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_queued_during_a_signature_share_one_commit() {
+    let s = stack_with(false, &[("VOW_SIGNER_TIMEOUT", "600")]);
+    let erin = s.account("erin").await;
+    let key_file = s.dir.path().join("erin.key");
+    let signer = s.signer(&erin, &key_file);
+    let (status, first) = create(&s, &erin, "first").await;
+    assert_eq!(status, 200, "{first}");
+    let first_rkey = first["uri"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    let (head_before, _) = head(&s, &erin.did).await;
+
+    // The signer stops answering: the next write waits for its signature while the others queue.
+    let stop = |sig: &str| {
+        assert!(std::process::Command::new("kill").arg(sig).arg(signer.pid().to_string()).status().unwrap().success())
+    };
+    stop("-STOP");
+    let requests_before = metric(&s, "vow_write_requests_total").await;
+    let call = |body: Value, nsid: &'static str| {
+        let (s, access) = (&s, erin.access.clone());
+        async move { s.call("POST", nsid, Some(&access), Some(body)).await }
+    };
+    let repo = erin.did.clone();
+    let create_body = |record: Value| json!({ "repo": repo, "collection": "app.bsky.feed.post", "record": record });
+    let signing = tokio::spawn({
+        let (s, access, body) = (s.url.clone(), erin.access.clone(), create_body(post("being signed")));
+        async move {
+            let res = reqwest::Client::new()
+                .post(format!("{s}/xrpc/com.atproto.repo.createRecord"))
+                .bearer_auth(access)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    });
+    // The first write left the queue for the signer before the others arrive.
+    while metric(&s, "vow_write_requests_total").await < requests_before + 1.0
+        || metric(&s, "vow_write_queue_requests").await != 0.0
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let missing_blob = json!({ "$type": "blob", "ref": { "$link": "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku" },
+                               "mimeType": "image/png", "size": 10 });
+    let queued = futures_util::future::join_all([
+        call(create_body(post("good one")), "com.atproto.repo.createRecord"),
+        call(create_body(json!({ "$type": "app.bsky.feed.post", "text": 7 })), "com.atproto.repo.createRecord"),
+        call(
+            json!({ "repo": erin.did, "collection": "app.bsky.feed.post", "rkey": first_rkey, "record": post("taken") }),
+            "com.atproto.repo.createRecord",
+        ),
+        call(
+            json!({ "repo": erin.did, "collection": "app.bsky.feed.post", "rkey": "swapped", "record": post("swap"),
+                    "swapRecord": first["cid"] }),
+            "com.atproto.repo.putRecord",
+        ),
+        call(
+            json!({ "repo": erin.did, "collection": "app.bsky.actor.profile", "rkey": "self",
+                    "record": { "$type": "app.bsky.actor.profile", "avatar": missing_blob } }),
+            "com.atproto.repo.putRecord",
+        ),
+        call(
+            json!({ "repo": erin.did, "collection": "app.bsky.feed.post", "record": post("swap commit"),
+                    "swapCommit": head_before }),
+            "com.atproto.repo.createRecord",
+        ),
+        call(
+            json!({ "repo": erin.did, "writes": [
+                { "$type": "com.atproto.repo.applyWrites#create", "collection": "app.bsky.feed.post", "value": post("batch a") },
+                { "$type": "com.atproto.repo.applyWrites#create", "collection": "app.bsky.feed.post", "value": post("batch b") },
+            ] }),
+            "com.atproto.repo.applyWrites",
+        ),
+    ]);
+    // Let go of the signer only once all seven are queued behind the first.
+    let release = async {
+        while metric(&s, "vow_write_queue_requests").await < 7.0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop("-CONT");
+    };
+    let (answers, ()) = tokio::join!(queued, release);
+    let (status, alone) = signing.await.unwrap();
+    assert_eq!(status, 200, "{alone}");
+    let [good, not_valid, taken, bad_swap, no_blob, stale_commit, applied] = answers.try_into().unwrap();
+    assert_eq!(good.0, 200, "{good:?}");
+    assert_error(&not_valid, 400, "InvalidRequest");
+    assert_error(&taken, 400, "InvalidRequest");
+    assert_error(&bad_swap, 400, "InvalidSwap");
+    assert_error(&no_blob, 400, "BlobNotFound");
+    assert_error(&stale_commit, 400, "InvalidSwap");
+    assert_eq!(applied.0, 200, "{applied:?}");
+
+    // The two good requests share one commit, after the one being signed, with their three ops.
+    let shared = &good.1["commit"];
+    assert_eq!(&applied.1["commit"], shared);
+    assert_ne!(&alone["commit"], shared);
+    assert_eq!(head(&s, &erin.did).await.0, shared["cid"].as_str().unwrap());
+    let db = s.db().await;
+    let frames: Vec<(Vec<u8>,)> =
+        sqlx::query_as("SELECT frame FROM firehose WHERE did = ? AND kind = 'commit' ORDER BY seq DESC LIMIT 2")
+            .bind(&erin.did)
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    let last = commit_frame_body(&frames[0].0);
+    assert_eq!(last["commit"]["$link"], shared["cid"]);
+    assert_eq!(last["since"], alone["commit"]["rev"]);
+    let mut paths: Vec<String> =
+        last["ops"].as_array().unwrap().iter().map(|op| op["path"].as_str().unwrap().to_owned()).collect();
+    let mut expected: Vec<String> = std::iter::once(&good.1["uri"])
+        .chain(applied.1["results"].as_array().unwrap().iter().map(|r| &r["uri"]))
+        .map(|uri| uri.as_str().unwrap().split('/').skip(3).collect::<Vec<_>>().join("/"))
+        .collect();
+    paths.sort();
+    expected.sort();
+    assert_eq!(paths, expected);
+    assert_eq!(commit_frame_body(&frames[1].0)["commit"]["$link"], alone["commit"]["cid"]);
+    assert_eq!(record_count(&s, &erin.did).await, 5);
+    assert!(metric(&s, "vow_commit_batch_requests_sum").await >= 3.0);
 }

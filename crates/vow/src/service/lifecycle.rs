@@ -28,8 +28,7 @@ impl Lifecycle {
     /// The user's deactivation: the repo stops being served and written, relays hear
     /// `#account`, stored service tokens go. A no-op when already deactivated.
     pub async fn deactivate(&self, did: &str) -> XrpcResult<()> {
-        let lock = self.locks.get(did);
-        let mut guard = lock.lock().await;
+        let mut guard = self.locks.lock(did).await;
         let account = accounts::by_did(&self.db, did).await?.ok_or_else(not_found)?;
         if account.deactivated_at.is_some() {
             return Ok(());
@@ -50,8 +49,7 @@ impl Lifecycle {
     /// The operator's takedown (`reference` names it) or its lifting (None). A takedown ends
     /// every session; relays hear `#account` either way.
     pub async fn set_takedown(&self, did: &str, reference: Option<&str>) -> XrpcResult<()> {
-        let lock = self.locks.get(did);
-        let mut guard = lock.lock().await;
+        let mut guard = self.locks.lock(did).await;
         let account = accounts::by_did(&self.db, did).await?.ok_or_else(not_found)?;
         let mut events = self.firehose.sequencer().await?;
         let mut tx = self.db.begin().await?;
@@ -72,8 +70,7 @@ impl Lifecycle {
     /// [`accounts::delete_everything`]); relays hear `#account` with status `deleted`. Blocks
     /// and blobs another account also holds stay.
     pub async fn delete(&self, did: &str) -> XrpcResult<()> {
-        let lock = self.locks.get(did);
-        let mut guard = lock.lock().await;
+        let mut guard = self.locks.lock(did).await;
         accounts::by_did(&self.db, did).await?.ok_or_else(not_found)?;
         let mut events = self.firehose.sequencer().await?;
         let mut tx = self.db.begin().await?;

@@ -116,6 +116,10 @@ fn describe() {
     describe_histogram!("vow_http_request_duration_seconds", "HTTP request latency by route");
     describe_histogram!("vow_commit_phase_seconds", "Time a commit spends staging, signing and storing");
     describe_counter!("vow_commits_total", "Commits written");
+    describe_histogram!("vow_commit_batch_requests", "Requests whose writes one commit holds (group commit)");
+    describe_histogram!("vow_commit_batch_ops", "Record operations one commit holds");
+    describe_counter!("vow_write_requests_total", "Write requests queued for a commit");
+    describe_gauge!("vow_write_queue_requests", "Write requests waiting in the accounts' queues");
     describe_histogram!("vow_signing_seconds", "Signing round trips to the user's signer");
     describe_counter!("vow_signing_failures_total", "Signatures not obtained, by reason");
     describe_histogram!("vow_ipfs_call_seconds", "Calls to the IPFS node by RPC method");

@@ -48,8 +48,7 @@ pub async fn update_handle(
 /// Gives the account `raw` as its handle (see [`update_handle`]; the operator's
 /// `updateAccountHandle` too): the PLC operation is the user's to sign.
 pub(crate) async fn change_handle(state: &AppState, did: &str, raw: &str) -> XrpcResult<()> {
-    let lock = state.repo_locks.get(did);
-    let _guard = lock.lock().await;
+    let _guard = state.repo_locks.lock(did).await;
     let account = crate::store::db::accounts::by_did(&state.db, did)
         .await?
         .ok_or_else(|| XrpcError::named("AccountNotFound", "No such account"))?;
@@ -168,8 +167,7 @@ pub async fn submit_plc_operation(
     let op: crate::service::identity::plc::Operation = serde_json::from_value(input.operation)
         .map_err(|e| XrpcError::invalid_request(format!("operation: not a PLC operation: {e}")))?;
     operations::check_submission(&account, &op, &state.config.public_url).map_err(XrpcError::invalid_request)?;
-    let lock = state.repo_locks.get(&account.did);
-    let mut guard = lock.lock().await;
+    let mut guard = state.repo_locks.lock(&account.did).await;
     operations::submit(&state.handover, &account, &op).await?;
     guard.forget_account();
     state.proxy.resolver.forget(&account.did);

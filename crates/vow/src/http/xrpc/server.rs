@@ -611,7 +611,7 @@ pub async fn import_repo(
     let did = Did::new(auth.did.as_str()).map_err(|e| XrpcError::internal("session for an invalid DID", e))?;
     // The commit must be signed by the key the DID's document names now.
     let key = current_atproto_key(&state, &did).await?;
-    let mut guard = state.repo_locks.get(did.as_str()).lock_owned().await;
+    let mut guard = state.repo_locks.lock(did.as_str()).await;
     let imported = crate::service::repo::import::import(&state.writer, &did, &key, body, limit).await;
     guard.forget_account();
     let imported = imported?;
@@ -690,7 +690,7 @@ pub async fn activate_account(State(state): State<AppState>, auth: AccessAuth) -
     events.append(&mut tx, Event::Account { did: &auth.did, active: true, status: None }).await?;
     tx.commit().await?;
     events.publish();
-    state.repo_locks.get(&auth.did).lock().await.forget_account();
+    state.repo_locks.lock(&auth.did).await.forget_account();
     let did = Did::new(auth.did.as_str()).map_err(|e| XrpcError::internal("session for an invalid DID", e))?;
     if state.signers.is_connected(did.as_str())
         && let Err(e) = crate::service::repo::writer::resign_head(&state.writer, &did).await

@@ -91,8 +91,7 @@ pub async fn register_and_hand_over(
     replace: Replace,
 ) -> XrpcResult<()> {
     // Writes need the key; holding the repo lock keeps any in-flight write ordered around us.
-    let lock = h.locks.get(did);
-    let mut guard = lock.lock().await;
+    let mut guard = h.locks.lock(did).await;
     // Whatever happens below, the next write reads the account's key afresh.
     guard.forget_account();
     let account =

@@ -3,6 +3,7 @@
 
 pub mod backfill;
 pub mod import;
+pub mod queue;
 pub mod writer;
 
 use atproto::Cid;

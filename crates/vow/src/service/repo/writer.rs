@@ -4,7 +4,7 @@
 //! blocks are stored.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use atproto::Cid;
 use atproto::blocks::{BlockMap, BlockSource, Overlay};
@@ -102,38 +102,11 @@ impl Committed {
     }
 }
 
-/// What an account's lock keeps between writes: the head it last saw and the tree blocks it
-/// read or wrote, so the next write does not fetch them again. Blocks are content-addressed and
-/// so never stale; the head is checked against the database on every write.
-/// The account's signing key is kept too: anything that changes an account's key or status
-/// must hold the lock and call [`RepoCache::forget_account`].
-#[derive(Default)]
-pub struct RepoCache {
-    head: Option<(Cid, Cid, Tid)>, // commit, data root, rev
-    key: Option<PublicKey>,
-    blocks: BlockCache,
-}
+use super::queue::{Account, Job};
+pub use super::queue::{RepoCache, RepoLocks};
 
-impl RepoCache {
-    /// Makes the next write read the account (key, status) and head from the database again.
-    pub fn forget_account(&mut self) {
-        self.key = None;
-        self.head = None;
-    }
-}
-
-/// Blocks kept per account; beyond this the cache starts over at the next commit.
-const CACHE_BLOCKS: usize = 4096;
-
-/// Per-account write locks, each guarding that account's [`RepoCache`].
-#[derive(Default)]
-pub struct RepoLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<RepoCache>>>>);
-
-impl RepoLocks {
-    pub fn get(&self, did: &str) -> Arc<tokio::sync::Mutex<RepoCache>> {
-        self.0.lock().expect("locks").entry(did.to_owned()).or_default().clone()
-    }
-}
+/// Record bytes kept per account between writes; past this the cache starts over.
+const CACHE_BYTES: usize = 1024 * 1024;
 
 /// The write pipeline as a service: everything a commit needs, and nothing else.
 #[derive(Clone)]
@@ -298,14 +271,6 @@ fn read_blocks<'a>(source: &impl BlockSource, cids: impl IntoIterator<Item = &'a
     Ok(out)
 }
 
-/// Waits until every commit already sequenced is stored. A write releases its account's lock
-/// once its commit is sequenced, before the transaction ends (see [`apply`]), so whoever
-/// takes the lock and reads the root from the database must settle first or read a stale one.
-async fn settle(w: &RepoWriter) -> Result<(), sqlx::Error> {
-    drop(w.firehose.sequencer().await?);
-    Ok(())
-}
-
 /// Moves the account's root from `old` to `new` at `rev` if it is at `old`: the
 /// compare-and-swap behind the account lock. Returns false when it was not there: something
 /// outside the write pipeline moved the root, or the commit before this one failed to store.
@@ -351,123 +316,229 @@ async fn writable_key(w: &RepoWriter, did: &Did) -> XrpcResult<PublicKey> {
     PublicKey::from_did_key(key_did).map_err(|e| XrpcError::internal("stored signing key is invalid", e))
 }
 
-/// The writes of one batch applied to the tree: what changed, ready to be signed.
+/// What a batch's writes did to the tree: the changes, ready to be signed.
 struct Staged {
     /// New record blocks and the new tree's blocks.
     blocks: BlockMap,
     root: Cid,
     changes: Vec<Change>,
-    results: Vec<WriteResult>,
     summaries: Vec<OpSummary>,
 }
 
-/// Applies `writes` to the tree at `prev_data`, reading tree blocks through `reader`. Checks
-/// every write (existence, swaps, lexicon validation) and touches nothing outside the tree.
-fn stage(
-    w: &RepoWriter,
-    reader: &impl BlockSource,
-    did: &Did,
-    prev_data: Cid,
-    writes: &[Write],
-    validate: Option<bool>,
-) -> XrpcResult<Staged> {
-    let mut tree = Mst::load(reader, prev_data).map_err(mst_error)?;
-    let mut blocks = BlockMap::new();
-    let mut changes = Vec::new();
-    let mut results = Vec::new();
-    let mut summaries = Vec::new();
-    for write in writes {
-        let (collection, rkey) = match &write {
-            Write::Create { collection, rkey, .. } => (
+/// One write with its path resolved and its record encoded and validated (or why not).
+struct Resolved {
+    collection: Nsid,
+    rkey: RecordKey,
+    path: String,
+    /// None for a delete.
+    prepared: Option<XrpcResult<Prepared>>,
+}
+
+/// Most record bytes one batch gathers from several requests (a single request may pass it).
+const MAX_BATCH_BYTES: usize = 1024 * 1024;
+
+/// Encodes and validates every write of `job` (pure: no tree, no database).
+fn resolve(w: &RepoWriter, job: &Job) -> Vec<Resolved> {
+    let resolve_one = |write: &Write| {
+        let (collection, rkey, value) = match write {
+            Write::Create { collection, rkey, value } => (
                 collection.clone(),
                 rkey.clone().unwrap_or_else(|| {
                     RecordKey::new(w.tids.next().into_string()).expect("a TID is a valid record key")
                 }),
+                Some(value),
             ),
-            Write::Put { collection, rkey, .. }
-            | Write::Update { collection, rkey, .. }
-            | Write::Delete { collection, rkey, .. } => (collection.clone(), rkey.clone()),
+            Write::Put { collection, rkey, value, .. } | Write::Update { collection, rkey, value } => {
+                (collection.clone(), rkey.clone(), Some(value))
+            }
+            Write::Delete { collection, rkey, .. } => (collection.clone(), rkey.clone(), None),
         };
-        let path = format!("{collection}/{rkey}");
-        let uri = format!("at://{did}/{path}");
-        let current = tree.get(reader, &path).map_err(mst_error)?;
-        let (action, value, swap) = match write {
-            Write::Create { value, .. } => {
-                if current.is_some() {
-                    return Err(invalid(format!("Record already exists: {uri}")));
-                }
-                (Action::Create, Some(value), None)
-            }
-            Write::Put { value, swap, .. } => {
-                (if current.is_some() { Action::Update } else { Action::Create }, Some(value), *swap)
-            }
-            Write::Update { value, .. } => {
-                if current.is_none() {
-                    return Err(invalid(format!("Record does not exist: {uri}")));
-                }
-                (Action::Update, Some(value), None)
-            }
-            Write::Delete { swap, must_exist, .. } => {
-                if *must_exist && current.is_none() {
-                    return Err(invalid(format!("Could not find record to delete: {uri}")));
-                }
-                (Action::Delete, None, *swap)
-            }
+        let prepared = value.map(|v| prepare_record(w, &collection, v, job.validate));
+        Resolved { path: format!("{collection}/{rkey}"), collection, rkey, prepared }
+    };
+    job.writes.iter().map(resolve_one).collect()
+}
+
+/// Phase 2a: the jobs of this batch, each with its writes resolved, and those left for the next
+/// batch. A job joins only if it touches no record an earlier job of the batch touches (one
+/// commit holds one change per record) and the batch's records stay under
+/// [`MAX_BATCH_BYTES`]; the first job always joins. The rest keep their places in the queue.
+fn gather(w: &RepoWriter, jobs: Vec<Job>) -> (Vec<(Job, Vec<Resolved>)>, Vec<Job>) {
+    let mut kept: Vec<(Job, Vec<Resolved>)> = Vec::with_capacity(jobs.len());
+    let mut paths = std::collections::HashSet::new();
+    let mut bytes = 0;
+    let mut jobs = jobs.into_iter();
+    for job in jobs.by_ref() {
+        let resolved = resolve(w, &job);
+        let own_bytes: usize =
+            resolved.iter().filter_map(|r| r.prepared.as_ref()?.as_ref().ok()).map(|p| p.bytes.len()).sum();
+        let overlaps = resolved.iter().any(|r| paths.contains(&r.path));
+        if !kept.is_empty() && (overlaps || bytes + own_bytes > MAX_BATCH_BYTES) {
+            let mut rest = vec![job];
+            rest.extend(jobs);
+            return (kept, rest);
+        }
+        bytes += own_bytes;
+        paths.extend(resolved.iter().map(|r| r.path.clone()));
+        kept.push((job, resolved));
+    }
+    (kept, Vec::new())
+}
+
+/// Phase 2b: the blobs the batch's records reference that this account has not uploaded.
+async fn missing_blobs(
+    w: &RepoWriter,
+    did: &Did,
+    kept: &[(Job, Vec<Resolved>)],
+) -> XrpcResult<std::collections::HashSet<Cid>> {
+    let referenced: std::collections::BTreeSet<Cid> = kept
+        .iter()
+        .flat_map(|(_, resolved)| resolved)
+        .filter_map(|r| r.prepared.as_ref()?.as_ref().ok())
+        .flat_map(|p| p.blobs.iter().copied())
+        .collect();
+    if referenced.is_empty() {
+        return Ok(Default::default());
+    }
+    let referenced: Vec<Cid> = referenced.into_iter().collect();
+    Ok(refs::missing_blobs(&mut *w.db.acquire().await?, did.as_str(), &referenced).await?.into_iter().collect())
+}
+
+/// What one job's writes did: their answers, and whether they changed anything.
+type JobOutcome = XrpcResult<(Vec<WriteResult>, bool)>;
+
+/// Phase 2c: applies each job's writes to the tree at `prev_data`, reading tree blocks through
+/// `reader`. Each job is checked on its own (existence, swaps, validation, blobs): one that
+/// fails leaves the tree as it was and the others go on. The outer error (the tree could not be
+/// read) fails the whole batch.
+fn stage(
+    reader: &impl BlockSource,
+    did: &Did,
+    head: Cid,
+    prev_data: Cid,
+    kept: &[(Job, Vec<Resolved>)],
+    missing: &std::collections::HashSet<Cid>,
+) -> XrpcResult<(Staged, Vec<JobOutcome>)> {
+    let mut tree = Mst::load(reader, prev_data).map_err(mst_error)?;
+    let mut staged = Staged { blocks: BlockMap::new(), root: prev_data, changes: Vec::new(), summaries: Vec::new() };
+    let mut outcomes = Vec::with_capacity(kept.len());
+    for (job, resolved) in kept {
+        // The commit a swap names must be the one this job builds on.
+        if let Some(swap) = job.swap_commit
+            && (swap != head || !staged.changes.is_empty())
+        {
+            let at = if staged.changes.is_empty() { head.to_string() } else { "a newer commit".into() };
+            outcomes.push(Err(XrpcError::named("InvalidSwap", format!("The repo is at {at}, not {swap}"))));
+            continue;
+        }
+        outcomes.push(stage_job(reader, did, &mut tree, job, resolved, missing, &mut staged)?);
+    }
+    if !staged.changes.is_empty() {
+        let data = tree.commit();
+        staged.root = data.root;
+        staged.blocks.extend(data.blocks);
+    }
+    Ok((staged, outcomes))
+}
+
+/// One job of [`stage`]: every write is checked against the tree (and the job's own earlier
+/// writes) before any is applied.
+fn stage_job(
+    reader: &impl BlockSource,
+    did: &Did,
+    tree: &mut Mst,
+    job: &Job,
+    resolved: &[Resolved],
+    missing: &std::collections::HashSet<Cid>,
+    staged: &mut Staged,
+) -> XrpcResult<JobOutcome> {
+    let mut own: HashMap<&str, Option<Cid>> = HashMap::new();
+    let mut results = Vec::with_capacity(resolved.len());
+    let mut pending: Vec<(Change, Option<&Prepared>)> = Vec::new();
+    for (write, r) in job.writes.iter().zip(resolved) {
+        let uri = format!("at://{did}/{}", r.path);
+        let current = match own.get(r.path.as_str()) {
+            Some(cid) => *cid,
+            None => tree.get(reader, &r.path).map_err(mst_error)?,
         };
-        check_swap(&path, &swap, current)?;
-        match value {
-            Some(value) => {
-                let Prepared { cid, bytes, status, blobs } = prepare_record(w, &collection, value, validate)?;
-                results.push(WriteResult { action, uri, cid: Some(cid), validation_status: status });
-                if current == Some(cid) {
+        let checked = match write {
+            Write::Create { .. } if current.is_some() => Err(invalid(format!("Record already exists: {uri}"))),
+            Write::Create { .. } => Ok((Action::Create, None)),
+            Write::Put { swap, .. } => {
+                Ok((if current.is_some() { Action::Update } else { Action::Create }, swap.as_ref()))
+            }
+            Write::Update { .. } if current.is_none() => Err(invalid(format!("Record does not exist: {uri}"))),
+            Write::Update { .. } => Ok((Action::Update, None)),
+            Write::Delete { must_exist: true, .. } if current.is_none() => {
+                Err(invalid(format!("Could not find record to delete: {uri}")))
+            }
+            Write::Delete { swap, .. } => Ok((Action::Delete, swap.as_ref())),
+        };
+        let action = match checked.and_then(|(action, swap)| {
+            check_swap(&r.path, &swap.cloned(), current)?;
+            Ok(action)
+        }) {
+            Ok(action) => action,
+            Err(e) => return Ok(Err(e)),
+        };
+        let change = |cid: Option<Cid>, blobs: Vec<Cid>| Change {
+            action,
+            collection: r.collection.to_string(),
+            rkey: r.rkey.to_string(),
+            cid,
+            prev: current,
+            blobs,
+        };
+        match &r.prepared {
+            Some(Err(e)) => return Ok(Err(e.clone())),
+            Some(Ok(p)) => {
+                results.push(WriteResult { action, uri, cid: Some(p.cid), validation_status: p.status });
+                if current == Some(p.cid) {
                     continue; // identical record: nothing to commit
                 }
-                tree.insert(reader, &path, cid).map_err(mst_error)?;
-                blocks.insert(cid, bytes);
-                changes.push(Change {
-                    action,
-                    collection: collection.to_string(),
-                    rkey: rkey.to_string(),
-                    cid: Some(cid),
-                    prev: current,
-                    blobs,
-                });
+                own.insert(&r.path, Some(p.cid));
+                pending.push((change(Some(p.cid), p.blobs.clone()), Some(p)));
             }
             None => {
                 results.push(WriteResult { action, uri, cid: None, validation_status: None });
                 if current.is_none() {
                     continue; // deleting what is not there changes nothing
                 }
-                tree.remove(reader, &path).map_err(mst_error)?;
-                changes.push(Change {
-                    action,
-                    collection: collection.to_string(),
-                    rkey: rkey.to_string(),
-                    cid: None,
-                    prev: current,
-                    blobs: Vec::new(),
-                });
+                own.insert(&r.path, None);
+                pending.push((change(None, Vec::new()), None));
             }
         }
-        summaries.push(OpSummary {
-            kind: format!("com.atproto.repo.applyWrites#{}", action.name()),
-            collection: collection.to_string(),
-            rkey: Some(rkey.to_string()),
+    }
+    if let Some(cid) = pending.iter().flat_map(|(c, _)| &c.blobs).find(|cid| missing.contains(cid)) {
+        return Ok(Err(blob_not_found(cid)));
+    }
+    let changed = !pending.is_empty();
+    for (change, prepared) in pending {
+        let path = format!("{}/{}", change.collection, change.rkey);
+        match (change.cid, prepared) {
+            (Some(cid), Some(p)) => {
+                tree.insert(reader, &path, cid).map_err(mst_error)?;
+                staged.blocks.insert(cid, p.bytes.clone());
+            }
+            _ => {
+                tree.remove(reader, &path).map_err(mst_error)?;
+            }
+        }
+        staged.summaries.push(OpSummary {
+            kind: format!("com.atproto.repo.applyWrites#{}", change.action.name()),
+            collection: change.collection.clone(),
+            rkey: Some(change.rkey.clone()),
         });
+        staged.changes.push(change);
     }
-    let data = if changes.is_empty() { None } else { Some(tree.commit()) };
-    let root = data.as_ref().map_or(prev_data, |d| d.root);
-    if let Some(data) = data {
-        blocks.extend(data.blocks);
-    }
-    Ok(Staged { blocks, root, changes, results, summaries })
+    Ok(Ok((results, changed)))
 }
 
 /// Why one attempt at a commit did not land.
 enum Attempt {
     /// The client's answer.
     Failed(XrpcError),
-    /// The root was not where this commit expected it: the commit it was built on (sequenced
+    /// The root was not where this commit expected it: the commit it was built on (signed
     /// before it, while it was being signed) failed to store. Nothing was stored; build again.
     RootMoved,
 }
@@ -484,12 +555,6 @@ impl From<sqlx::Error> for Attempt {
     }
 }
 
-impl From<crate::service::signer::SignError> for Attempt {
-    fn from(e: crate::service::signer::SignError) -> Self {
-        Attempt::Failed(e.into())
-    }
-}
-
 impl From<crate::store::blocks::StoreError> for Attempt {
     fn from(e: crate::store::blocks::StoreError) -> Self {
         Attempt::Failed(e.into())
@@ -499,7 +564,9 @@ impl From<crate::store::blocks::StoreError> for Attempt {
 /// How often a write is rebuilt after the commit it was built on failed to store.
 const ROOT_MOVED_RETRIES: usize = 3;
 
-/// Applies `writes` to the repo of `did` and commits them with the user's signature.
+/// Applies `writes` to the repo of `did` and commits them with the user's signature. The writes
+/// join the account's queue; writes that queue while a commit is being signed are committed
+/// together (see [`drive`]), each request still answered with its own results.
 pub async fn apply(
     w: &RepoWriter,
     did: &Did,
@@ -513,25 +580,80 @@ pub async fn apply(
     if writes.len() > MAX_WRITES {
         return Err(invalid(format!("Too many writes: {} (at most {MAX_WRITES})", writes.len())));
     }
-    for attempt in 1.. {
-        match apply_once(w, did, &writes, swap_commit, validate).await {
-            Ok(committed) => return Ok(committed),
-            Err(Attempt::Failed(e)) => return Err(e),
-            Err(Attempt::RootMoved) if attempt < ROOT_MOVED_RETRIES => {
-                tracing::warn!(%did, attempt, "the commit this write was built on did not store; building it again");
-            }
-            Err(Attempt::RootMoved) => break,
-        }
+    let account = w.locks.account(did.as_str());
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if account.enqueue(writes, swap_commit, validate, reply) {
+        spawn_driver(w.clone(), did.clone(), account);
     }
-    Err(XrpcError::internal("repo root kept moving during a locked write", did))
+    // The driver owns the writes now: the request going away does not stop them.
+    answer.await.unwrap_or_else(|_| Err(XrpcError::internal("the write pipeline stopped", did)))
 }
 
-/// The head of the account's repo: from the cache, or (after settling) from the database.
-async fn current_head(w: &RepoWriter, did: &Did, cache: &RepoCache) -> XrpcResult<(Cid, Cid, Tid)> {
+/// Starts the account's driver (see [`drive`]).
+fn spawn_driver(w: RepoWriter, did: Did, account: Arc<Account>) {
+    tokio::spawn(drive(w, did, account));
+}
+
+/// Fails the queue's remaining jobs if the driver panics, so none waits for ever.
+struct Driving(Arc<Account>);
+
+impl Drop for Driving {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.abandon();
+        }
+    }
+}
+
+/// The account's driver: while its queue has jobs, takes as many as one commit may hold and
+/// commits them. At most [`IN_FLIGHT`] of its commits are being stored at once; while it waits
+/// for one of them, more jobs queue for the next batch.
+async fn drive(w: RepoWriter, did: Did, account: Arc<Account>) {
+    let _driving = Driving(account.clone());
+    loop {
+        let permit = account.storing_permit().await;
+        let mut cache = account.lock().await;
+        let Some(jobs) = account.take(MAX_WRITES) else { return };
+        if account.take_stale() {
+            cache.head = None;
+        }
+        commit_batch(&w, &did, &account, cache, jobs, permit).await;
+    }
+}
+
+/// Answers every job the same way.
+fn fail_all(jobs: impl IntoIterator<Item = Job>, e: &XrpcError) {
+    for job in jobs {
+        let _ = job.reply.send(Err(e.clone()));
+    }
+}
+
+/// A job whose writes passed their checks, with its answers.
+struct Member {
+    job: Job,
+    results: Vec<WriteResult>,
+    changed: bool,
+}
+
+fn answer(members: Vec<Member>, commit: Result<(Cid, &str), &XrpcError>) {
+    for m in members {
+        let reply = commit.map_err(Clone::clone).map(|(cid, rev)| Committed {
+            cid,
+            rev: rev.to_owned(),
+            new_commit: m.changed,
+            results: m.results,
+        });
+        let _ = m.job.reply.send(reply);
+    }
+}
+
+/// The head of the account's repo: from the cache, or (once the account's commits in flight
+/// are stored) from the database.
+async fn current_head(w: &RepoWriter, did: &Did, cache: &mut RepoCache) -> XrpcResult<(Cid, Cid, Tid)> {
     if let Some((head, data, rev)) = &cache.head {
         return Ok((*head, *data, rev.clone()));
     }
-    settle(w).await?;
+    cache.settle().await;
     let root = accounts::repo_root(&w.db, did.as_str()).await?;
     let head: Cid = root
         .as_deref()
@@ -543,8 +665,8 @@ async fn current_head(w: &RepoWriter, did: &Did, cache: &RepoCache) -> XrpcResul
     Ok((head, commit.unsigned.data, commit.unsigned.rev))
 }
 
-/// The account's lock, held from reading the head until the commit is sequenced, with what a
-/// write builds on: the key commits must verify against and the current head.
+/// The account's lock, held from reading the head until the commit is signed, with what a
+/// batch builds on: the key commits must verify against and the current head.
 struct Locked {
     cache: tokio::sync::OwnedMutexGuard<RepoCache>,
     key: PublicKey,
@@ -553,9 +675,12 @@ struct Locked {
     prev_rev: Tid,
 }
 
-/// Phase 1: take the account's lock and read the key and head (from the cache when it has them).
-async fn lock_head(w: &RepoWriter, did: &Did) -> XrpcResult<Locked> {
-    let mut cache = w.locks.get(did.as_str()).lock_owned().await;
+/// Phase 1: under the account's lock, the key and head (from the cache when it has them).
+async fn read_head(
+    w: &RepoWriter,
+    did: &Did,
+    mut cache: tokio::sync::OwnedMutexGuard<RepoCache>,
+) -> XrpcResult<Locked> {
     let key = match &cache.key {
         Some(key) => key.clone(),
         None => {
@@ -564,19 +689,14 @@ async fn lock_head(w: &RepoWriter, did: &Did) -> XrpcResult<Locked> {
             key
         }
     };
-    let (head, prev_data, prev_rev) = current_head(w, did, &cache).await?;
+    let (head, prev_data, prev_rev) = current_head(w, did, &mut cache).await?;
     Ok(Locked { cache, key, head, prev_data, prev_rev })
 }
 
-/// Phase 3: every blob a new record references must have been uploaded by this account.
-async fn check_blobs(conn: &mut sqlx::SqliteConnection, did: &Did, referenced: &[Cid]) -> XrpcResult<()> {
-    if referenced.is_empty() {
-        return Ok(());
-    }
-    match refs::missing_blobs(conn, did.as_str(), referenced).await?.first() {
-        Some(cid) => Err(blob_not_found(cid)),
-        None => Ok(()),
-    }
+/// Blobs a set of changes references, checked again inside the transaction.
+fn referenced_blobs(changes: &[Change]) -> Vec<Cid> {
+    let set: std::collections::BTreeSet<Cid> = changes.iter().flat_map(|c| c.blobs.iter().copied()).collect();
+    set.into_iter().collect()
 }
 
 /// What the commit changes and what it stops referencing, for the signer, the event and the
@@ -590,7 +710,7 @@ struct Proven {
     released: Vec<Cid>,
 }
 
-/// Phase 4: the proof of the staged changes, read through the new blocks and the account's
+/// Phase 3: the proof of the staged changes, read through the new blocks and the account's
 /// cache (which goes back to the lock whatever the outcome).
 fn prove(w: &RepoWriter, locked: &mut Locked, staged: &Staged) -> XrpcResult<Proven> {
     let reader = SyncReader::with_cache(&w.blocks, std::mem::take(&mut locked.cache.blocks));
@@ -609,11 +729,11 @@ fn prove(w: &RepoWriter, locked: &mut Locked, staged: &Staged) -> XrpcResult<Pro
         released.extend(staged.changes.iter().filter_map(|c| c.prev));
         Ok(Proven { proof, evidence, released })
     })();
-    locked.cache.blocks = reader.into_cache();
+    locked.cache.set_blocks(reader.into_cache());
     proven
 }
 
-/// Phase 5: the user's signature over the commit, from their signer. The hub hands back only
+/// Phase 4: the user's signature over the commit, from their signer. The hub hands back only
 /// signatures it has verified against `key` over these bytes. Returns the signed commit block.
 async fn sign(
     w: &RepoWriter,
@@ -629,7 +749,126 @@ async fn sign(
     Ok(unsigned.with_signature(sig).to_block_with_cid())
 }
 
-/// Phase 6: the commit's blocks go to the block store (an IPFS node; the embedded store takes
+/// One batch, from the queue to a signed commit (phases 1 to 4, under the account's lock),
+/// then handed to [`land`] to be stored while the driver goes on to the next batch.
+async fn commit_batch(
+    w: &RepoWriter,
+    did: &Did,
+    account: &Arc<Account>,
+    cache: tokio::sync::OwnedMutexGuard<RepoCache>,
+    jobs: Vec<Job>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let mut locked = match read_head(w, did, cache).await {
+        Ok(locked) => locked,
+        Err(e) => return fail_all(jobs, &e),
+    };
+    let started = std::time::Instant::now();
+    let (kept, deferred) = gather(w, jobs);
+    if !deferred.is_empty() {
+        account.requeue(deferred); // this driver takes them next
+    }
+    let missing = match missing_blobs(w, did, &kept).await {
+        Ok(missing) => missing,
+        Err(e) => return fail_all(kept.into_iter().map(|(job, _)| job), &e),
+    };
+    // The cache holds blocks of commits signed but perhaps not yet stored, which the next
+    // batch needs: it goes back to the lock whether or not these writes stage.
+    let reader = SyncReader::with_cache(&w.blocks, std::mem::take(&mut locked.cache.blocks));
+    let staged = stage(&reader, did, locked.head, locked.prev_data, &kept, &missing);
+    locked.cache.set_blocks(reader.into_cache());
+    let (staged, outcomes) = match staged {
+        Ok(staged) => staged,
+        Err(e) => return fail_all(kept.into_iter().map(|(job, _)| job), &e),
+    };
+    let mut members = Vec::with_capacity(kept.len());
+    for ((job, _), outcome) in kept.into_iter().zip(outcomes) {
+        match outcome {
+            Ok((results, changed)) => members.push(Member { job, results, changed }),
+            Err(e) => drop(job.reply.send(Err(e))),
+        }
+    }
+    if staged.changes.is_empty() {
+        return answer(members, Ok((locked.head, locked.prev_rev.as_str())));
+    }
+    let Proven { proof, evidence, released } = match prove(w, &mut locked, &staged) {
+        Ok(proven) => proven,
+        Err(e) => return answer(members, Err(&e)),
+    };
+    let Staged { mut blocks, root, changes, summaries } = staged;
+    let rev = w.tids.next_after(Some(&locked.prev_rev));
+    let unsigned = UnsignedCommit::new(did.clone(), root, rev.clone());
+    crate::service::metrics::commit_phase("staging", started.elapsed());
+    let signing = std::time::Instant::now();
+    let (commit, commit_bytes) = match sign(w, did, locked.key.clone(), unsigned, summaries, evidence).await {
+        Ok(signed) => signed,
+        // A signer may refuse (or not answer for) what one request asks: each request of the
+        // batch goes again on its own, so the others are not refused with it.
+        Err(e) if members.len() > 1 && !matches!(e, crate::service::signer::SignError::NotConnected) => {
+            tracing::info!(%did, requests = members.len(), error = %e, "a shared commit was not signed; committing its requests one by one");
+            account.requeue(members.into_iter().map(|m| Job { alone: true, ..m.job }).collect());
+            return;
+        }
+        Err(e) => return answer(members, Err(&e.into())),
+    };
+    crate::service::metrics::commit_phase("signing", signing.elapsed());
+    metrics::histogram!("vow_commit_batch_requests").record(members.len() as f64);
+    metrics::histogram!("vow_commit_batch_ops").record(changes.len() as f64);
+
+    let event_car = proof.event_car(commit, &commit_bytes);
+    blocks.insert(commit, commit_bytes);
+    // This commit's place is fixed now: the next batch builds on it (and is signed) while it is
+    // stored. If storing fails, the next one's compare-and-swap on the root fails too, and its
+    // writes are queued again. The cache keeps the blocks of every commit still in flight: it
+    // starts over only once they are stored.
+    let Locked { mut cache, head, prev_data, prev_rev, .. } = locked;
+    let adding: usize = blocks.iter().map(|(_, b)| b.len()).sum();
+    if cache.block_bytes() + adding > CACHE_BYTES {
+        cache.settle().await;
+        cache.set_blocks(BlockCache::new());
+    }
+    let (stored, in_flight) = tokio::sync::watch::channel(());
+    let before = cache.in_flight.replace(in_flight);
+    cache.remember(blocks.iter());
+    cache.head = Some((commit, root, rev.clone()));
+    drop(cache);
+
+    let referenced = referenced_blobs(&changes);
+    let signed = Signed {
+        members,
+        head,
+        commit,
+        rev,
+        prev_rev,
+        prev_data,
+        blocks,
+        changes,
+        released,
+        referenced,
+        event_car,
+        proof,
+    };
+    tokio::spawn(land(w.clone(), did.clone(), account.clone(), signed, before, stored, permit));
+}
+
+/// A signed batch on its way to storage.
+struct Signed {
+    members: Vec<Member>,
+    head: Cid,
+    commit: Cid,
+    rev: Tid,
+    prev_rev: Tid,
+    prev_data: Cid,
+    /// Every block it adds, the commit included.
+    blocks: BlockMap,
+    changes: Vec<Change>,
+    released: Vec<Cid>,
+    referenced: Vec<Cid>,
+    event_car: Vec<u8>,
+    proof: CommitProof,
+}
+
+/// Phase 5: the commit's blocks go to the block store (an IPFS node; the embedded store takes
 /// them inside the transaction instead). Until the new root is committed, no clean-up
 /// elsewhere may release them: the returned guard says so.
 async fn put_blocks(
@@ -641,6 +880,95 @@ async fn put_blocks(
         w.blocks.put_many(blocks).await?;
     }
     Ok(protected)
+}
+
+/// Phases 5 and 6 of a batch, off the account's lock: its blocks are put (while the next batch
+/// is signed), then, once the account's previous commit is stored (`before`), it is stored and
+/// published and every request in it is answered. `stored` is dropped when it is done either
+/// way; `_permit` lets the driver sign another batch.
+async fn land(
+    w: RepoWriter,
+    did: Did,
+    account: Arc<Account>,
+    s: Signed,
+    before: Option<tokio::sync::watch::Receiver<()>>,
+    stored: tokio::sync::watch::Sender<()>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let storing = std::time::Instant::now();
+    let put = put_blocks(&w, &s.blocks).await;
+    if let Some(mut before) = before {
+        let _ = before.changed().await; // closed once it is stored or failed
+    }
+    let outcome = match put {
+        Err(e) => Err(Attempt::from(e)),
+        Ok(protected) => {
+            let stored = store_signed(&w, &did, &s).await;
+            drop(protected);
+            stored
+        }
+    };
+    if outcome.is_err() {
+        // The head the cache holds never landed: the next batch reads it again.
+        account.mark_stale();
+    }
+    drop(stored);
+    let Signed { members, commit, rev, released, blocks, .. } = s;
+    match outcome {
+        Ok(()) => {
+            crate::service::metrics::commit_phase("storing", storing.elapsed());
+            metrics::counter!("vow_commits_total").increment(1);
+            release_later(&w, released);
+            answer(members, Ok((commit, rev.as_str())));
+        }
+        Err(e) => {
+            // Blocks stored for a commit that never became the root: unpin those no repo holds.
+            release_later(&w, block_cids_of(&blocks));
+            match e {
+                Attempt::Failed(e) => answer(members, Err(&e)),
+                Attempt::RootMoved => {
+                    let (again, spent): (Vec<Member>, Vec<Member>) =
+                        members.into_iter().partition(|m| m.job.retries + 1 < ROOT_MOVED_RETRIES);
+                    let e = XrpcError::internal("repo root kept moving during a locked write", &did);
+                    answer(spent, Err(&e));
+                    tracing::warn!(%did, "the commit these writes were built on did not store; building them again");
+                    let again: Vec<Job> =
+                        again.into_iter().map(|m| Job { retries: m.job.retries + 1, ..m.job }).collect();
+                    if !again.is_empty() && account.requeue(again) {
+                        spawn_driver(w.clone(), did, account.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Phase 6 for a signed batch: sequenced and stored, then published.
+async fn store_signed(w: &RepoWriter, did: &Did, s: &Signed) -> Result<(), Attempt> {
+    let mut events = w.firehose.sequencer().await?;
+    let landing = Landing {
+        did,
+        head: s.head,
+        commit: s.commit,
+        rev: &s.rev,
+        blocks: &s.blocks,
+        changes: &s.changes,
+        released: &s.released,
+        referenced: &s.referenced,
+    };
+    let event = Event::Commit {
+        did: did.as_str(),
+        commit: s.commit,
+        rev: s.rev.as_str(),
+        since: Some(s.prev_rev.as_str()),
+        blocks: s.event_car.clone(),
+        ops: s.proof.ops.clone(),
+        blobs: s.proof.blobs.clone(),
+        prev_data: Some(s.prev_data),
+    };
+    store(w, landing, &mut events, event).await?;
+    events.publish();
+    Ok(())
 }
 
 /// A signed commit, ready to store.
@@ -658,9 +986,9 @@ struct Landing<'a> {
     referenced: &'a [Cid],
 }
 
-/// Phase 7: the root moves, the record index, block references and blob references change and
-/// the event is appended, in one transaction (and one round trip for the statements). Fails
-/// with [`Attempt::RootMoved`] when the root is no longer at `head`.
+/// The root moves, the record index, block references and blob references change and the
+/// event is appended, in one transaction (and one round trip for the statements). Fails with
+/// [`Attempt::RootMoved`] when the root is no longer at `head`.
 async fn store(
     w: &RepoWriter,
     c: Landing<'_>,
@@ -693,99 +1021,15 @@ async fn store(
     Ok(())
 }
 
-/// One attempt at a write, phase by phase.
-async fn apply_once(
-    w: &RepoWriter,
-    did: &Did,
-    writes: &[Write],
-    swap_commit: Option<Cid>,
-    validate: Option<bool>,
-) -> Result<Committed, Attempt> {
-    let mut locked = lock_head(w, did).await?;
-    let started = std::time::Instant::now();
-    if let Some(swap) = swap_commit
-        && swap != locked.head
-    {
-        let msg = format!("The repo is at commit {}, not {swap}", locked.head);
-        return Err(XrpcError::named("InvalidSwap", msg).into());
+/// Every blob a new record references must have been uploaded by this account.
+async fn check_blobs(conn: &mut sqlx::SqliteConnection, did: &Did, referenced: &[Cid]) -> XrpcResult<()> {
+    if referenced.is_empty() {
+        return Ok(());
     }
-
-    // Phase 2. The cache holds blocks of commits sequenced but perhaps not yet stored, which
-    // the next write needs: it goes back to the cache whether or not these writes stage.
-    let reader = SyncReader::with_cache(&w.blocks, std::mem::take(&mut locked.cache.blocks));
-    let staged = stage(w, &reader, did, locked.prev_data, writes, validate);
-    locked.cache.blocks = reader.into_cache();
-    let staged = staged?;
-    if staged.changes.is_empty() {
-        let rev = locked.prev_rev.to_string();
-        return Ok(Committed { cid: locked.head, rev, new_commit: false, results: staged.results });
+    match refs::missing_blobs(conn, did.as_str(), referenced).await?.first() {
+        Some(cid) => Err(blob_not_found(cid)),
+        None => Ok(()),
     }
-    let referenced: Vec<Cid> = staged.changes.iter().flat_map(|c| c.blobs.iter().copied()).collect();
-    check_blobs(&mut *w.db.acquire().await?, did, &referenced).await?;
-    let Proven { proof, evidence, released } = prove(w, &mut locked, &staged)?;
-
-    let Staged { mut blocks, root, changes, results, summaries } = staged;
-    let rev = w.tids.next_after(Some(&locked.prev_rev));
-    let unsigned = UnsignedCommit::new(did.clone(), root, rev.clone());
-    crate::service::metrics::commit_phase("staging", started.elapsed());
-    let signing = std::time::Instant::now();
-    let (commit, commit_bytes) = sign(w, did, locked.key.clone(), unsigned, summaries, evidence).await?;
-    crate::service::metrics::commit_phase("signing", signing.elapsed());
-    let storing = std::time::Instant::now();
-    let event_car = proof.event_car(commit, &commit_bytes);
-    blocks.insert(commit, commit_bytes);
-    let protected = put_blocks(w, &blocks).await?;
-
-    // The sequencer orders every repo transaction, so this commit's place is now fixed: the
-    // account's next write may build on it (and be signed) while it is stored. If storing
-    // fails, that write's compare-and-swap on the root fails as well, and it is built again.
-    // Every earlier commit is stored by now, so the cache may start over here, as long as it
-    // keeps this commit's blocks until they are.
-    let mut events = w.firehose.sequencer().await?;
-    let Locked { mut cache, head, prev_data, prev_rev, .. } = locked;
-    if cache.blocks.len() > CACHE_BLOCKS {
-        cache.blocks.clear();
-    }
-    for (cid, bytes) in blocks.iter() {
-        cache.blocks.insert(*cid, bytes.to_vec().into());
-    }
-    cache.head = Some((commit, root, rev.clone()));
-    let lock = tokio::sync::OwnedMutexGuard::mutex(&cache).clone();
-    drop(cache);
-
-    let landing = Landing {
-        did,
-        head,
-        commit,
-        rev: &rev,
-        blocks: &blocks,
-        changes: &changes,
-        released: &released,
-        referenced: &referenced,
-    };
-    let event = Event::Commit {
-        did: did.as_str(),
-        commit,
-        rev: rev.as_str(),
-        since: Some(prev_rev.as_str()),
-        blocks: event_car,
-        ops: proof.ops,
-        blobs: proof.blobs,
-        prev_data: Some(prev_data),
-    };
-    if let Err(e) = store(w, landing, &mut events, event).await {
-        lock.lock().await.head = None;
-        drop(events);
-        drop(protected);
-        // Blocks stored for a commit that never became the root: unpin those no repo holds.
-        release_later(w, block_cids_of(&blocks));
-        return Err(e);
-    }
-    events.publish();
-    crate::service::metrics::commit_phase("storing", storing.elapsed());
-    metrics::counter!("vow_commits_total").increment(1);
-    release_later(w, released);
-    Ok(Committed { cid: commit, rev: rev.into_string(), new_commit: true, results })
 }
 
 /// Re-signs the head commit with the account's key when that key did not sign it: the genesis
@@ -804,8 +1048,7 @@ pub async fn resign_head(w: &RepoWriter, did: &Did) -> XrpcResult<bool> {
     }
     let Some(key_did) = account.signing_key.as_deref() else { return Ok(false) };
     let key = PublicKey::from_did_key(key_did).map_err(|e| XrpcError::internal("stored signing key is invalid", e))?;
-    let mut cache = w.locks.get(did.as_str()).lock_owned().await;
-    settle(w).await?;
+    let mut cache = w.locks.lock(did.as_str()).await;
     let root = accounts::repo_root(&w.db, did.as_str()).await?;
     let Some(head) = root.and_then(|r| r.parse::<Cid>().ok()) else { return Ok(false) };
     let block = w.blocks.get(&head).await?.ok_or_else(|| XrpcError::internal("head commit missing", head))?;
