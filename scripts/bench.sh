@@ -2,8 +2,9 @@
 # Side-by-side benchmarks against the reference TypeScript PDS (@atproto/pds 0.4.217) on this
 # machine, same client and concurrency for both. Run by hand; prints a summary table.
 #   reads:  describeServer and getRecord requests/s (Rust load generator, concurrency $READ_C)
-#   writes: createRecord throughput and latency through @atproto/api, at concurrency 4 on one
-#           account and at 16 over 16 accounts (one writer each); Vow's commits are signed by
+#   writes: createRecord throughput and latency from a lean Rust client (write_load), at
+#           concurrency 4 on one account and at 16 over 16 accounts (one writer each), plus
+#           concurrency 4 through @atproto/api for comparison; Vow's commits are signed by
 #           `vow signer` over loopback, the reference signs on the server. For Vow, the mean
 #           time per commit in each phase (staging, signing, storing) and requests per commit.
 #   memory: vow's RSS idle, after the reads, after the writes, and its peak over the whole run
@@ -13,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 READ_C="${READ_C:-16}"; READ_SECS="${READ_SECS:-10}"; WRITES="${WRITES:-1000}"; ACCOUNTS="${ACCOUNTS:-16}"
 PLC_PORT=2782; REF_PORT=2783; VOW_PORT=2784
-EXAMPLES=xrpc_load
+EXAMPLES="xrpc_load write_load"
 source scripts/lib/bench-stack.sh
 LOAD=target/release/examples/xrpc_load
 sleep 2
@@ -44,24 +45,31 @@ for name in describeServer getRecord; do
 done
 busy_rss_kb=$(ps -o rss= -p "$vow_pid" | tr -d ' ')
 scrape() { curl -sf -u admin:admin "$V/metrics" > "$1"; }
-W_REF=$(node bench/writes.js "$REF" bench.test bench-password "$WRITES" 4)
+WL=target/release/examples/write_load
+# @atproto/api under Node costs about as much CPU per write as Vow: on 2 cores it caps both
+# servers' figures. One line with it, for comparison; the figures come from write_load.
+A_REF=$(node bench/writes.js "$REF" bench.test bench-password "$WRITES" 4)
+echo "createRecord c=4 @atproto/api ref: $A_REF"
+A_VOW=$(node bench/writes.js "$V" bench.localhost bench-password "$WRITES" 4)
+echo "createRecord c=4 @atproto/api vow: $A_VOW"
+W_REF=$("$WL" "$REF" bench.test bench-password "$WRITES" 4)
 echo "createRecord c=4 ref: $W_REF"
 scrape "$work/m0"
-W_VOW=$(node bench/writes.js "$V" bench.localhost bench-password "$WRITES" 4)
+W_VOW=$("$WL" "$V" bench.localhost bench-password "$WRITES" 4)
 scrape "$work/m1"
 echo "createRecord c=4 vow: $W_VOW"
 after_rss_kb=$(ps -o rss= -p "$vow_pid" | tr -d ' ')
 
 ref_ids=(); vow_ids=()
 for n in $(seq 1 "$ACCOUNTS"); do
-  signup "$REF" "w$n.test" >/dev/null; signup "$V" "w$n.localhost" >/dev/null; signer "w$n.localhost"
-  ref_ids+=("w$n.test"); vow_ids+=("w$n.localhost")
+  signup "$REF" "writer$n.test" >/dev/null; signup "$V" "writer$n.localhost" >/dev/null; signer "writer$n.localhost"
+  ref_ids+=("writer$n.test"); vow_ids+=("writer$n.localhost")
 done
 join() { local IFS=,; echo "$*"; }
-M_REF=$(node bench/writes.js "$REF" "$(join "${ref_ids[@]}")" bench-password "$WRITES" "$ACCOUNTS")
+M_REF=$("$WL" "$REF" "$(join "${ref_ids[@]}")" bench-password "$WRITES" "$ACCOUNTS")
 echo "createRecord c=$ACCOUNTS over $ACCOUNTS accounts ref: $M_REF"
 scrape "$work/m2"
-M_VOW=$(node bench/writes.js "$V" "$(join "${vow_ids[@]}")" bench-password "$WRITES" "$ACCOUNTS")
+M_VOW=$("$WL" "$V" "$(join "${vow_ids[@]}")" bench-password "$WRITES" "$ACCOUNTS")
 scrape "$work/m3"
 echo "createRecord c=$ACCOUNTS over $ACCOUNTS accounts vow: $M_VOW"
 many_rss_kb=$(ps -o rss= -p "$vow_pid" | tr -d ' ')
@@ -72,6 +80,8 @@ echo
 echo "== summary (concurrency $READ_C for reads, 4 for writes; $(nproc) cores)"
 echo "describeServer  ref $(node -pe "JSON.parse(process.argv[1]).perSecond" "${R[describeServer.ref]}")/s  vow $(node -pe "JSON.parse(process.argv[1]).perSecond" "${R[describeServer.vow]}")/s  ratio $(ratio "${R[describeServer.ref]}" "${R[describeServer.vow]}")"
 echo "getRecord       ref $(node -pe "JSON.parse(process.argv[1]).perSecond" "${R[getRecord.ref]}")/s  vow $(node -pe "JSON.parse(process.argv[1]).perSecond" "${R[getRecord.vow]}")/s  ratio $(ratio "${R[getRecord.ref]}" "${R[getRecord.vow]}")"
+echo "createRecord c=4 @atproto/api ref $A_REF"
+echo "                vow $A_VOW  ratio $(ratio "$A_REF" "$A_VOW")"
 echo "createRecord c=4 ref $W_REF"
 echo "                vow $W_VOW  ratio $(ratio "$W_REF" "$W_VOW")"
 echo "                vow commit phases: $P_ONE"
