@@ -9,6 +9,8 @@ use clap::Args;
 /// The settings of `vow run`.
 /// `VOW_DB_CACHE_BYTES` unless set: SQLite's page caches, all connections together.
 pub const DEFAULT_DB_CACHE_BYTES: u64 = 8 << 20;
+/// `VOW_MEMORY_CACHE_BYTES` unless set: the in-memory caches, all together.
+pub const DEFAULT_MEMORY_CACHE_BYTES: u64 = 32 << 20;
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -21,6 +23,10 @@ pub struct Config {
     /// Bytes SQLite may keep in page caches, for all the pool's connections together.
     #[arg(long, env = "VOW_DB_CACHE_BYTES", default_value_t = DEFAULT_DB_CACHE_BYTES)]
     pub db_cache_bytes: u64,
+    /// Bytes the in-memory caches may hold, all together (tokens, DID documents, OAuth clients,
+    /// replay memories, repo blocks between writes); each has a fixed share.
+    #[arg(long, env = "VOW_MEMORY_CACHE_BYTES", default_value_t = DEFAULT_MEMORY_CACHE_BYTES)]
+    pub memory_cache_bytes: u64,
     /// DID of this PDS (normally `did:web:<hostname>`).
     #[arg(long, env = "VOW_DID")]
     pub did: Option<String>,
@@ -208,6 +214,7 @@ pub struct ServerConfig {
     pub addr: SocketAddr,
     pub db_path: PathBuf,
     pub db_cache_bytes: u64,
+    pub memory_cache_bytes: u64,
     pub service_did: String,
     pub hostname: String,
     pub public_url: String,
@@ -373,6 +380,7 @@ impl Config {
             addr,
             db_path: self.db_name.clone(),
             db_cache_bytes: self.db_cache_bytes,
+            memory_cache_bytes: self.memory_cache_bytes,
             service_did: required(&self.did, "VOW_DID", "did")?,
             public_url: public_url.trim_end_matches('/').to_owned(),
             rotation_key_path: required(&self.rotation_key_path, "VOW_ROTATION_KEY_PATH", "rotation-key-path")?,

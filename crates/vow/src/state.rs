@@ -93,7 +93,8 @@ impl Services {
         let firehose =
             crate::service::firehose::Firehose::start(db.clone(), config.firehose_retention, config.firehose_backlog);
         let signers = Arc::new(SignerHub::default());
-        let repo_locks = Arc::new(RepoLocks::default());
+        let budget = crate::service::bounded::Budget::new(config.memory_cache_bytes);
+        let repo_locks = Arc::new(RepoLocks::new(budget.of("repo_blocks")));
         let tids = Arc::new(TidGenerator::with_random_clock_id());
         let lexicons = atproto::lexicon::Catalog::bundled();
         let writer = crate::service::repo::writer::RepoWriter {
@@ -124,8 +125,9 @@ impl Services {
             config.proxy.stored_token_ttl,
             &config.proxy.appview.did,
             &config.proxy.chat.did,
+            budget,
         );
-        let proxy = crate::service::proxy::Proxy::new(config.proxy.clone(), plc.clone(), service_tokens);
+        let proxy = crate::service::proxy::Proxy::new(config.proxy.clone(), plc.clone(), service_tokens, budget);
         let blob_sweep = crate::service::blobs::BlobSweep::new(db.clone(), blob_store.clone(), config.blob_grace);
         let mailer = crate::service::mail::Mailer::start(&config.mail)?;
         crate::service::signer::set_account_page(format!("{}/account", config.public_url.trim_end_matches('/')));
@@ -142,8 +144,8 @@ impl Services {
             &config.public_url,
             &config.service_did,
             format!("oauth-nonce:{}", config.session_secret).as_bytes(),
-            guarded.clone(),
-            config.proxy.allow_private,
+            (guarded.clone(), config.proxy.allow_private),
+            budget,
         );
         let handles = crate::service::identity::handle::HandleResolver::new(config.dns_server, guarded);
         let lifecycle = crate::service::lifecycle::Lifecycle {
@@ -173,6 +175,7 @@ impl Services {
                 jwk.clone(),
                 config.service_did.clone(),
                 config.access_token_ttl,
+                budget.of("verified_tokens"),
             ),
             config: Arc::new(config),
             blocks,

@@ -47,10 +47,13 @@ async fn render(state: &AppState) -> XrpcResult<Response> {
         firehose_head_seq,
         firehose_lags,
         mail_queue: state.mailer.queued(),
-        cache_bounds: vec![
+        cache_bounds: [
             ("sqlite_pages", crate::store::db::page_cache_bound(state.config.db_cache_bytes)),
             ("oauth_requests", 2 * crate::service::oauth::requests::MAX_BYTES),
-        ],
+        ]
+        .into_iter()
+        .chain(crate::service::bounded::Budget::new(state.config.memory_cache_bytes).all())
+        .collect(),
     };
     let body = state.metrics.render(&snapshot);
     let mut res = body.into_response();

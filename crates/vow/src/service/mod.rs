@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod blobs;
+pub mod bounded;
 pub mod crawl;
 pub mod doctor;
 pub mod events;

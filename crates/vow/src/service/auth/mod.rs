@@ -56,9 +56,12 @@ impl Tokens {
         jwk: std::sync::Arc<atproto::crypto::Keypair>,
         service_did: String,
         access_ttl: i64,
+        cache_bytes: u64,
     ) -> Self {
         let verified = moka::sync::Cache::builder()
-            .max_capacity(10_000)
+            .max_capacity(cache_bytes)
+            // The claims are a few short strings.
+            .weigher(|token: &String, _: &jwt::Claims| crate::service::bounded::weigh(token.len() + 256))
             .time_to_live(std::time::Duration::from_secs(15 * 60))
             .build();
         Self { db, key: jwk.public_key(), jwk, service_did, access_ttl, verified }

@@ -7,6 +7,8 @@
 //! Nonces are derived, not stored: HMAC of a secret and the current time window, so any
 //! instance with the secret accepts them; the current and the previous window are accepted.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use base64::Engine;
@@ -86,31 +88,49 @@ fn constant_eq(a: &[u8], b: &[u8]) -> bool {
 /// A bounded memory of the `jti`s seen lately; a proof whose `jti` is in it is a replay.
 pub struct Replays {
     seen: moka::sync::Cache<String, ()>,
+    /// The bytes it holds, counted on insertion and on expiry (the cache's own count lags).
+    held: Arc<std::sync::atomic::AtomicU64>,
+    /// The bytes it may hold (see [`crate::service::bounded`]).
     capacity: u64,
 }
 
 impl Replays {
-    /// Remembers up to `capacity` proofs for as long as they could still be fresh.
+    /// Remembers proofs, up to `capacity` bytes of them, for as long as they could still be
+    /// fresh.
     pub fn new(capacity: u64) -> Self {
         Self::with_ttl(capacity, Duration::from_secs((2 * MAX_SKEW_SECS) as u64 + 10))
     }
 
-    /// Remembers up to `capacity` values for `ttl`.
+    /// Remembers values, up to `capacity` bytes of them, for `ttl`.
     pub fn with_ttl(capacity: u64, ttl: Duration) -> Self {
-        Self { seen: moka::sync::Cache::builder().max_capacity(capacity).time_to_live(ttl).build(), capacity }
+        let held = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let released = held.clone();
+        let seen = moka::sync::Cache::builder()
+            .max_capacity(capacity)
+            .weigher(|jti: &String, _: &()| crate::service::bounded::weigh(jti.len()))
+            .eviction_listener(move |jti: Arc<String>, _, _| {
+                released.fetch_sub(crate::service::bounded::weigh(jti.len()).into(), Ordering::Relaxed);
+            })
+            .time_to_live(ttl)
+            .build();
+        Self { seen, held, capacity }
     }
 
     /// Records `jti`; false when it was already there, or when the memory is full (a flood
     /// must not push out what it remembers: then nothing new is accepted until it drains).
     pub fn first_use(&self, jti: &str) -> bool {
-        if self.seen.entry_count() >= self.capacity {
-            self.seen.run_pending_tasks();
-            if self.seen.entry_count() >= self.capacity {
+        let weight = u64::from(crate::service::bounded::weigh(jti.len()));
+        if self.held.load(Ordering::Relaxed) + weight > self.capacity {
+            self.seen.run_pending_tasks(); // expired entries leave now
+            if self.held.load(Ordering::Relaxed) + weight > self.capacity {
                 tracing::warn!("DPoP replay memory full; refusing new proofs until it drains");
                 return false;
             }
         }
         let entry = self.seen.entry(jti.to_owned()).or_insert(());
+        if entry.is_fresh() {
+            self.held.fetch_add(weight, Ordering::Relaxed);
+        }
         entry.is_fresh()
     }
 }
@@ -293,10 +313,19 @@ mod tests {
 
     #[test]
     fn a_jti_is_accepted_once() {
-        let replays = Replays::new(100);
+        let replays = Replays::new(64 * 1024);
         assert!(replays.first_use("j-1"));
         assert!(!replays.first_use("j-1"));
         assert!(replays.first_use("j-2"));
+    }
+
+    #[test]
+    fn the_replay_memory_is_bounded_in_bytes() {
+        let replays = Replays::new(64 * 1024);
+        let long = "j".repeat(1000);
+        let accepted = (0..1000).filter(|i| replays.first_use(&format!("{long}{i}"))).count();
+        // About 64 KiB of 1,1xx-byte entries, then nothing new until they expire.
+        assert!((40..=80).contains(&accepted), "{accepted} accepted");
     }
 
     #[test]

@@ -166,14 +166,16 @@ fn hash(secret: &str) -> String {
 }
 
 impl Provider {
+    /// `(http, allow_private)`: how client metadata is fetched (the guarded client, and whether
+    /// private addresses are allowed). `budget` bounds its caches and replay memories.
     pub fn new(
         db: sqlx::SqlitePool,
         jwk: Arc<atproto::crypto::Keypair>,
         issuer: &str,
         service_did: &str,
         nonce_secret: &[u8],
-        http: reqwest::Client,
-        allow_private: bool,
+        (http, allow_private): (reqwest::Client, bool),
+        budget: crate::service::bounded::Budget,
     ) -> Self {
         Self {
             db,
@@ -181,17 +183,27 @@ impl Provider {
             issuer: issuer.trim_end_matches('/').to_owned(),
             service_did: service_did.to_owned(),
             nonces: Nonces::new(nonce_secret),
-            replays: Arc::new(Replays::new(100_000)),
-            assertions: Arc::new(Replays::with_ttl(10_000, std::time::Duration::from_secs(6 * 60))),
+            replays: Arc::new(Replays::new(budget.of("dpop_replays"))),
+            assertions: Arc::new(Replays::with_ttl(
+                budget.of("client_assertions"),
+                std::time::Duration::from_secs(6 * 60),
+            )),
             http,
             allow_private,
             requests: super::requests::Requests::default(),
             clients: moka::sync::Cache::builder()
-                .max_capacity(1_000)
+                .max_capacity(budget.of("oauth_clients"))
+                .weigher(|key: &String, c: &Client| {
+                    let strings = c.redirect_uris.iter().chain(&c.scope).map(String::len).sum::<usize>();
+                    crate::service::bounded::weigh(
+                        key.len() + c.id.len() + c.name.as_ref().map_or(0, String::len) + strings + 256,
+                    )
+                })
                 .time_to_live(std::time::Duration::from_secs(10 * 60))
                 .build(),
             login_challenges: moka::sync::Cache::builder()
-                .max_capacity(10_000)
+                .max_capacity(budget.of("passkey_challenges"))
+                .weigher(|challenge: &String, _: &()| crate::service::bounded::weigh(challenge.len()))
                 .time_to_live(std::time::Duration::from_secs(5 * 60))
                 .build(),
         }
@@ -726,7 +738,16 @@ mod tests {
     fn provider() -> Provider {
         let db = sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap();
         let jwk = Arc::new(atproto::crypto::Keypair::generate(atproto::crypto::Algorithm::P256));
-        Provider::new(db, jwk, "https://pds.test", "did:web:pds.test", b"secret", reqwest::Client::new(), false)
+        let budget = crate::service::bounded::Budget::new(crate::config::DEFAULT_MEMORY_CACHE_BYTES);
+        Provider::new(
+            db,
+            jwk,
+            "https://pds.test",
+            "did:web:pds.test",
+            b"secret",
+            (reqwest::Client::new(), false),
+            budget,
+        )
     }
 
     fn jwk(key: &SigningKey, kid: &str) -> Value {

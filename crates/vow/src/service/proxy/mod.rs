@@ -79,10 +79,11 @@ impl Proxy {
         config: ProxyConfig,
         plc: crate::service::identity::plc::PlcClient,
         tokens: tokens::ServiceTokens,
+        budget: crate::service::bounded::Budget,
     ) -> Self {
         let http = net::client(config.allow_private, config.timeout, None);
         let trusted = net::client(true, config.timeout, None);
-        let resolver = resolve::Resolver::new(plc, http.clone(), config.allow_private);
+        let resolver = resolve::Resolver::new(plc, http.clone(), config.allow_private, budget.of("did_documents"));
         Self { trusted, http, resolver, config, tokens }
     }
 

@@ -38,8 +38,13 @@ pub struct Resolver {
 
 impl Resolver {
     /// `http` is the guarded client of [`crate::service::net::client`].
-    pub fn new(plc: PlcClient, http: reqwest::Client, allow_private: bool) -> Self {
-        let docs = moka::sync::Cache::builder().max_capacity(1_000).time_to_live(DOC_TTL).build();
+    /// `cache_bytes` bounds the DID documents kept.
+    pub fn new(plc: PlcClient, http: reqwest::Client, allow_private: bool, cache_bytes: u64) -> Self {
+        let docs = moka::sync::Cache::builder()
+            .max_capacity(cache_bytes)
+            .weigher(|did: &String, doc: &Arc<Value>| crate::service::bounded::weigh(did.len() + doc.to_string().len()))
+            .time_to_live(DOC_TTL)
+            .build();
         Self { plc, http, allow_private, docs }
     }
 

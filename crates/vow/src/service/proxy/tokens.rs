@@ -84,6 +84,7 @@ impl ServiceTokens {
         stored_ttl: Duration,
         appview_did: &str,
         chat_did: &str,
+        budget: crate::service::bounded::Budget,
     ) -> Self {
         let mut reads: Vec<(String, String)> = atproto::lexicon::Catalog::bundled()
             .queries()
@@ -93,13 +94,22 @@ impl ServiceTokens {
         reads.extend(CHAT_READS.iter().map(|nsid| (chat_did.to_owned(), (*nsid).to_owned())));
         reads.sort();
         let fresh = moka::sync::Cache::builder()
-            .max_capacity(10_000)
+            .max_capacity(budget.of("service_tokens"))
+            .weigher(|(a, b, c): &(String, String, String), (token, _, d): &(String, i64, String)| {
+                crate::service::bounded::weigh(a.len() + b.len() + c.len() + token.len() + d.len())
+            })
             .time_to_live(Duration::from_secs(ON_DEMAND_SECS as u64))
             .support_invalidation_closures()
             .build();
         // A read waiting on a stuck signer should not wait as long as a write may.
         let signer_timeout = signer_timeout.min(Duration::from_secs(10));
-        let keys = moka::sync::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(30)).build();
+        let keys = moka::sync::Cache::builder()
+            .max_capacity(budget.of("signer_keys"))
+            .weigher(|did: &String, key: &Option<String>| {
+                crate::service::bounded::weigh(did.len() + key.as_ref().map_or(0, String::len))
+            })
+            .time_to_live(Duration::from_secs(30))
+            .build();
         let reads = Arc::new(reads);
         Self { db, signers, signer_timeout, stored_ttl, reads, fresh, keeping: Default::default(), keys }
     }

@@ -4,7 +4,7 @@
 //! account's [`RepoCache`]; the services that change an account's key or status take it too.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use atproto::Cid;
@@ -21,7 +21,6 @@ use crate::store::blocks::BlockCache;
 /// so never stale; the head is checked against the database on every write.
 /// The account's signing key is kept too: anything that changes an account's key or status
 /// must hold the lock and call [`RepoCache::forget_account`].
-#[derive(Default)]
 pub struct RepoCache {
     pub(super) head: Option<(Cid, Cid, Tid)>, // commit, data root, rev
     pub(super) key: Option<PublicKey>,
@@ -31,6 +30,14 @@ pub struct RepoCache {
     /// Open while the account's last signed commit is still being stored: its sender is dropped
     /// once that commit (and so every commit before it) is stored or has failed.
     pub(super) in_flight: Option<watch::Receiver<()>>,
+    /// The bytes every account's cache holds, together.
+    total: Arc<AtomicUsize>,
+}
+
+impl Drop for RepoCache {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.block_bytes, Ordering::Relaxed);
+    }
 }
 
 impl RepoCache {
@@ -49,19 +56,31 @@ impl RepoCache {
         }
     }
 
+    fn new(total: Arc<AtomicUsize>) -> Self {
+        Self { head: None, key: None, blocks: BlockCache::new(), block_bytes: 0, in_flight: None, total }
+    }
+
+    fn set_bytes(&mut self, bytes: usize) {
+        self.total.fetch_add(bytes, Ordering::Relaxed);
+        self.total.fetch_sub(self.block_bytes, Ordering::Relaxed);
+        self.block_bytes = bytes;
+    }
+
     /// Keeps `blocks` for the next write.
     pub(super) fn remember<'a>(&mut self, blocks: impl Iterator<Item = (&'a Cid, &'a [u8])>) {
-        for (cid, bytes) in blocks {
-            self.block_bytes += bytes.len();
-            if let Some(old) = self.blocks.insert(*cid, bytes.to_vec().into()) {
-                self.block_bytes -= old.len();
+        let mut bytes = self.block_bytes;
+        for (cid, block) in blocks {
+            bytes += block.len();
+            if let Some(old) = self.blocks.insert(*cid, block.to_vec().into()) {
+                bytes -= old.len();
             }
         }
+        self.set_bytes(bytes);
     }
 
     /// Replaces the cached blocks (with what a reader fetched on top of them).
     pub(super) fn set_blocks(&mut self, blocks: BlockCache) {
-        self.block_bytes = blocks.values().map(|b| b.len()).sum();
+        self.set_bytes(blocks.values().map(|b| b.len()).sum());
         self.blocks = blocks;
     }
 
@@ -110,10 +129,10 @@ pub struct Account {
     storing: Arc<Semaphore>,
 }
 
-impl Default for Account {
-    fn default() -> Self {
+impl Account {
+    fn new(total: Arc<AtomicUsize>) -> Self {
         Self {
-            cache: Default::default(),
+            cache: Arc::new(tokio::sync::Mutex::new(RepoCache::new(total))),
             queue: Default::default(),
             stale: AtomicBool::new(false),
             storing: Arc::new(Semaphore::new(IN_FLIGHT)),
@@ -211,12 +230,53 @@ impl Account {
 }
 
 /// Every account's lock and queue.
-#[derive(Default)]
-pub struct RepoLocks(Mutex<HashMap<String, Arc<Account>>>);
+pub struct RepoLocks {
+    accounts: Mutex<Accounts>,
+    /// The bytes the accounts' block caches hold together, and the most they should.
+    cached: Arc<AtomicUsize>,
+    bound: usize,
+}
+
+struct Accounts {
+    by_did: HashMap<String, Arc<Account>>,
+    /// How many there were after the last sweep.
+    swept_at: usize,
+}
 
 impl RepoLocks {
+    /// `cache_bytes` bounds the blocks the accounts keep between writes, together.
+    pub fn new(cache_bytes: u64) -> Self {
+        Self {
+            accounts: Mutex::new(Accounts { by_did: HashMap::new(), swept_at: 0 }),
+            cached: Arc::new(AtomicUsize::new(0)),
+            bound: usize::try_from(cache_bytes).unwrap_or(usize::MAX),
+        }
+    }
+
     pub(super) fn account(&self, did: &str) -> Arc<Account> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).entry(did.to_owned()).or_default().clone()
+        let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        // Accounts nobody holds (no queued write, no store in flight, no lock taken) are
+        // forgotten now and then, so the map stays as large as the accounts in use.
+        if accounts.by_did.len() >= 1024 && accounts.by_did.len() > 2 * accounts.swept_at {
+            accounts.by_did.retain(|_, a| Arc::strong_count(a) > 1 || Arc::strong_count(&a.cache) > 1);
+            accounts.swept_at = accounts.by_did.len();
+        }
+        let total = &self.cached;
+        accounts.by_did.entry(did.to_owned()).or_insert_with(|| Arc::new(Account::new(total.clone()))).clone()
+    }
+
+    /// Whether the accounts' block caches hold more than their bound together.
+    pub(super) fn over_budget(&self) -> bool {
+        self.cached.load(Ordering::Relaxed) > self.bound
+    }
+
+    /// How many accounts it knows now.
+    pub fn len(&self) -> usize {
+        self.accounts.lock().unwrap_or_else(|e| e.into_inner()).by_did.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Takes the account's lock once the commits it has in flight are stored, so the database
@@ -225,5 +285,43 @@ impl RepoLocks {
         let mut guard = self.account(did).lock().await;
         guard.settle().await;
         guard
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accounts_nobody_holds_are_forgotten_and_their_bytes_with_them() {
+        let locks = RepoLocks::new(1 << 20);
+        let held = locks.lock("did:plc:held").await;
+        let queued = locks.account("did:plc:queued");
+        for i in 0..3000 {
+            let mut cache = locks.lock(&format!("did:plc:{i}")).await;
+            let cid = atproto::cid::raw_cid(format!("{i}").as_bytes());
+            cache.remember([(&cid, &[0u8; 100][..])].into_iter());
+        }
+        // The map was swept on the way: what is left is at most about twice what was kept.
+        assert!(locks.len() < 2100, "{}", locks.len());
+        assert!(locks.cached.load(Ordering::Relaxed) <= locks.len() * 100);
+        // What someone holds is never forgotten: the same lock and queue come back.
+        assert!(Arc::ptr_eq(&queued, &locks.account("did:plc:queued")));
+        drop(held);
+        assert!(locks.account("did:plc:held").cache.try_lock().is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_accounts_block_bytes_are_counted_together() {
+        let locks = RepoLocks::new(150);
+        let cid = |n: &str| atproto::cid::raw_cid(n.as_bytes());
+        let (a, b) = (cid("a"), cid("b"));
+        locks.lock("did:plc:a").await.remember([(&a, &[0u8; 100][..])].into_iter());
+        assert!(!locks.over_budget());
+        let mut other = locks.lock("did:plc:b").await;
+        other.remember([(&b, &[0u8; 100][..])].into_iter());
+        assert!(locks.over_budget());
+        other.set_blocks(BlockCache::new());
+        assert_eq!(locks.cached.load(Ordering::Relaxed), 100);
     }
 }

@@ -613,7 +613,15 @@ async fn drive(w: RepoWriter, did: Did, account: Arc<Account>) {
     loop {
         let permit = account.storing_permit().await;
         let mut cache = account.lock().await;
-        let Some(jobs) = account.take(MAX_WRITES) else { return };
+        let Some(jobs) = account.take(MAX_WRITES) else {
+            // Going idle: past the bound for all accounts together, an idle one keeps nothing
+            // (once its commits in flight, which may need its blocks, are stored).
+            if w.locks.over_budget() {
+                cache.settle().await;
+                cache.set_blocks(BlockCache::new());
+            }
+            return;
+        };
         if account.take_stale() {
             cache.head = None;
         }
