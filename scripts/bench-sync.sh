@@ -34,10 +34,16 @@ wpids=()
 for n in 1 2 3 4; do node bench/writes.js "$V" "fh$n.localhost" bench-password "$per" 4 >"$work/w$n" & wpids+=($!); done
 wait "${wpids[@]}"
 cat "$work"/w?
-fh=$(target/release/examples/firehose_load "ws://127.0.0.1:$VOW_PORT" "$SUBSCRIBERS" "$EVENTS")
+# Writes that queue while a commit is signed share one commit, so there are fewer events than
+# writes: the subscribers read up to the newest.
+events=$(curl -sf -u admin:admin "$V/metrics" | awk '/^vow_firehose_head_seq /{print $2}')
+rss_fh=$(ps -o rss= -p "$vow_pid" | tr -d ' ')
+fh=$(target/release/examples/firehose_load "ws://127.0.0.1:$VOW_PORT" "$SUBSCRIBERS" "$events")
+rss_fh_after=$(ps -o rss= -p "$vow_pid" | tr -d ' ')
 
 echo
 echo "== summary ($(nproc) cores)"
 echo "getRepo $RECORDS records ($size bytes): ref ${ref_t}s  vow ${vow_t}s  ratio $(node -pe "($ref_t/$vow_t).toFixed(1)")x"
 echo "vow RSS while streaming: before $((rss_before / 1024)) MB, peak $((peak / 1024)) MB, growth $(((peak - rss_before) / 1024)) MB"
-echo "firehose replay, $SUBSCRIBERS subscribers: $fh"
+echo "firehose replay, $SUBSCRIBERS subscribers, $events events each: $fh"
+echo "vow RSS before the replay $((rss_fh / 1024)) MB, after $((rss_fh_after / 1024)) MB"

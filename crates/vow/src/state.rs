@@ -106,6 +106,7 @@ impl Services {
             lexicons,
             tids: tids.clone(),
             signer_timeout: config.signer_timeout,
+            stores: Default::default(),
         };
         let rotation_key = Arc::new(rotation_key);
         let jwk = Arc::new(jwk); // the session tokens' key: `tokens` owns it

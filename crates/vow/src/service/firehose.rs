@@ -96,6 +96,14 @@ impl Sequencer<'_> {
         seq
     }
 
+    /// Takes back the last event pushed, whose statements were rolled back (a savepoint of the
+    /// transaction failed): its number goes to the next one.
+    pub fn retract(&mut self) {
+        if self.frames.pop().is_some() {
+            self.next -= 1;
+        }
+    }
+
     /// Call once the transaction has committed: sends the frames to live subscribers.
     pub fn publish(mut self) {
         if self.frames.is_empty() {

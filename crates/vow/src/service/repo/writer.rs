@@ -121,6 +121,8 @@ pub struct RepoWriter {
     pub tids: Arc<atproto::syntax::TidGenerator>,
     /// How long a write waits for the user's signer.
     pub signer_timeout: std::time::Duration,
+    /// Signed commits waiting to be stored, all accounts together.
+    pub stores: Arc<StoreQueue>,
 }
 
 /// A change to the record index and the event.
@@ -908,12 +910,20 @@ async fn land(
     if let Some(mut before) = before {
         let _ = before.changed().await; // closed once it is stored or failed
     }
-    let outcome = match put {
-        Err(e) => Err(Attempt::from(e)),
+    let (s, outcome) = match put {
+        Err(e) => (s, Err(Attempt::from(e))),
         Ok(protected) => {
-            let stored = store_signed(&w, &did, &s).await;
+            let (back, stored) = store_grouped(&w, &did, s).await;
             drop(protected);
-            stored
+            match back {
+                Some(s) => (s, stored),
+                // The store task went away with the commit: its requests learn so from their
+                // dropped answers.
+                None => {
+                    account.mark_stale();
+                    return;
+                }
+            }
         }
     };
     if outcome.is_err() {
@@ -951,34 +961,6 @@ async fn land(
     }
 }
 
-/// Phase 6 for a signed batch: sequenced and stored, then published.
-async fn store_signed(w: &RepoWriter, did: &Did, s: &Signed) -> Result<(), Attempt> {
-    let mut events = w.firehose.sequencer().await?;
-    let landing = Landing {
-        did,
-        head: s.head,
-        commit: s.commit,
-        rev: &s.rev,
-        blocks: &s.blocks,
-        changes: &s.changes,
-        released: &s.released,
-        referenced: &s.referenced,
-    };
-    let event = Event::Commit {
-        did: did.as_str(),
-        commit: s.commit,
-        rev: s.rev.as_str(),
-        since: Some(s.prev_rev.as_str()),
-        blocks: s.event_car.clone(),
-        ops: s.proof.ops.clone(),
-        blobs: s.proof.blobs.clone(),
-        prev_data: Some(s.prev_data),
-    };
-    store(w, landing, &mut events, event).await?;
-    events.publish();
-    Ok(())
-}
-
 /// A signed commit, ready to store.
 struct Landing<'a> {
     did: &'a Did,
@@ -995,17 +977,18 @@ struct Landing<'a> {
 }
 
 /// The root moves, the record index, block references and blob references change and the
-/// event is appended, in one transaction (and one round trip for the statements). Fails with
+/// event is appended, in the caller's transaction (and one round trip for the statements). On
+/// failure the caller rolls back what it did (see [`store_group`]). Fails with
 /// [`Attempt::RootMoved`] when the root is no longer at `head`.
 async fn store(
     w: &RepoWriter,
+    tx: &mut sqlx::SqliteConnection,
     c: Landing<'_>,
     events: &mut crate::service::firehose::Sequencer<'_>,
     event: Event<'_>,
 ) -> Result<(), Attempt> {
     let did = c.did.as_str();
-    let mut tx = w.db.begin().await?;
-    if !move_root(&mut tx, c.did, c.head, c.commit, c.rev).await? {
+    if !move_root(tx, c.did, c.head, c.commit, c.rev).await? {
         return Err(Attempt::RootMoved);
     }
     // The record index goes before the block references that consult it.
@@ -1022,11 +1005,144 @@ async fn store(
     refs::push_add_blocks(&mut batch, did, c.rev.as_str(), &block_cids_of(c.blocks));
     refs::push_drop_blocks(&mut batch, did, c.released);
     // The clean-up of unreferenced blobs may have run since the first check.
-    check_blobs(&mut tx, c.did, c.referenced).await?;
+    check_blobs(tx, c.did, c.referenced).await?;
     events.push(&mut batch, event);
-    refs::execute(&mut tx, batch).await?;
-    tx.commit().await?;
+    if let Err(e) = refs::execute(tx, batch).await {
+        events.retract();
+        return Err(e.into());
+    }
     Ok(())
+}
+
+/// Signed commits, of any accounts, waiting to be stored. One task at a time stores all that
+/// have gathered in one transaction (each commit in a savepoint of its own), so the cost of a
+/// transaction is paid once per group, not once per commit. An account's commits never share
+/// a group: each waits until the one before it is stored.
+#[derive(Default)]
+pub struct StoreQueue(std::sync::Mutex<StoreWaiting>);
+
+#[derive(Default)]
+struct StoreWaiting {
+    pending: Vec<Pending>,
+    /// Whether a task is storing.
+    storing: bool,
+}
+
+/// A commit waiting in the [`StoreQueue`], handed back with the outcome.
+struct Pending {
+    did: Did,
+    signed: Signed,
+    reply: tokio::sync::oneshot::Sender<(Signed, Result<(), Attempt>)>,
+}
+
+/// Most commits stored in one transaction.
+const MAX_GROUP: usize = 64;
+
+/// Stores `signed` with whatever other commits are waiting (see [`StoreQueue`]).
+async fn store_grouped(w: &RepoWriter, did: &Did, signed: Signed) -> (Option<Signed>, Result<(), Attempt>) {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let start = {
+        let mut q = w.stores.0.lock().unwrap_or_else(|e| e.into_inner());
+        q.pending.push(Pending { did: did.clone(), signed, reply });
+        !std::mem::replace(&mut q.storing, true)
+    };
+    if start {
+        tokio::spawn(store_groups(w.clone()));
+    }
+    match answer.await {
+        Ok((signed, outcome)) => (Some(signed), outcome),
+        Err(_) => (None, Err(XrpcError::internal("the store task stopped", did).into())),
+    }
+}
+
+/// The store task: takes what is waiting, stores it as one transaction, answers, and goes on
+/// until nothing waits.
+async fn store_groups(w: RepoWriter) {
+    loop {
+        let group: Vec<Pending> = {
+            let mut q = w.stores.0.lock().unwrap_or_else(|e| e.into_inner());
+            if q.pending.is_empty() {
+                q.storing = false;
+                return;
+            }
+            let n = q.pending.len().min(MAX_GROUP);
+            q.pending.drain(..n).collect()
+        };
+        metrics::histogram!("vow_store_group_commits").record(group.len() as f64);
+        let outcomes = store_group(&w, &group).await;
+        for (p, outcome) in group.into_iter().zip(outcomes) {
+            let _ = p.reply.send((p.signed, outcome));
+        }
+    }
+}
+
+/// Phase 6 for a group of signed commits: sequenced and stored in one transaction, then
+/// published. A commit that fails is rolled back alone; the group fails together only if the
+/// transaction itself does.
+async fn store_group(w: &RepoWriter, group: &[Pending]) -> Vec<Result<(), Attempt>> {
+    let all_failed = |e: sqlx::Error| {
+        let e = XrpcError::from(e);
+        group.iter().map(|_| Err(Attempt::Failed(e.clone()))).collect()
+    };
+    let mut events = match w.firehose.sequencer().await {
+        Ok(events) => events,
+        Err(e) => return all_failed(e),
+    };
+    let mut tx = match w.db.begin().await {
+        Ok(tx) => tx,
+        Err(e) => return all_failed(e),
+    };
+    let mut outcomes = Vec::with_capacity(group.len());
+    for p in group {
+        let s = &p.signed;
+        let landing = Landing {
+            did: &p.did,
+            head: s.head,
+            commit: s.commit,
+            rev: &s.rev,
+            blocks: &s.blocks,
+            changes: &s.changes,
+            released: &s.released,
+            referenced: &s.referenced,
+        };
+        let event = Event::Commit {
+            did: p.did.as_str(),
+            commit: s.commit,
+            rev: s.rev.as_str(),
+            since: Some(s.prev_rev.as_str()),
+            blocks: s.event_car.clone(),
+            ops: s.proof.ops.clone(),
+            blobs: s.proof.blobs.clone(),
+            prev_data: Some(s.prev_data),
+        };
+        if group.len() == 1 {
+            // Alone, it needs no savepoint: a failure rolls the whole transaction back.
+            let outcome = store(w, &mut tx, landing, &mut events, event).await;
+            if outcome.is_err() {
+                drop(tx);
+                return vec![outcome];
+            }
+            outcomes.push(outcome);
+            continue;
+        }
+        // Each in a savepoint of its own: one that fails leaves nothing, and the rest go on.
+        let outcome = match sqlx::Acquire::begin(&mut *tx).await {
+            Err(e) => Err(e.into()),
+            Ok(mut one) => match store(w, &mut one, landing, &mut events, event).await {
+                Ok(()) => one.commit().await.map_err(|e| {
+                    events.retract();
+                    Attempt::from(e)
+                }),
+                Err(e) => Err(e), // dropped: rolled back to the savepoint
+            },
+        };
+        outcomes.push(outcome);
+    }
+    if let Err(e) = tx.commit().await {
+        return all_failed(e);
+    }
+    events.publish();
+    outcomes
 }
 
 /// Every blob a new record references must have been uploaded by this account.
@@ -1082,7 +1198,13 @@ pub async fn resign_head(w: &RepoWriter, did: &Did) -> XrpcResult<bool> {
         Landing { did, head, commit, rev: &rev, blocks: &blocks, changes: &[], released: &[head], referenced: &[] };
     let event = Event::Sync { did: did.as_str(), rev: rev.as_str(), blocks: car };
     cache.head = None;
-    match store(w, landing, &mut events, event).await {
+    let stored = async {
+        let mut tx = w.db.begin().await?;
+        store(w, &mut tx, landing, &mut events, event).await?; // dropped on failure: rolled back
+        tx.commit().await?;
+        Ok::<(), Attempt>(())
+    };
+    match stored.await {
         Ok(()) => {}
         Err(Attempt::Failed(e)) => {
             release_later(w, vec![commit]);
