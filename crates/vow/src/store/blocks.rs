@@ -293,13 +293,15 @@ impl BlockStore for IpfsStore {
         };
         let referenced =
             referenced_blocks(db, &candidates).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let mut released = 0;
-        for cid in candidates.iter().filter(|c| !referenced.contains(&c.to_string())) {
-            self.kubo.unpin(cid, false).await?;
-            self.cache.invalidate(cid);
-            released += 1;
+        let unreferenced: Vec<Cid> = candidates.into_iter().filter(|c| !referenced.contains(&c.to_string())).collect();
+        // One call per chunk: the gate is held meanwhile, and writers wait on it.
+        for chunk in unreferenced.chunks(100) {
+            self.kubo.unpin_many(chunk).await?;
+            for cid in chunk {
+                self.cache.invalidate(cid);
+            }
         }
-        Ok(released)
+        Ok(unreferenced.len())
     }
 }
 

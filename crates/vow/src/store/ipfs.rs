@@ -180,6 +180,30 @@ impl Kubo {
         }
     }
 
+    /// Removes direct pins, in one call; a CID that is not pinned is not an error (the call is
+    /// then made again one CID at a time, since the node refuses the whole list).
+    pub async fn unpin_many(&self, cids: &[Cid]) -> Result<(), IpfsError> {
+        if cids.len() < 2 {
+            return match cids.first() {
+                Some(cid) => self.unpin(cid, false).await,
+                None => Ok(()),
+            };
+        }
+        let args: Vec<String> = cids.iter().map(Cid::to_string).collect();
+        let mut query: Vec<(&str, &str)> = args.iter().map(|a| ("arg", a.as_str())).collect();
+        query.push(("recursive", "false"));
+        match self.post("pin/rm", &query, None, Some(self.timeout)).await {
+            Ok(_) => Ok(()),
+            Err(IpfsError::Node(m)) if m.contains("not pinned") => {
+                for cid in cids {
+                    self.unpin(cid, false).await?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Adds a file as UnixFS (CIDv1, raw leaves, pinned) and returns its root CID. The file is
     /// streamed, never read whole; `len` is its size.
     pub async fn add_file(&self, file: tokio::fs::File, len: u64) -> Result<Cid, IpfsError> {
