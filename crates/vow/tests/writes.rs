@@ -631,21 +631,6 @@ async fn taken_down_and_deactivated_repos_are_not_served() {
     }
 }
 
-/// The value of an unlabelled metric in `/metrics`.
-async fn metric(s: &Stack, name: &str) -> f64 {
-    let text = s
-        .http
-        .get(format!("{}/metrics", s.url))
-        .basic_auth("admin", Some("admin-secret"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
-}
-
 /// Group commit: requests that queue while a commit is being signed are committed together,
 /// one signature and one `#commit` for all of them, each answered with its own result; a bad
 /// write among them fails alone.
@@ -665,7 +650,7 @@ async fn writes_queued_during_a_signature_share_one_commit() {
         assert!(std::process::Command::new("kill").arg(sig).arg(signer.pid().to_string()).status().unwrap().success())
     };
     stop("-STOP");
-    let requests_before = metric(&s, "vow_write_requests_total").await;
+    let requests_before = s.metric("vow_write_requests_total").await;
     let call = |body: Value, nsid: &'static str| {
         let (s, access) = (&s, erin.access.clone());
         async move { s.call("POST", nsid, Some(&access), Some(body)).await }
@@ -686,8 +671,8 @@ async fn writes_queued_during_a_signature_share_one_commit() {
         }
     });
     // The first write left the queue for the signer before the others arrive.
-    while metric(&s, "vow_write_requests_total").await < requests_before + 1.0
-        || metric(&s, "vow_write_queue_requests").await != 0.0
+    while s.metric("vow_write_requests_total").await < requests_before + 1.0
+        || s.metric("vow_write_queue_requests").await != 0.0
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -725,7 +710,7 @@ async fn writes_queued_during_a_signature_share_one_commit() {
     ]);
     // Let go of the signer only once all seven are queued behind the first.
     let release = async {
-        while metric(&s, "vow_write_queue_requests").await < 7.0 {
+        while s.metric("vow_write_queue_requests").await < 7.0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         stop("-CONT");
@@ -768,5 +753,5 @@ async fn writes_queued_during_a_signature_share_one_commit() {
     assert_eq!(paths, expected);
     assert_eq!(commit_frame_body(&frames[1].0)["commit"]["$link"], alone["commit"]["cid"]);
     assert_eq!(record_count(&s, &erin.did).await, 5);
-    assert!(metric(&s, "vow_commit_batch_requests_sum").await >= 3.0);
+    assert!(s.metric("vow_commit_batch_requests_sum").await >= 3.0);
 }

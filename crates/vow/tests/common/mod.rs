@@ -345,6 +345,14 @@ impl Stack {
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
+    /// The value of an unlabelled metric in `/metrics` (read with the admin's credentials), 0
+    /// when it is not there yet.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let res = self.http.get(format!("{}/metrics", self.url)).basic_auth("admin", Some("admin-secret")).send();
+        let text = res.await.unwrap().text().await.unwrap();
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
+    }
+
     pub async fn invite(&self, uses: i64) -> String {
         let res = self
             .http

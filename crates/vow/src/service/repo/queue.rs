@@ -271,12 +271,9 @@ impl RepoLocks {
     }
 
     /// How many accounts it knows now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.accounts.lock().unwrap_or_else(|e| e.into_inner()).by_did.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Takes the account's lock once the commits it has in flight are stored, so the database

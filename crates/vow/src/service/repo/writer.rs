@@ -1059,7 +1059,7 @@ async fn store_grouped(w: &RepoWriter, did: &Did, signed: Signed) -> (Option<Sig
 /// until nothing waits.
 async fn store_groups(w: RepoWriter) {
     loop {
-        let group: Vec<Pending> = {
+        let mut group: Vec<Pending> = {
             let mut q = w.stores.0.lock().unwrap_or_else(|e| e.into_inner());
             if q.pending.is_empty() {
                 q.storing = false;
@@ -1069,7 +1069,7 @@ async fn store_groups(w: RepoWriter) {
             q.pending.drain(..n).collect()
         };
         metrics::histogram!("vow_store_group_commits").record(group.len() as f64);
-        let outcomes = store_group(&w, &group).await;
+        let outcomes = store_group(&w, &mut group).await;
         for (p, outcome) in group.into_iter().zip(outcomes) {
             let _ = p.reply.send((p.signed, outcome));
         }
@@ -1079,10 +1079,11 @@ async fn store_groups(w: RepoWriter) {
 /// Phase 6 for a group of signed commits: sequenced and stored in one transaction, then
 /// published. A commit that fails is rolled back alone; the group fails together only if the
 /// transaction itself does.
-async fn store_group(w: &RepoWriter, group: &[Pending]) -> Vec<Result<(), Attempt>> {
+async fn store_group(w: &RepoWriter, group: &mut [Pending]) -> Vec<Result<(), Attempt>> {
+    let n = group.len();
     let all_failed = |e: sqlx::Error| {
         let e = XrpcError::from(e);
-        group.iter().map(|_| Err(Attempt::Failed(e.clone()))).collect()
+        (0..n).map(|_| Err(Attempt::Failed(e.clone()))).collect()
     };
     let mut events = match w.firehose.sequencer().await {
         Ok(events) => events,
@@ -1093,7 +1094,10 @@ async fn store_group(w: &RepoWriter, group: &[Pending]) -> Vec<Result<(), Attemp
         Err(e) => return all_failed(e),
     };
     let mut outcomes = Vec::with_capacity(group.len());
-    for p in group {
+    for p in group.iter_mut() {
+        // The event's parts go to the event: nothing after the store needs them.
+        let event_car = std::mem::take(&mut p.signed.event_car);
+        let (ops, blobs) = (std::mem::take(&mut p.signed.proof.ops), std::mem::take(&mut p.signed.proof.blobs));
         let s = &p.signed;
         let landing = Landing {
             did: &p.did,
@@ -1110,12 +1114,12 @@ async fn store_group(w: &RepoWriter, group: &[Pending]) -> Vec<Result<(), Attemp
             commit: s.commit,
             rev: s.rev.as_str(),
             since: Some(s.prev_rev.as_str()),
-            blocks: s.event_car.clone(),
-            ops: s.proof.ops.clone(),
-            blobs: s.proof.blobs.clone(),
+            blocks: event_car,
+            ops,
+            blobs,
             prev_data: Some(s.prev_data),
         };
-        if group.len() == 1 {
+        if n == 1 {
             // Alone, it needs no savepoint: a failure rolls the whole transaction back.
             let outcome = store(w, &mut tx, landing, &mut events, event).await;
             if outcome.is_err() {
