@@ -107,6 +107,10 @@ impl Services {
             tids: tids.clone(),
             signer_timeout: config.signer_timeout,
             stores: Default::default(),
+            commits: Arc::new(crate::store::db::commits::CommitStore::open(
+                &config.db_path,
+                crate::store::db::cache_kib_per_connection(config.db_cache_bytes),
+            )?),
         };
         let rotation_key = Arc::new(rotation_key);
         let jwk = Arc::new(jwk); // the session tokens' key: `tokens` owns it

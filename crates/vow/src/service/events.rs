@@ -180,17 +180,16 @@ pub fn encode(seq: i64, event: &Event<'_>, time: &str) -> Vec<u8> {
 
 /// Adds the statement storing `event` as number `seq` to a batch; returns its frame.
 pub(crate) fn push_insert(q: &mut crate::store::db::refs::Batch, seq: i64, event: &Event<'_>) -> Vec<u8> {
+    let row = row(seq, event);
+    crate::store::db::events::push_insert(q, seq, &row);
+    row.frame
+}
+
+/// The firehose row for `event` as number `seq`, its frame encoded now.
+pub(crate) fn row(seq: i64, event: &Event<'_>) -> crate::store::db::commits::EventRow {
     let now_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
     let time = crate::store::db::format_timestamp(now_ms);
     let frame = encode(seq, event, &time);
-    q.push("INSERT INTO firehose (seq, did, kind, frame, created_at) VALUES (");
-    let mut values = q.separated(", ");
-    values.push_bind(seq);
-    values.push_bind(event.did().to_owned());
-    values.push_bind(event.kind());
-    values.push_bind(frame.clone());
-    values.push_bind(now_ms);
-    q.push("); ");
-    frame
+    crate::store::db::commits::EventRow { did: event.did().to_owned(), kind: event.kind(), frame, created_at: now_ms }
 }

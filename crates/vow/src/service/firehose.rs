@@ -91,19 +91,23 @@ impl Sequencer<'_> {
 
     /// Adds the statement storing `event` under the next sequence number to the caller's batch,
     /// which must run in the transaction this sequencer is held around.
-    pub fn push(&mut self, q: &mut crate::store::db::refs::Batch, event: Event<'_>) -> i64 {
+    fn push(&mut self, q: &mut crate::store::db::refs::Batch, event: Event<'_>) -> i64 {
         let seq = self.next;
         self.frames.push((seq, crate::service::events::push_insert(q, seq, &event)));
         self.next += 1;
         seq
     }
 
-    /// Takes back the last event pushed, whose statements were rolled back (a savepoint of the
-    /// transaction failed): its number goes to the next one.
-    pub fn retract(&mut self) {
-        if self.frames.pop().is_some() {
-            self.next -= 1;
-        }
+    /// The number the next event stored takes.
+    pub fn next_seq(&self) -> i64 {
+        self.next
+    }
+
+    /// Records an event stored, by the caller's transaction, as number `seq` (the next one).
+    pub fn stored(&mut self, seq: i64, frame: Vec<u8>) {
+        debug_assert_eq!(seq, self.next, "events are stored in order");
+        self.frames.push((seq, frame));
+        self.next = seq + 1;
     }
 
     /// Call once the transaction has committed: sends the frames to live subscribers.

@@ -16,12 +16,13 @@ use atproto::syntax::{Did, Nsid, RecordKey, Tid};
 use serde_json::{Value, json};
 
 use crate::error::{XrpcError, XrpcResult};
-use crate::service::events::{Event, RepoOp};
+use crate::service::events::{self, Event, RepoOp};
 use crate::service::signer::OpSummary;
 use crate::service::signer::protocol::{CommitEvidence, EvidenceOp};
 use crate::store::blocks::{BlockCache, BlockStore, SyncReader};
+use crate::store::db::accounts;
+use crate::store::db::commits::{CommitRows, EventRow, Outcome, RecordRow};
 use crate::store::db::refs;
-use crate::store::db::{self, accounts};
 
 /// Largest record accepted, in DAG-CBOR bytes.
 pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
@@ -123,6 +124,8 @@ pub struct RepoWriter {
     pub signer_timeout: std::time::Duration,
     /// Signed commits waiting to be stored, all accounts together.
     pub stores: Arc<StoreQueue>,
+    /// The connection they are stored on.
+    pub commits: Arc<crate::store::db::commits::CommitStore>,
 }
 
 /// A change to the record index and the event.
@@ -178,7 +181,7 @@ fn prepare_record(w: &RepoWriter, collection: &Nsid, value: &Value, validate: Op
     Ok(Prepared { cid: atproto::cid::cbor_cid(&bytes), blobs: atproto::data::blob_refs(&ipld), bytes, status })
 }
 
-fn blob_not_found(cid: &Cid) -> XrpcError {
+fn blob_not_found(cid: impl std::fmt::Display) -> XrpcError {
     XrpcError::named(
         "BlobNotFound",
         format!("Could not find blob {cid}; upload it with com.atproto.repo.uploadBlob before referencing it"),
@@ -276,10 +279,6 @@ fn read_blocks<'a>(source: &impl BlockSource, cids: impl IntoIterator<Item = &'a
 /// Moves the account's root from `old` to `new` at `rev` if it is at `old`: the
 /// compare-and-swap behind the account lock. Returns false when it was not there: something
 /// outside the write pipeline moved the root, or the commit before this one failed to store.
-async fn move_root(conn: &mut sqlx::SqliteConnection, did: &Did, old: Cid, new: Cid, rev: &Tid) -> XrpcResult<bool> {
-    Ok(accounts::move_root(conn, did.as_str(), &old.to_string(), &new.to_string(), rev.as_str()).await?)
-}
-
 /// Releases, after the fact, those of `candidates` no repo references (a no-op on the
 /// embedded store, which does it inside the transaction).
 fn release_later(w: &RepoWriter, candidates: Vec<Cid>) {
@@ -976,42 +975,71 @@ struct Landing<'a> {
     referenced: &'a [Cid],
 }
 
-/// The root moves, the record index, block references and blob references change and the
-/// event is appended, in the caller's transaction (and one round trip for the statements). On
-/// failure the caller rolls back what it did (see [`store_group`]). Fails with
-/// [`Attempt::RootMoved`] when the root is no longer at `head`.
-async fn store(
-    w: &RepoWriter,
-    tx: &mut sqlx::SqliteConnection,
-    c: Landing<'_>,
-    events: &mut crate::service::firehose::Sequencer<'_>,
-    event: Event<'_>,
-) -> Result<(), Attempt> {
-    let did = c.did.as_str();
-    if !move_root(tx, c.did, c.head, c.commit, c.rev).await? {
-        return Err(Attempt::RootMoved);
+/// The rows `c` stores: the root moves, the record index, block and blob references change
+/// and the event (`event` encodes it once its number is known) is appended, on the commit
+/// connection (see [`crate::store::db::commits`]).
+fn commit_rows(w: &RepoWriter, c: Landing<'_>, event: Box<dyn FnOnce(i64) -> EventRow + Send>) -> CommitRows {
+    let strings = |cids: &[Cid]| cids.iter().map(Cid::to_string).collect();
+    let blocks = if w.blocks.in_metadata_db() {
+        c.blocks.iter().map(|(cid, bytes)| (cid.to_string(), bytes.to_vec())).collect()
+    } else {
+        Vec::new()
+    };
+    let records = c
+        .changes
+        .iter()
+        .map(|ch| RecordRow {
+            collection: ch.collection.clone(),
+            rkey: ch.rkey.clone(),
+            cid: ch.cid.map(|cid| cid.to_string()),
+            existed: ch.prev.is_some(),
+            blobs: strings(&ch.blobs),
+        })
+        .collect();
+    CommitRows {
+        did: c.did.as_str().to_owned(),
+        old_root: c.head.to_string(),
+        new_root: c.commit.to_string(),
+        rev: c.rev.as_str().to_owned(),
+        blocks,
+        records,
+        add_blocks: strings(&block_cids_of(c.blocks)),
+        drop_blocks: strings(c.released),
+        referenced: strings(c.referenced),
+        event,
     }
-    // The record index goes before the block references that consult it.
-    let mut batch = refs::batch();
-    if w.blocks.in_metadata_db() {
-        crate::store::blocks::push_insert_blocks(&mut batch, c.blocks);
-    }
-    for ch in c.changes {
-        refs::push_set_record(&mut batch, did, &ch.collection, &ch.rkey, ch.cid, c.rev.as_str(), &db::now());
-        if ch.prev.is_some() || !ch.blobs.is_empty() {
-            refs::push_set_record_blobs(&mut batch, did, &ch.collection, &ch.rkey, &ch.blobs, ch.prev.is_some());
-        }
-    }
-    refs::push_add_blocks(&mut batch, did, c.rev.as_str(), &block_cids_of(c.blocks));
-    refs::push_drop_blocks(&mut batch, did, c.released);
-    // The clean-up of unreferenced blobs may have run since the first check.
-    check_blobs(tx, c.did, c.referenced).await?;
-    events.push(&mut batch, event);
-    if let Err(e) = refs::execute(tx, batch).await {
-        events.retract();
-        return Err(e.into());
-    }
-    Ok(())
+}
+
+/// Phase 6 for commits ready to store: sequenced and stored in one transaction on the commit
+/// connection, then published. A commit that fails is rolled back alone; the group fails
+/// together only if the transaction itself does.
+async fn store_rows(w: &RepoWriter, rows: Vec<CommitRows>) -> Vec<Result<(), Attempt>> {
+    let n = rows.len();
+    let all_failed = |e: XrpcError| (0..n).map(|_| Err(Attempt::Failed(e.clone()))).collect();
+    let database = |e: crate::store::db::commits::Error| XrpcError::internal("database error", e);
+    let mut events = match w.firehose.sequencer().await {
+        Ok(events) => events,
+        Err(e) => return all_failed(e.into()),
+    };
+    let outcomes = match w.commits.store(rows, events.next_seq()).await {
+        Ok(outcomes) => outcomes,
+        Err(e) => return all_failed(database(e)),
+    };
+    let results = outcomes
+        .into_iter()
+        .map(|outcome| match outcome {
+            Outcome::Stored { seq, frame } => {
+                events.stored(seq, frame);
+                Ok(())
+            }
+            Outcome::RootMoved => Err(Attempt::RootMoved),
+            // The clean-up of unreferenced blobs may have run since the first check.
+            Outcome::BlobMissing(cid) => Err(Attempt::Failed(blob_not_found(cid))),
+            Outcome::Failed(e) => Err(Attempt::Failed(database(e))),
+        })
+        .collect();
+    events.publish();
+    results
 }
 
 /// Signed commits, of any accounts, waiting to be stored. One task at a time stores all that
@@ -1076,88 +1104,36 @@ async fn store_groups(w: RepoWriter) {
     }
 }
 
-/// Phase 6 for a group of signed commits: sequenced and stored in one transaction, then
-/// published. A commit that fails is rolled back alone; the group fails together only if the
-/// transaction itself does.
+/// Phase 6 for a group of signed commits (see [`store_rows`]).
 async fn store_group(w: &RepoWriter, group: &mut [Pending]) -> Vec<Result<(), Attempt>> {
-    let n = group.len();
-    let all_failed = |e: sqlx::Error| {
-        let e = XrpcError::from(e);
-        (0..n).map(|_| Err(Attempt::Failed(e.clone()))).collect()
-    };
-    let mut events = match w.firehose.sequencer().await {
-        Ok(events) => events,
-        Err(e) => return all_failed(e),
-    };
-    let mut tx = match w.db.begin().await {
-        Ok(tx) => tx,
-        Err(e) => return all_failed(e),
-    };
-    let mut outcomes = Vec::with_capacity(group.len());
-    for p in group.iter_mut() {
-        // The event's parts go to the event: nothing after the store needs them.
-        let event_car = std::mem::take(&mut p.signed.event_car);
-        let (ops, blobs) = (std::mem::take(&mut p.signed.proof.ops), std::mem::take(&mut p.signed.proof.blobs));
-        let s = &p.signed;
-        let landing = Landing {
-            did: &p.did,
-            head: s.head,
-            commit: s.commit,
-            rev: &s.rev,
-            blocks: &s.blocks,
-            changes: &s.changes,
-            released: &s.released,
-            referenced: &s.referenced,
-        };
-        let event = Event::Commit {
-            did: p.did.as_str(),
-            commit: s.commit,
-            rev: s.rev.as_str(),
-            since: Some(s.prev_rev.as_str()),
-            blocks: event_car,
-            ops,
-            blobs,
-            prev_data: Some(s.prev_data),
-        };
-        if n == 1 {
-            // Alone, it needs no savepoint: a failure rolls the whole transaction back.
-            let outcome = store(w, &mut tx, landing, &mut events, event).await;
-            if outcome.is_err() {
-                drop(tx);
-                return vec![outcome];
-            }
-            outcomes.push(outcome);
-            continue;
-        }
-        // Each in a savepoint of its own: one that fails leaves nothing, and the rest go on.
-        let outcome = match sqlx::Acquire::begin(&mut *tx).await {
-            Err(e) => Err(e.into()),
-            Ok(mut one) => match store(w, &mut one, landing, &mut events, event).await {
-                Ok(()) => one.commit().await.map_err(|e| {
-                    events.retract();
-                    Attempt::from(e)
-                }),
-                Err(e) => Err(e), // dropped: rolled back to the savepoint
-            },
-        };
-        outcomes.push(outcome);
-    }
-    if let Err(e) = tx.commit().await {
-        return all_failed(e);
-    }
-    events.publish();
-    outcomes
-}
-
-/// Every blob a new record references must have been uploaded by this account.
-async fn check_blobs(conn: &mut sqlx::SqliteConnection, did: &Did, referenced: &[Cid]) -> XrpcResult<()> {
-    if referenced.is_empty() {
-        return Ok(());
-    }
-    match refs::missing_blobs(conn, did.as_str(), referenced).await?.first() {
-        Some(cid) => Err(blob_not_found(cid)),
-        None => Ok(()),
-    }
+    let rows = group
+        .iter_mut()
+        .map(|p| {
+            // The event's parts go to the event: nothing after the store needs them.
+            let blocks = std::mem::take(&mut p.signed.event_car);
+            let (ops, blobs) = (std::mem::take(&mut p.signed.proof.ops), std::mem::take(&mut p.signed.proof.blobs));
+            let s = &p.signed;
+            let (did, rev, since) = (p.did.to_string(), s.rev.to_string(), s.prev_rev.to_string());
+            let (commit, prev_data) = (s.commit, s.prev_data);
+            let event = move |seq| {
+                let since = Some(since.as_str());
+                let prev_data = Some(prev_data);
+                events::row(seq, &Event::Commit { did: &did, commit, rev: &rev, since, blocks, ops, blobs, prev_data })
+            };
+            let landing = Landing {
+                did: &p.did,
+                head: s.head,
+                commit: s.commit,
+                rev: &s.rev,
+                blocks: &s.blocks,
+                changes: &s.changes,
+                released: &s.released,
+                referenced: &s.referenced,
+            };
+            commit_rows(w, landing, Box::new(event))
+        })
+        .collect();
+    store_rows(w, rows).await
 }
 
 /// Re-signs the head commit with the account's key when that key did not sign it: the genesis
@@ -1197,18 +1173,14 @@ pub async fn resign_head(w: &RepoWriter, did: &Did) -> XrpcResult<bool> {
     blocks.insert(commit, commit_bytes);
     let _protected = put_blocks(w, &blocks).await?;
     let car = atproto::car::encode(&[commit], blocks.iter());
-    let mut events = w.firehose.sequencer().await?;
     let landing =
         Landing { did, head, commit, rev: &rev, blocks: &blocks, changes: &[], released: &[head], referenced: &[] };
-    let event = Event::Sync { did: did.as_str(), rev: rev.as_str(), blocks: car };
+    let (did_owned, rev_owned) = (did.to_string(), rev.to_string());
+    let event = move |seq| events::row(seq, &Event::Sync { did: &did_owned, rev: &rev_owned, blocks: car });
+    let rows = commit_rows(w, landing, Box::new(event));
     cache.head = None;
-    let stored = async {
-        let mut tx = w.db.begin().await?;
-        store(w, &mut tx, landing, &mut events, event).await?; // dropped on failure: rolled back
-        tx.commit().await?;
-        Ok::<(), Attempt>(())
-    };
-    match stored.await {
+    let stored = store_rows(w, vec![rows]).await.pop().unwrap_or(Err(Attempt::RootMoved));
+    match stored {
         Ok(()) => {}
         Err(Attempt::Failed(e)) => {
             release_later(w, vec![commit]);
@@ -1219,7 +1191,6 @@ pub async fn resign_head(w: &RepoWriter, did: &Did) -> XrpcResult<bool> {
             return Err(XrpcError::internal("repo root moved during a locked re-sign", did));
         }
     }
-    events.publish();
     release_later(w, vec![head]);
     tracing::info!(%did, %rev, "head re-signed with the account's key and announced with #sync");
     Ok(true)

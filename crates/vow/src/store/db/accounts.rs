@@ -70,26 +70,6 @@ pub async fn repo_root(db: impl sqlx::SqliteExecutor<'_>, did: &str) -> Result<O
     Ok(row.and_then(|(root,)| root))
 }
 
-/// Moves the account's root from `old` to `new` at `rev` if it is still at `old` (a
-/// compare-and-swap); returns whether it moved.
-pub async fn move_root(
-    conn: &mut sqlx::SqliteConnection,
-    did: &str,
-    old: &str,
-    new: &str,
-    rev: &str,
-) -> Result<bool, sqlx::Error> {
-    let moved = sqlx::query("UPDATE accounts SET repo_root = ?, repo_rev = ? WHERE did = ? AND repo_root = ?")
-        .bind(new)
-        .bind(rev)
-        .bind(did)
-        .bind(old)
-        .execute(&mut *conn)
-        .await?;
-    Ok(moved.rows_affected() == 1)
-}
-
-/// A new account row with its genesis commit.
 /// An account arriving with its DID from another PDS: deactivated, without a repo until its
 /// repo is imported.
 pub async fn insert_migrating(

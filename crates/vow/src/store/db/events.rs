@@ -33,3 +33,15 @@ pub async fn delete_older_than(db: &SqlitePool, cutoff_millis: i64) -> Result<u6
             .await?;
     Ok(swept.rows_affected())
 }
+
+/// Adds the statement storing `row` as number `seq` to a batch.
+pub fn push_insert(q: &mut super::batch::Batch, seq: i64, row: &super::commits::EventRow) {
+    q.push("INSERT INTO firehose (seq, did, kind, frame, created_at) VALUES (");
+    let mut values = q.separated(", ");
+    values.push_bind(seq);
+    values.push_bind(row.did.clone());
+    values.push_bind(row.kind);
+    values.push_bind(row.frame.clone());
+    values.push_bind(row.created_at);
+    q.push("); ");
+}

@@ -12,6 +12,7 @@ pub mod backup;
 pub mod batch;
 pub mod blobs;
 pub mod challenges;
+pub mod commits;
 pub mod events;
 pub mod invites;
 pub mod meta;
@@ -21,7 +22,7 @@ pub mod refs;
 pub mod service_tokens;
 pub mod sessions;
 
-/// Connections in the pool.
+/// Connections to the database: the pool's, and the commit path's own ([`commits`]).
 pub const MAX_CONNECTIONS: u32 = 8;
 /// The page caches' budget, all connections together, unless `VOW_DB_CACHE_BYTES` says
 /// otherwise. SQLite's own default is 2 MiB per connection; Vow used to ask 16 MiB each.
@@ -39,10 +40,15 @@ pub async fn open(path: &Path) -> Result<SqlitePool, sqlx::Error> {
     open_with(path, DEFAULT_CACHE_BYTES).await
 }
 
+/// Each connection's share of a page cache budget of `cache_bytes`, in KiB.
+pub fn cache_kib_per_connection(cache_bytes: u64) -> u64 {
+    page_cache_bound(cache_bytes) / u64::from(MAX_CONNECTIONS) / 1024
+}
+
 /// [`open`] with `cache_bytes` for the page caches of all connections together (each gets an
-/// equal share, at least 256 KiB).
+/// equal share, at least 256 KiB). The pool leaves one connection for [`commits`].
 pub async fn open_with(path: &Path, cache_bytes: u64) -> Result<SqlitePool, sqlx::Error> {
-    let per_connection_kib = page_cache_bound(cache_bytes) / u64::from(MAX_CONNECTIONS) / 1024;
+    let per_connection_kib = cache_kib_per_connection(cache_bytes);
     let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -52,7 +58,7 @@ pub async fn open_with(path: &Path, cache_bytes: u64) -> Result<SqlitePool, sqlx
         // Negative: a size in KiB rather than in pages.
         .pragma("cache_size", format!("-{per_connection_kib}"));
     let pool = SqlitePoolOptions::new()
-        .max_connections(MAX_CONNECTIONS)
+        .max_connections(MAX_CONNECTIONS - 1)
         // Each acquire's wait becomes a trace event, which the metrics read (`PoolWaits`).
         .acquire_time_level(log::LevelFilter::Trace)
         .connect_with(options)

@@ -20,23 +20,6 @@ pub fn push_add_blocks(q: &mut Batch, did: &str, rev: &str, cids: &[Cid]) {
     }
 }
 
-/// Drops the repo's references to those of `candidates` it no longer holds (a record CID that
-/// another key of the repo still has stays), so must follow the record index's update. On the
-/// embedded store a trigger deletes the blocks no repo references any more.
-pub fn push_drop_blocks(q: &mut Batch, did: &str, candidates: &[Cid]) {
-    for chunk in candidates.chunks(300) {
-        q.push("DELETE FROM repo_blocks WHERE did = ");
-        q.push_bind(did.to_owned()).push(" AND cid IN (");
-        let mut list = q.separated(", ");
-        for cid in chunk {
-            list.push_bind(cid.to_string());
-        }
-        q.push(
-            ") AND NOT EXISTS (SELECT 1 FROM records r WHERE r.did = repo_blocks.did AND r.cid = repo_blocks.cid); ",
-        );
-    }
-}
-
 /// Replaces the blob references of one record (none for a deleted record).
 pub fn push_set_record_blobs(q: &mut Batch, did: &str, collection: &str, rkey: &str, blobs: &[Cid], existed: bool) {
     if existed {
@@ -88,13 +71,6 @@ pub fn push_set_record(q: &mut Batch, did: &str, collection: &str, rkey: &str, c
 pub async fn add_blocks(conn: &mut SqliteConnection, did: &str, rev: &str, cids: &[Cid]) -> Result<(), sqlx::Error> {
     let mut q = batch();
     push_add_blocks(&mut q, did, rev, cids);
-    execute(conn, q).await
-}
-
-/// [`push_drop_blocks`] on its own.
-pub async fn drop_blocks(conn: &mut SqliteConnection, did: &str, candidates: &[Cid]) -> Result<(), sqlx::Error> {
-    let mut q = batch();
-    push_drop_blocks(&mut q, did, candidates);
     execute(conn, q).await
 }
 
