@@ -132,7 +132,12 @@ impl CommitStore {
 }
 
 fn store_group(conn: &mut Connection, group: Vec<CommitRows>, first_seq: i64) -> Result<Vec<Outcome>, Error> {
-    Ok(in_transaction(conn, group, first_seq)?)
+    let stored = in_transaction(conn, group, first_seq);
+    if stored.is_err() {
+        // Whatever step failed, the connection must not stay inside the transaction.
+        rollback(conn);
+    }
+    Ok(stored?)
 }
 
 fn in_transaction(
@@ -155,19 +160,13 @@ fn in_transaction(
                 .execute([])
                 .and_then(|_| conn.prepare_cached("RELEASE one")?.execute([])),
         };
-        if let Err(e) = settled {
-            rollback(conn);
-            return Err(e);
-        }
+        settled?;
         if matches!(outcome, Outcome::Stored { .. }) {
             next += 1;
         }
         outcomes.push(outcome);
     }
-    if let Err(e) = conn.prepare_cached("COMMIT")?.execute([]) {
-        rollback(conn);
-        return Err(e);
-    }
+    conn.prepare_cached("COMMIT")?.execute([])?;
     Ok(outcomes)
 }
 
