@@ -24,7 +24,7 @@ pub struct Config {
     #[arg(long, env = "VOW_DB_CACHE_BYTES", default_value_t = DEFAULT_DB_CACHE_BYTES)]
     pub db_cache_bytes: u64,
     /// Bytes the in-memory caches may hold, all together (tokens, DID documents, OAuth clients,
-    /// replay memories, repo blocks between writes); each has a fixed share.
+    /// replay memories, repo blocks between writes, firehose replay pages); each has a fixed share.
     #[arg(long, env = "VOW_MEMORY_CACHE_BYTES", default_value_t = DEFAULT_MEMORY_CACHE_BYTES)]
     pub memory_cache_bytes: u64,
     /// DID of this PDS (normally `did:web:<hostname>`).

@@ -90,10 +90,14 @@ impl Services {
                 )
             }
         };
-        let firehose =
-            crate::service::firehose::Firehose::start(db.clone(), config.firehose_retention, config.firehose_backlog);
-        let signers = Arc::new(SignerHub::default());
         let budget = crate::service::bounded::Budget::new(config.memory_cache_bytes);
+        let firehose = crate::service::firehose::Firehose::start(
+            db.clone(),
+            config.firehose_retention,
+            config.firehose_backlog,
+            budget.of("firehose_pages"),
+        );
+        let signers = Arc::new(SignerHub::default());
         let repo_locks = Arc::new(RepoLocks::new(budget.of("repo_blocks")));
         let tids = Arc::new(TidGenerator::with_random_clock_id());
         let lexicons = atproto::lexicon::Catalog::bundled();

@@ -205,6 +205,30 @@ async fn failing_writes_never_fail_anyone_elses() {
     }
 }
 
+/// A firehose subscriber has nothing to say beyond pings and a close: one that sends a large
+/// message is disconnected instead of having it buffered (the default would take 64 MB from
+/// every anonymous connection).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_firehose_subscriber_sending_a_large_message_is_disconnected() {
+    let s = stack(false);
+    let url = format!("{}/xrpc/com.atproto.sync.subscribeRepos", s.url.replacen("http", "ws", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    // (the server may hang up before the whole message is written)
+    let _ = ws.send(Message::Binary(vec![7u8; 1 << 20].into())).await;
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the connection is still open after a 1 MB message");
+    // The server is no worse for it.
+    assert_eq!(s.call("GET", "com.atproto.server.describeServer", None, None).await.0, 200);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn parallel_failed_logins_keep_memory_bounded() {
     let s = std::sync::Arc::new(stack(false));

@@ -588,6 +588,83 @@ async fn an_outdated_cursor_is_told_so_then_replayed() {
     }
 }
 
+/// Subscribers replaying at the same time from cursors on and around the boundaries of the
+/// shared replay pages each get exactly the stored frames after their cursor, in order (from
+/// the oldest kept when older ones were swept, with an `#info` first for a cursor among them),
+/// and then the next event live.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_replays_across_pages_get_every_kept_event_then_follow_live() {
+    let s = stack(false);
+    let jo = s.account("joan").await;
+    let _signer = s.signer(&jo, &s.dir.path().join("joan.key"));
+    let note = |i: usize| json!({ "repo": jo.did, "collection": "com.example.note", "record": { "$type": "com.example.note", "n": i } });
+    for i in 0..300 {
+        assert_eq!(s.call("POST", "com.atproto.repo.createRecord", Some(&jo.access), Some(note(i))).await.0, 200);
+    }
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(s.dir.path().join("vow.db"));
+    let db = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+    sqlx::query("DELETE FROM firehose WHERE seq <= 20").execute(&db).await.unwrap();
+    let stored = |db: sqlx::SqlitePool| async move {
+        sqlx::query_as::<_, (i64, Vec<u8>)>("SELECT seq, frame FROM firehose ORDER BY seq")
+            .fetch_all(&db)
+            .await
+            .unwrap()
+    };
+    let rows = stored(db.clone()).await;
+    let head = rows.last().unwrap().0;
+    assert!(head > 256, "three pages of events ({head})");
+
+    let base = s.url.replacen("http", "ws", 1);
+    let cursors = [0, 5, 20, 127, 128, 129, 255, 256, head - 1, head];
+    let mut subscribers = Vec::new();
+    for cursor in cursors {
+        let url = format!("{base}/xrpc/com.atproto.sync.subscribeRepos?cursor={cursor}");
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        subscribers.push((cursor, ws));
+    }
+    let tasks: Vec<_> = subscribers
+        .into_iter()
+        .map(|(cursor, mut ws)| {
+            let expected = rows.iter().filter(|(seq, _)| *seq > cursor).count() + usize::from(cursor == 5);
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                while got.len() < expected {
+                    match tokio::time::timeout(Duration::from_secs(60), ws.next()).await {
+                        Ok(Some(Ok(Message::Binary(bytes)))) => got.push(bytes.to_vec()),
+                        Ok(Some(Ok(_))) => {}
+                        other => panic!("cursor {cursor}: {} of {expected} frames, then {other:?}", got.len()),
+                    }
+                }
+                (cursor, ws, got)
+            })
+        })
+        .collect();
+    let mut replayed = Vec::new();
+    for task in tasks {
+        replayed.push(task.await.unwrap());
+    }
+    for (cursor, _, got) in &replayed {
+        let mut got = got.as_slice();
+        if *cursor == 5 {
+            assert!(got[0].windows(14).any(|w| w == b"OutdatedCursor"), "cursor 5 is told events are missing");
+            got = &got[1..];
+        }
+        let want: Vec<&[u8]> = rows.iter().filter(|(seq, _)| seq > cursor).map(|(_, f)| f.as_slice()).collect();
+        assert!(got.iter().map(Vec::as_slice).eq(want), "cursor {cursor}: the replay differs from the table");
+    }
+
+    assert_eq!(s.call("POST", "com.atproto.repo.createRecord", Some(&jo.access), Some(note(300))).await.0, 200);
+    let newest = stored(db.clone()).await.pop().unwrap();
+    assert_eq!(newest.0, head + 1);
+    for (cursor, mut ws, _) in replayed {
+        match tokio::time::timeout(Duration::from_secs(60), ws.next()).await {
+            Ok(Some(Ok(Message::Binary(bytes)))) => assert_eq!(bytes.as_ref(), newest.1, "cursor {cursor}: live"),
+            other => panic!("cursor {cursor}: no live frame but {other:?}"),
+        }
+    }
+    db.close().await;
+}
+
 /// Taken-down and deactivated repos are not served, with the error names the lexicons give,
 /// and getRepoStatus/listRepos say why. No operator endpoint sets these states yet, so the test
 /// sets the columns the way one would.

@@ -6,15 +6,16 @@
 
 /// Each cache's share of the budget, in 32nds.
 const SHARES: &[(&str, u64)] = &[
-    ("verified_tokens", 6),
+    ("verified_tokens", 4),
     ("service_tokens", 4),
     ("signer_keys", 1),
     ("did_documents", 4),
     ("oauth_clients", 3),
     ("passkey_challenges", 1),
-    ("dpop_replays", 5),
+    ("dpop_replays", 4),
     ("client_assertions", 2),
     ("repo_blocks", 6),
+    ("firehose_pages", 3),
 ];
 
 /// What an entry costs beyond its bytes (hash table slot, expiry and frequency bookkeeping).
@@ -55,7 +56,7 @@ mod tests {
         assert_eq!(SHARES.iter().map(|(_, s)| s).sum::<u64>(), 32);
         let budget = Budget::new(32 << 20);
         assert_eq!(budget.all().map(|(_, b)| b).sum::<u64>(), 32 << 20);
-        assert_eq!(budget.of("verified_tokens"), 6 << 20);
+        assert_eq!(budget.of("verified_tokens"), 4 << 20);
         // A tiny budget still leaves every cache room for a few entries.
         assert_eq!(Budget::new(1).of("signer_keys"), 64 * 1024);
     }

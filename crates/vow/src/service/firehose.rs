@@ -5,29 +5,39 @@
 //! A subscriber with a cursor is replayed from the table and then follows the broadcast. One
 //! that falls too far behind the broadcast is cut off with `ConsumerTooSlow` instead of being
 //! buffered.
+//!
+//! Replay reads the table in pages of [`PAGE`] sequence numbers aligned on multiples of it, so
+//! subscribers replaying the same stretch share one read and one copy of it: a page wholly
+//! committed is read once (concurrent readers wait for the first) and kept in a byte-bounded
+//! cache. Frames are reference-counted from the moment they are stored, and a subscriber is
+//! sent a page (or whatever the broadcast has queued) with one flush, not one per frame.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
+use bytes::Bytes;
+use futures_util::SinkExt;
 use sqlx::SqlitePool;
-use tokio::sync::{Mutex, MutexGuard, broadcast};
+use tokio::sync::{Mutex, MutexGuard, OnceCell, broadcast};
 
 use crate::service::events::{Event, error_frame, info_frame};
 
 /// How long one frame may take to reach a subscriber before it counts as gone.
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
-/// Rows read per query when replaying. Each replaying subscriber holds one page in memory
-/// (about 200 KiB of typical commit frames), so a hundred of them replaying at once stay
-/// within a few tens of MB.
-const PAGE: i64 = 64;
+/// Sequence numbers per replay page; page `k` holds `k * PAGE + 1 ..= (k + 1) * PAGE`.
+const PAGE: i64 = 128;
+/// Live frames sent with one flush, at most.
+const LIVE_BATCH: usize = 64;
 
-pub type Frame = Arc<(i64, Vec<u8>)>;
+pub type Frame = (i64, Bytes);
+type Page = Arc<[Frame]>;
 
 pub struct Firehose {
     live: broadcast::Sender<Frame>,
+    pages: Pages,
     /// The last seq committed; `None` until read from the table (and after a failed insert).
     last_seq: Mutex<Option<i64>>,
     db: SqlitePool,
@@ -117,7 +127,7 @@ impl Sequencer<'_> {
         }
         *self.last = Some(self.next - 1);
         for (seq, frame) in self.frames.drain(..) {
-            let _ = self.firehose.live.send(Arc::new((seq, frame))); // no subscribers is fine
+            let _ = self.firehose.live.send((seq, Bytes::from(frame))); // no subscribers is fine
         }
     }
 }
@@ -135,10 +145,12 @@ impl Drop for Sequencer<'_> {
 impl Firehose {
     /// Starts the retention sweeper.
     /// `backlog`: frames a subscriber may fall behind the newest before it is cut off.
-    pub fn start(db: SqlitePool, retention: Duration, backlog: usize) -> Arc<Self> {
+    /// `page_cache_bytes`: the bound of the replay page cache.
+    pub fn start(db: SqlitePool, retention: Duration, backlog: usize, page_cache_bytes: u64) -> Arc<Self> {
         let (live, _) = broadcast::channel(backlog.max(1));
         let firehose = Arc::new(Self {
             live,
+            pages: Pages::new(page_cache_bytes),
             last_seq: Mutex::new(None),
             db,
             watching: std::sync::Mutex::new(BTreeMap::new()),
@@ -191,10 +203,6 @@ impl Firehose {
         Ok(crate::store::db::events::newest_seq(&self.db).await?.unwrap_or(0))
     }
 
-    async fn page_after(&self, seq: i64) -> Result<Vec<(i64, Vec<u8>)>, sqlx::Error> {
-        crate::store::db::events::frames_after(&self.db, seq, PAGE).await
-    }
-
     async fn sweep(&self, retention: Duration) {
         loop {
             let cutoff = crate::store::db::unix_now() * 1000 - retention.as_millis() as i64;
@@ -213,8 +221,8 @@ impl Firehose {
 
     /// Serves one subscriber (`address` names it in the metrics) until it leaves or falls behind.
     pub async fn serve(&self, mut socket: WebSocket, cursor: Option<i64>, address: String) {
-        // Subscribe before replaying so nothing published meanwhile is missed; replayed
-        // sequence numbers are skipped when they come round again.
+        // Subscribe before reading the head: everything after it comes through the broadcast,
+        // everything up to it is replayed, and replayed numbers are skipped when they come round.
         let mut live = self.live.subscribe();
         let head = match self.head().await {
             Ok(head) => head,
@@ -223,37 +231,41 @@ impl Firehose {
         let watching = self.watch(address, cursor.unwrap_or(head).min(head));
         let mut last = match cursor {
             None => head,
-            Some(cursor) => match self.replay(&mut socket, cursor, &watching).await {
+            Some(cursor) => match self.replay(&mut socket, cursor, head, &watching).await {
                 Some(last) => last,
                 None => return,
             },
         };
+        let mut batch = Vec::with_capacity(LIVE_BATCH);
         loop {
             tokio::select! {
-                frame = live.recv() => match frame {
-                    Ok(frame) => {
-                        if frame.0 <= last {
-                            continue;
+                frame = live.recv() => {
+                    let mut next = frame;
+                    loop {
+                        match next {
+                            Ok((seq, frame)) if seq > last => {
+                                last = seq;
+                                batch.push(frame);
+                            }
+                            Ok(_) => {}
+                            Err(broadcast::error::RecvError::Lagged(_)) => return too_slow(socket).await,
+                            Err(broadcast::error::RecvError::Closed) => return,
                         }
-                        last = frame.0;
-                        let sent = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Binary(frame.1.clone().into())));
-                        if !matches!(sent.await, Ok(Ok(()))) {
-                            return;
+                        if batch.len() == LIVE_BATCH {
+                            break;
                         }
-                        watching.sent(last);
+                        next = match live.try_recv() {
+                            Ok(frame) => Ok(frame),
+                            Err(broadcast::error::TryRecvError::Lagged(n)) => Err(broadcast::error::RecvError::Lagged(n)),
+                            Err(broadcast::error::TryRecvError::Closed) => Err(broadcast::error::RecvError::Closed),
+                            Err(broadcast::error::TryRecvError::Empty) => break,
+                        };
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let bye = error_frame("ConsumerTooSlow", "Stream consumer too slow; reconnect with a cursor");
-                        // A consumer this far behind may not be reading at all: do not wait long.
-                        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                            socket.send(Message::Binary(bye.into())).await?;
-                            socket.send(Message::Close(None)).await
-                        })
-                        .await;
+                    if !send_all(&mut socket, batch.drain(..)).await {
                         return;
                     }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
+                    watching.sent(last);
+                }
                 msg = socket.recv() => match msg {
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                     _ => {}
@@ -262,9 +274,9 @@ impl Firehose {
         }
     }
 
-    /// Replays from `cursor`; returns the last seq sent, or `None` if the stream ended.
-    async fn replay(&self, socket: &mut WebSocket, cursor: i64, watching: &Watching<'_>) -> Option<i64> {
-        let head = self.head().await.ok()?;
+    /// Replays what follows `cursor` up to `head`; returns the last seq sent, or `None` if the
+    /// stream ended.
+    async fn replay(&self, socket: &mut WebSocket, cursor: i64, head: i64, watching: &Watching<'_>) -> Option<i64> {
         if cursor > head {
             let bye = error_frame("FutureCursor", "Cursor in the future");
             let _ = socket.send(Message::Binary(bye.into())).await;
@@ -272,25 +284,97 @@ impl Firehose {
             return None;
         }
         let oldest = crate::store::db::events::oldest_seq(&self.db).await.ok()?;
-        if let Some(oldest) = oldest
-            && cursor > 0
-            && cursor < oldest - 1
-        {
-            let info = info_frame("OutdatedCursor", "Requested cursor exceeded limit. Possibly missing events");
-            socket.send(Message::Binary(info.into())).await.ok()?;
-        }
         let mut last = cursor;
-        loop {
-            let rows = self.page_after(last).await.ok()?;
-            let done = (rows.len() as i64) < PAGE;
-            for (seq, frame) in rows {
-                socket.send(Message::Binary(frame.into())).await.ok()?;
-                last = seq;
-                watching.sent(seq);
+        if let Some(oldest) = oldest {
+            if cursor > 0 && cursor < oldest - 1 {
+                let info = info_frame("OutdatedCursor", "Requested cursor exceeded limit. Possibly missing events");
+                socket.send(Message::Binary(info.into())).await.ok()?;
             }
-            if done {
-                return Some(last);
-            }
+            // Nothing is kept before `oldest`: start there rather than page through the void.
+            last = last.max(oldest - 1);
         }
+        while last < head {
+            let k = last.div_euclid(PAGE);
+            let end = ((k + 1) * PAGE).min(head);
+            let rows = if end == (k + 1) * PAGE {
+                self.pages.get(&self.db, k).await.ok()?
+            } else {
+                // The newest, incomplete page: read for this subscriber alone.
+                let rows = crate::store::db::events::frames_between(&self.db, last, end).await.ok()?;
+                rows.into_iter().map(|(seq, frame)| (seq, Bytes::from(frame))).collect()
+            };
+            let fresh = rows.iter().filter(|(seq, _)| *seq > last && *seq <= end);
+            if !send_all(socket, fresh.map(|(_, frame)| frame.clone())).await {
+                return None;
+            }
+            // Numbers missing from the page were swept; move past them too.
+            last = end;
+            watching.sent(last);
+        }
+        Some(last)
+    }
+}
+
+/// Sends `frames` with one flush at the end; false when the subscriber is gone or too slow.
+async fn send_all(socket: &mut WebSocket, frames: impl Iterator<Item = Bytes>) -> bool {
+    let sent = tokio::time::timeout(SEND_TIMEOUT, async {
+        for frame in frames {
+            socket.feed(Message::Binary(frame)).await?;
+        }
+        socket.flush().await
+    });
+    matches!(sent.await, Ok(Ok(())))
+}
+
+/// Tells a subscriber that fell behind the broadcast to come back with a cursor, and ends it.
+async fn too_slow(mut socket: WebSocket) {
+    let bye = error_frame("ConsumerTooSlow", "Stream consumer too slow; reconnect with a cursor");
+    // A consumer this far behind may not be reading at all: do not wait long.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        socket.send(Message::Binary(bye.into())).await?;
+        socket.send(Message::Close(None)).await
+    })
+    .await;
+}
+
+/// The replay pages wholly committed, shared by every subscriber: each is read from the table
+/// once however many subscribers want it at the same time, and kept while the byte bound allows.
+struct Pages {
+    cache: moka::sync::Cache<i64, Page>,
+    /// Pages being read, for the readers that arrive meanwhile to wait on.
+    loading: std::sync::Mutex<HashMap<i64, Arc<OnceCell<Page>>>>,
+}
+
+impl Pages {
+    fn new(bound_bytes: u64) -> Self {
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(bound_bytes)
+            .weigher(|_: &i64, page: &Page| {
+                crate::service::bounded::weigh(page.iter().map(|(_, f)| f.len() + 16).sum::<usize>())
+            })
+            .build();
+        Self { cache, loading: Default::default() }
+    }
+
+    /// Page `k`, which must be wholly committed.
+    async fn get(&self, db: &SqlitePool, k: i64) -> Result<Page, sqlx::Error> {
+        if let Some(page) = self.cache.get(&k) {
+            return Ok(page);
+        }
+        let cell = self.loading.lock().unwrap_or_else(|e| e.into_inner()).entry(k).or_default().clone();
+        let page = cell
+            .get_or_try_init(|| async {
+                let rows = crate::store::db::events::frames_between(db, k * PAGE, (k + 1) * PAGE).await?;
+                let page: Page = rows.into_iter().map(|(seq, frame)| (seq, Bytes::from(frame))).collect();
+                self.cache.insert(k, page.clone());
+                Ok::<_, sqlx::Error>(page)
+            })
+            .await
+            .cloned();
+        let mut loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+        if loading.get(&k).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            loading.remove(&k);
+        }
+        page
     }
 }

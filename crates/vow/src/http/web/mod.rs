@@ -819,6 +819,7 @@ async fn signer_socket(
     let ready = state.on_signer_ready(&info.did, account.signing_key.as_deref());
     upgrade
         .max_message_size(64 * 1024)
+        .max_frame_size(64 * 1024)
         .on_upgrade(move |socket| async move { ws::serve(socket, &hub, info, ready).await })
 }
 

@@ -141,5 +141,6 @@ pub async fn signer_connect(
     let ready = state.on_signer_ready(&info.did, account.signing_key.as_deref());
     Ok(upgrade
         .max_message_size(64 * 1024)
+        .max_frame_size(64 * 1024)
         .on_upgrade(move |socket| async move { ws::serve(socket, &hub, info, ready).await }))
 }

@@ -292,5 +292,13 @@ pub async fn subscribe_repos(
     };
     let address = client.and_then(|c| c.0.0).map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
     let firehose = state.firehose.clone();
-    Ok(upgrade.on_upgrade(move |socket| async move { firehose.serve(socket, cursor, address).await }))
+    // A subscriber only ever sends pings and a close: anything large ends the connection rather
+    // than being buffered. Frames go out in writes of about 32 KiB (several frames each), so a
+    // subscriber being sent a replay page holds that much, not the 128 KiB the default allows.
+    Ok(upgrade
+        .read_buffer_size(4096)
+        .max_message_size(16 * 1024)
+        .max_frame_size(16 * 1024)
+        .write_buffer_size(32 * 1024)
+        .on_upgrade(move |socket| async move { firehose.serve(socket, cursor, address).await }))
 }

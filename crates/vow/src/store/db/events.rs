@@ -14,11 +14,11 @@ pub async fn oldest_seq(db: &SqlitePool) -> Result<Option<i64>, sqlx::Error> {
     Ok(seq)
 }
 
-/// Up to `limit` stored frames after `seq`, in order.
-pub async fn frames_after(db: &SqlitePool, seq: i64, limit: i64) -> Result<Vec<(i64, Vec<u8>)>, sqlx::Error> {
-    sqlx::query_as("SELECT seq, frame FROM firehose WHERE seq > ? ORDER BY seq LIMIT ?")
-        .bind(seq)
-        .bind(limit)
+/// The stored frames numbered after `after` and up to `upto`, in order.
+pub async fn frames_between(db: &SqlitePool, after: i64, upto: i64) -> Result<Vec<(i64, Vec<u8>)>, sqlx::Error> {
+    sqlx::query_as("SELECT seq, frame FROM firehose WHERE seq > ? AND seq <= ? ORDER BY seq")
+        .bind(after)
+        .bind(upto)
         .fetch_all(db)
         .await
 }
