@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use super::protocol::CommitEvidence;
+use super::protocol::{CommitEvidence, ServerMessage};
 use super::verify::{self, Payload, Refusal};
 use super::ws::{CLOSE_REPLACED, CLOSE_TOKEN_EXPIRED};
 
@@ -227,16 +227,31 @@ struct Policy {
 impl Policy {
     /// The reply to one server message, if it needs one.
     async fn answer(&mut self, text: &str) -> Option<Value> {
-        let msg: Value = serde_json::from_str(text).ok()?;
-        if msg["type"] != "sign_request" {
-            if msg["type"] == "sign_error" {
-                eprintln!("server refused a signature: {}", msg["message"]);
+        // Read straight into the typed message: the evidence (a CAR, the bulk of a request)
+        // is decoded once, not first into a JSON tree and then copied out of it.
+        let (request_id, payload, evidence) = match serde_json::from_str::<ServerMessage>(text) {
+            Ok(ServerMessage::SignRequest { request_id, payload, commit, .. }) => {
+                (request_id, URL_SAFE_NO_PAD.decode(payload).ok(), commit)
             }
-            return None;
-        }
-        let request_id = msg["requestId"].as_str()?;
-        let payload = msg["payload"].as_str().and_then(|p| URL_SAFE_NO_PAD.decode(p).ok());
-        let evidence: Option<CommitEvidence> = serde_json::from_value(msg["commit"].clone()).ok();
+            Ok(ServerMessage::SignError { message, .. }) => {
+                eprintln!("server refused a signature: {message}");
+                return None;
+            }
+            Err(e) => {
+                // A sign request this signer cannot read is declined, not left to time out.
+                #[derive(serde::Deserialize)]
+                struct Unread {
+                    #[serde(rename = "type")]
+                    kind: String,
+                    #[serde(rename = "requestId")]
+                    request_id: String,
+                }
+                let unread: Unread = serde_json::from_str(text).ok().filter(|u: &Unread| u.kind == "sign_request")?;
+                let why = format!("a request it cannot read ({e})");
+                eprintln!("refused to sign {why}");
+                return Some(json!({ "type": "sign_reject", "requestId": unread.request_id, "reason": why }));
+            }
+        };
         let decided = match payload {
             None => Err(Refusal("a payload that is not base64url".into())),
             Some(payload) => self.decide(&payload, evidence.as_ref()).await.map(|what| (payload, what)),

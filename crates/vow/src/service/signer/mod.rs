@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use atproto::crypto::PublicKey;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::XrpcError;
@@ -98,9 +100,9 @@ impl From<SignError> for XrpcError {
 /// One request travelling to a connection.
 pub struct Job {
     pub request_id: String,
+    /// The `sign_request` message, encoded once by the caller: the connection sends it as is.
+    pub message: axum::extract::ws::Utf8Bytes,
     pub payload: Vec<u8>,
-    pub ops: Vec<OpSummary>,
-    pub evidence: Option<protocol::CommitEvidence>,
     pub expires_at: std::time::SystemTime,
     /// The key the answer must verify against.
     pub key: PublicKey,
@@ -167,15 +169,20 @@ impl SignerHub {
         deadline: Duration,
     ) -> Result<Vec<u8>, SignError> {
         let (reply, answer) = oneshot::channel();
-        let job = Job {
-            request_id: uuid::Uuid::new_v4().to_string(),
-            payload,
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let expires_at = std::time::SystemTime::now() + deadline;
+        let message = protocol::ServerMessage::SignRequest {
+            request_id: request_id.clone(),
+            did: did.to_owned(),
+            payload: URL_SAFE_NO_PAD.encode(&payload),
             ops,
-            evidence,
-            expires_at: std::time::SystemTime::now() + deadline,
-            key,
-            reply,
+            commit: evidence,
+            expires_at: crate::store::db::format_timestamp(
+                expires_at.duration_since(std::time::SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as i64,
+            ),
         };
+        let message = serde_json::to_string(&message).expect("messages serialise").into();
+        let job = Job { request_id, message, payload, expires_at, key, reply };
         {
             let map = self.connections.lock().expect("hub lock");
             let registration = map.get(did).ok_or(SignError::NotConnected)?;

@@ -59,17 +59,7 @@ pub async fn serve(mut socket: WebSocket, hub: &SignerHub, info: ConnectionInfo,
                 let _ = job.reply.send(Err(SignError::Timeout));
                 continue;
             }
-            let msg = ServerMessage::SignRequest {
-                request_id: job.request_id.clone(),
-                did: info.did.clone(),
-                payload: URL_SAFE_NO_PAD.encode(&job.payload),
-                ops: job.ops.clone(),
-                commit: job.evidence.clone(),
-                expires_at: crate::store::db::format_timestamp(
-                    job.expires_at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as i64,
-                ),
-            };
-            if send_json(&mut socket, &msg).await.is_err() {
+            if socket.send(Message::Text(job.message.clone())).await.is_err() {
                 let _ = job.reply.send(Err(SignError::NotConnected));
                 return;
             }
