@@ -382,3 +382,41 @@ async fn plc_names_key(http: &reqwest::Client, plc: &str, did: &str, key: &str) 
     let Ok(last) = res.json::<Value>().await else { return false };
     last["verificationMethods"]["atproto"] == key
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        let key = Keypair::generate(atproto::crypto::Algorithm::K256);
+        Policy {
+            did: "did:plc:ewvi7nxzyoun6zhxrhs64oiz".into(),
+            own_key: key.public_key(),
+            key,
+            plc: "http://127.0.0.1:9".into(),
+            http: reqwest::Client::new(),
+            approve_identity: false,
+            approve_key_removal: false,
+            last_rev: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sign_request_it_cannot_read_is_declined_and_other_messages_get_no_answer() {
+        let mut p = policy();
+        // `ops` of the wrong shape: the request cannot be read, but its id can.
+        let garbled = r#"{"type":"sign_request","requestId":"r1","did":"x","payload":"AA","ops":7,"expiresAt":"t"}"#;
+        let answer = p.answer(garbled).await.expect("an answer");
+        assert_eq!(answer["type"], "sign_reject");
+        assert_eq!(answer["requestId"], "r1");
+        assert!(answer["reason"].as_str().unwrap().contains("cannot read"), "{answer}");
+        for silent in [r#"{"type":"sign_error","requestId":"r1","message":"no"}"#, r#"{"type":"hello"}"#, "not json"] {
+            assert_eq!(p.answer(silent).await, None, "{silent}");
+        }
+        // A readable request whose payload is not base64url is declined for that.
+        let bad_payload =
+            r#"{"type":"sign_request","requestId":"r2","did":"x","payload":"***","ops":[],"expiresAt":"t"}"#;
+        let answer = p.answer(bad_payload).await.expect("an answer");
+        assert_eq!((answer["type"].as_str(), answer["requestId"].as_str()), (Some("sign_reject"), Some("r2")));
+    }
+}
