@@ -25,8 +25,8 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p vow \
-    && install -D -m 0755 target/release/vow /out/vow
+    cargo build --profile production --locked -p vow \
+    && install -D -m 0755 target/production/vow /out/vow
 
 # ---- run -----------------------------------------------------------------------------------
 FROM debian:bookworm-slim

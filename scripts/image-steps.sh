@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Dockerfile's steps without a container engine (run by hand; no Docker runs on the build
-# machines): the release build as the builder stage does it, the final image's layout under a
+# machines): the production build as the builder stage does it, the final image's layout under a
 # scratch root (binary at /usr/local/bin/vow, state under /data, the image's default settings),
 # then the image's command and health check against that layout, with the PLC directory from
 # e2e/ standing in for plc.directory.
@@ -10,9 +10,9 @@ cd "$(dirname "$0")/.."
 root="$(mktemp -d)"; pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$root"' EXIT
 
-echo "== builder stage: cargo build --release --locked -p vow"
-cargo build --release --locked -p vow 2>&1 | tail -1
-install -D -m 0755 target/release/vow "$root/usr/local/bin/vow"
+echo "== builder stage: cargo build --profile production --locked -p vow"
+cargo build --profile production --locked -p vow 2>&1 | tail -1
+install -D -m 0755 target/production/vow "$root/usr/local/bin/vow"
 mkdir -p "$root/data/keys" "$root/data/blobs"
 chmod 0750 "$root/data" "$root/data/keys"
 echo "== final stage: $(du -h "$root/usr/local/bin/vow" | cut -f1) binary, $(ldd "$root/usr/local/bin/vow" | wc -l) shared libraries:"
