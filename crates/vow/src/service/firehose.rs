@@ -300,10 +300,9 @@ impl Firehose {
                 self.pages.get(&self.db, k).await.ok()?
             } else {
                 // The newest, incomplete page: read for this subscriber alone.
-                let rows = crate::store::db::events::frames_between(&self.db, last, end).await.ok()?;
-                rows.into_iter().map(|(seq, frame)| (seq, Bytes::from(frame))).collect()
+                read_frames(&self.db, last, end).await.ok()?
             };
-            let fresh = rows.iter().filter(|(seq, _)| *seq > last && *seq <= end);
+            let fresh = rows.iter().filter(|(seq, _)| *seq > last);
             if !send_all(socket, fresh.map(|(_, frame)| frame.clone())).await {
                 return None;
             }
@@ -313,6 +312,12 @@ impl Firehose {
         }
         Some(last)
     }
+}
+
+/// The stored frames numbered after `after` and up to `upto`, ready to share.
+async fn read_frames(db: &SqlitePool, after: i64, upto: i64) -> Result<Page, sqlx::Error> {
+    let rows = crate::store::db::events::frames_between(db, after, upto).await?;
+    Ok(rows.into_iter().map(|(seq, frame)| (seq, Bytes::from(frame))).collect())
 }
 
 /// Sends `frames` with one flush at the end; false when the subscriber is gone or too slow.
@@ -364,8 +369,7 @@ impl Pages {
         let cell = self.loading.lock().unwrap_or_else(|e| e.into_inner()).entry(k).or_default().clone();
         let page = cell
             .get_or_try_init(|| async {
-                let rows = crate::store::db::events::frames_between(db, k * PAGE, (k + 1) * PAGE).await?;
-                let page: Page = rows.into_iter().map(|(seq, frame)| (seq, Bytes::from(frame))).collect();
+                let page = read_frames(db, k * PAGE, (k + 1) * PAGE).await?;
                 self.cache.insert(k, page.clone());
                 Ok::<_, sqlx::Error>(page)
             })
