@@ -362,6 +362,12 @@ async fn metrics_are_scraped_during_a_write_storm() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         caught_up = scrape().await;
     }
+    // The replay is over: the memory its frames took has been given back to the system.
+    while get(&caught_up, "vow_memory_trims_total{}") < 1.0 {
+        assert!(std::time::Instant::now() < give_up, "no trim after the replay: {caught_up:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        caught_up = scrape().await;
+    }
     live.abort();
     let _ = live.await;
     while lags(&caught_up).len() != 1 {

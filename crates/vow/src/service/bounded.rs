@@ -47,6 +47,19 @@ impl Budget {
     }
 }
 
+/// Hands the allocator's free memory back to the system. glibc keeps what a burst of small
+/// allocations freed (the frames of a firehose replay, thousands of a few KiB each) in its
+/// heaps, so RSS would stay at the burst's peak; this returns the free pages. It walks every
+/// heap, so it is for the end of a burst, not for each request. A no-op elsewhere.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only gives free pages back to the kernel; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    metrics::counter!("vow_memory_trims_total").increment(1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

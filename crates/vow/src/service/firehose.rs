@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
@@ -44,6 +44,27 @@ pub struct Firehose {
     /// Every connected subscriber, replaying or live, with the last seq it was sent.
     watching: std::sync::Mutex<BTreeMap<u64, Watch>>,
     next_id: AtomicU64,
+    /// Subscribers being replayed from the table; when the last one is done, the memory the
+    /// replay's frames took is given back (see [`crate::service::bounded::release_free_memory`]).
+    replaying: Arc<AtomicUsize>,
+}
+
+/// Counts a replay in progress; the last one to end gives the freed memory back.
+struct Replaying(Arc<AtomicUsize>);
+
+impl Replaying {
+    fn start(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Replaying {
+    fn drop(&mut self) {
+        if self.0.fetch_sub(1, Ordering::AcqRel) == 1 {
+            tokio::task::spawn_blocking(crate::service::bounded::release_free_memory);
+        }
+    }
 }
 
 struct Watch {
@@ -155,6 +176,7 @@ impl Firehose {
             db,
             watching: std::sync::Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(1),
+            replaying: Arc::default(),
         });
         let sweeper = firehose.clone();
         tokio::spawn(async move { sweeper.sweep(retention).await });
@@ -277,6 +299,7 @@ impl Firehose {
     /// Replays what follows `cursor` up to `head`; returns the last seq sent, or `None` if the
     /// stream ended.
     async fn replay(&self, socket: &mut WebSocket, cursor: i64, head: i64, watching: &Watching<'_>) -> Option<i64> {
+        let _replaying = Replaying::start(&self.replaying);
         if cursor > head {
             let bye = error_frame("FutureCursor", "Cursor in the future");
             let _ = socket.send(Message::Binary(bye.into())).await;
