@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
@@ -46,22 +46,38 @@ pub struct Firehose {
     next_id: AtomicU64,
     /// Subscribers being replayed from the table; when the last one is done, the memory the
     /// replay's frames took is given back (see [`crate::service::bounded::release_free_memory`]).
-    replaying: Arc<AtomicUsize>,
+    replaying: AtomicUsize,
+    /// When that was last done: at most once per [`TRIM_EVERY`], however often clients replay.
+    last_trim: std::sync::Mutex<Option<Instant>>,
+}
+
+/// The least time between two hand-backs of free memory after replays (each walks the heaps).
+const TRIM_EVERY: Duration = Duration::from_secs(10);
+
+/// Whether memory may be given back at `now`, having last been at `last`; records it if so.
+fn trim_due(last: &mut Option<Instant>, now: Instant) -> bool {
+    let due = last.is_none_or(|t| now.duration_since(t) >= TRIM_EVERY);
+    if due {
+        *last = Some(now);
+    }
+    due
 }
 
 /// Counts a replay in progress; the last one to end gives the freed memory back.
-struct Replaying(Arc<AtomicUsize>);
+struct Replaying<'a>(&'a Firehose);
 
-impl Replaying {
-    fn start(count: &Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::AcqRel);
-        Self(count.clone())
+impl<'a> Replaying<'a> {
+    fn start(firehose: &'a Firehose) -> Self {
+        firehose.replaying.fetch_add(1, Ordering::AcqRel);
+        Self(firehose)
     }
 }
 
-impl Drop for Replaying {
+impl Drop for Replaying<'_> {
     fn drop(&mut self) {
-        if self.0.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.0.replaying.fetch_sub(1, Ordering::AcqRel) == 1
+            && trim_due(&mut self.0.last_trim.lock().unwrap_or_else(|e| e.into_inner()), Instant::now())
+        {
             tokio::task::spawn_blocking(crate::service::bounded::release_free_memory);
         }
     }
@@ -176,7 +192,8 @@ impl Firehose {
             db,
             watching: std::sync::Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(1),
-            replaying: Arc::default(),
+            replaying: AtomicUsize::new(0),
+            last_trim: std::sync::Mutex::new(None),
         });
         let sweeper = firehose.clone();
         tokio::spawn(async move { sweeper.sweep(retention).await });
@@ -299,7 +316,7 @@ impl Firehose {
     /// Replays what follows `cursor` up to `head`; returns the last seq sent, or `None` if the
     /// stream ended.
     async fn replay(&self, socket: &mut WebSocket, cursor: i64, head: i64, watching: &Watching<'_>) -> Option<i64> {
-        let _replaying = Replaying::start(&self.replaying);
+        let _replaying = Replaying::start(self);
         if cursor > head {
             let bye = error_frame("FutureCursor", "Cursor in the future");
             let _ = socket.send(Message::Binary(bye.into())).await;
@@ -403,5 +420,20 @@ impl Pages {
             loading.remove(&k);
         }
         page
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_is_given_back_at_most_once_per_interval() {
+        let start = Instant::now();
+        let mut last = None;
+        assert!(trim_due(&mut last, start), "the first replay to end trims");
+        assert!(!trim_due(&mut last, start + TRIM_EVERY / 2), "not again so soon");
+        assert!(trim_due(&mut last, start + TRIM_EVERY), "once the interval has passed");
+        assert!(!trim_due(&mut last, start + TRIM_EVERY + Duration::from_millis(1)));
     }
 }
