@@ -71,7 +71,8 @@ fn bench(c: &mut Criterion) {
         c.bench_function(&format!("signer check of one new post, {n}-record repo"), |b| {
             b.iter(|| {
                 let verify::Payload::Commit(commit) = verify::classify(DID, &payload).unwrap() else { panic!() };
-                let ctx = verify::CommitContext { own_key: &own, earlier_keys: &[], last_rev: None };
+                let signed = verify::SignedHere::default();
+                let ctx = verify::CommitContext { own_key: &own, earlier_keys: &[], last_rev: None, signed: &signed };
                 verify::check_commit(&commit, Some(&evidence), &ctx).unwrap()
             })
         });

@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use atproto::commit::UnsignedCommit;
 use atproto::crypto::{Keypair, PublicKey};
 use atproto::syntax::Tid;
 use base64::Engine;
@@ -148,6 +149,7 @@ pub async fn run(opts: Options<'_>) -> Result<(), String> {
         approve_identity: opts.approve_identity,
         approve_key_removal: opts.approve_key_removal,
         last_rev: None,
+        signed: verify::SignedHere::default(),
     };
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -222,6 +224,8 @@ struct Policy {
     approve_key_removal: bool,
     /// The newest commit revision signed: an older one is never signed again.
     last_rev: Option<Tid>,
+    /// The commits signed lately, whose signatures need no check when the next builds on one.
+    signed: verify::SignedHere,
 }
 
 impl Policy {
@@ -257,10 +261,14 @@ impl Policy {
             Some(payload) => self.decide(&payload, evidence.as_ref()).await.map(|what| (payload, what)),
         };
         match decided {
-            Ok((payload, what)) => {
+            Ok((payload, (what, commit))) => {
                 eprintln!("signed {what}");
-                let sig = URL_SAFE_NO_PAD.encode(self.key.sign(&payload));
-                Some(json!({ "type": "sign_response", "requestId": request_id, "commitSignature": sig }))
+                let sig = self.key.sign(&payload);
+                let encoded = URL_SAFE_NO_PAD.encode(sig);
+                if let Some(commit) = commit {
+                    self.signed.remember(commit, sig.to_vec());
+                }
+                Some(json!({ "type": "sign_response", "requestId": request_id, "commitSignature": encoded }))
             }
             Err(why) => {
                 eprintln!("refused to sign {why}");
@@ -269,28 +277,37 @@ impl Policy {
         }
     }
 
-    /// Whether to sign `payload`: what it is, from its bytes, and what signing it does.
-    async fn decide(&mut self, payload: &[u8], evidence: Option<&CommitEvidence>) -> Result<String, Refusal> {
+    /// Whether to sign `payload`: what it is, from its bytes, and what signing it does; with
+    /// the commit, when it is one.
+    async fn decide(
+        &mut self,
+        payload: &[u8],
+        evidence: Option<&CommitEvidence>,
+    ) -> Result<(String, Option<UnsignedCommit>), Refusal> {
+        let described = |what: String| Ok((what, None));
         match verify::classify(&self.did, payload)? {
             Payload::Commit(commit) => {
                 // Earlier keys matter only for a previous commit this key did not sign and that
                 // is not a new account's empty tree: only then is the PLC directory asked.
-                let vouched_here = evidence.map(verify::previous_commit).transpose()?.is_none_or(|prev| {
-                    prev.verify(&self.own_key).is_ok() || prev.unsigned.data == verify::empty_tree_root()
+                let vouched_here = evidence.map(verify::previous_commit).transpose()?.is_none_or(|(prev, cid)| {
+                    verify::own_key_vouches(&prev, &cid, &self.own_key, &self.signed)
+                        || prev.unsigned.data == verify::empty_tree_root()
                 });
                 let earlier = if vouched_here { Vec::new() } else { self.earlier_keys().await? };
                 let ctx = verify::CommitContext {
                     own_key: &self.own_key,
                     earlier_keys: &earlier,
                     last_rev: self.last_rev.as_ref(),
+                    signed: &self.signed,
                 };
                 let (changes, _) = verify::check_commit(&commit, evidence, &ctx)?;
                 self.last_rev = Some(commit.rev.clone());
-                Ok(if changes.is_empty() {
+                let what = if changes.is_empty() {
                     format!("commit {} (the same records at a new revision)", commit.rev)
                 } else {
                     changes.iter().map(|c| c.describe()).collect::<Vec<_>>().join("; ")
-                })
+                };
+                Ok((what, Some(commit)))
             }
             Payload::Plc(op) => {
                 let (current, cid, _) = verify::plc_history(&self.plc_audit().await?)?;
@@ -316,7 +333,7 @@ impl Policy {
                          --approve-identity"
                     )));
                 }
-                Ok(format!("PLC operation: {what}"))
+                described(format!("PLC operation: {what}"))
             }
             Payload::ServiceAuth(auth) => {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -336,7 +353,7 @@ impl Policy {
                         auth.aud
                     )));
                 }
-                Ok(format!("service token for {method} at {}", auth.aud))
+                described(format!("service token for {method} at {}", auth.aud))
             }
         }
     }
@@ -398,6 +415,7 @@ mod tests {
             approve_identity: false,
             approve_key_removal: false,
             last_rev: None,
+            signed: verify::SignedHere::default(),
         }
     }
 
