@@ -185,6 +185,7 @@ impl Services {
                 config.service_did.clone(),
                 config.access_token_ttl,
                 budget.of("verified_tokens"),
+                budget.of("live_sessions"),
             ),
             config: Arc::new(config),
             blocks,

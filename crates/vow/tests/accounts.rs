@@ -775,3 +775,98 @@ async fn page_sign_ins_end_with_a_new_password_or_a_takedown() {
         .await;
     assert_eq!(page(cookie).await, 303, "a taken-down account's sign-in ends");
 }
+
+/// Every way a session ends takes its access token with it at once, even a token the server
+/// has just seen (and remembers as live): sign-out, the account page's revocations, the
+/// operator's password change, takedown and deletion.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_way_of_ending_a_session_ends_its_token_at_once() {
+    let stack = stack(false);
+    let s = &stack;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let login = |a: &Account, password: &str| {
+        let body = json!({ "identifier": a.handle, "password": password });
+        async move {
+            let (status, session) = s.call("POST", "com.atproto.server.createSession", None, Some(body)).await;
+            assert_eq!(status, 200, "{session}");
+            (session["accessJwt"].as_str().unwrap().to_owned(), session["refreshJwt"].as_str().unwrap().to_owned())
+        }
+    };
+    let live = |token: String| async move { s.call("GET", "com.atproto.server.getSession", Some(&token), None).await };
+    // Used right before it ends, then refused right after.
+    let ends = |token: String, how: &'static str| async move {
+        assert_eq!(live(token.clone()).await.0, 200, "{how}: live before");
+        token
+    };
+    let ended = |token: String, how: &'static str| async move {
+        let res = live(token).await;
+        assert_eq!((res.0, res.1["error"].as_str()), (400, Some("ExpiredToken")), "{how}: {res:?}");
+    };
+    let page_post = |a: &Account, path: &'static str, body: Value| {
+        let (http, url, handle, password) = (http.clone(), s.url.clone(), a.handle.clone(), a.password.clone());
+        async move {
+            let res = http
+                .post(format!("{url}/account/signin"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("identifier={handle}&password={password}"))
+                .send()
+                .await
+                .unwrap();
+            let cookie = res.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+            let res = http.post(format!("{url}{path}")).header("cookie", cookie).json(&body).send().await.unwrap();
+            assert_eq!(res.status(), 200, "{path}: {}", res.text().await.unwrap());
+        }
+    };
+    let admin = |nsid: &'static str, body: Value| {
+        let (http, url) = (http.clone(), format!("{}/xrpc/{nsid}", s.url));
+        async move {
+            let res = http.post(url).basic_auth("admin", Some("admin-secret")).json(&body).send().await.unwrap();
+            assert_eq!(res.status(), 200, "{nsid}: {}", res.text().await.unwrap());
+        }
+    };
+    let sid_of = |token: &str| {
+        use base64::Engine;
+        let claims = token.split('.').nth(1).unwrap();
+        let claims: Value =
+            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
+        claims["sid"].as_str().unwrap().to_owned()
+    };
+    let alice = s.account("alice").await;
+
+    // Sign-out with the refresh token.
+    let (access, refresh) = login(&alice, &alice.password).await;
+    let access = ends(access, "deleteSession").await;
+    assert_eq!(s.call("POST", "com.atproto.server.deleteSession", Some(&refresh), None).await.0, 200);
+    ended(access, "deleteSession").await;
+
+    // The account page: one session, and an app password's sessions.
+    let (access, _) = login(&alice, &alice.password).await;
+    let access = ends(access, "page session revoke").await;
+    page_post(&alice, "/account/sessions/revoke", json!({ "id": sid_of(&access) })).await;
+    ended(access, "page session revoke").await;
+    let (status, app) = s
+        .call("POST", "com.atproto.server.createAppPassword", Some(&alice.access), Some(json!({ "name": "bot" })))
+        .await;
+    assert_eq!(status, 200, "{app}");
+    let (app_access, _) = login(&alice, app["password"].as_str().unwrap()).await;
+    let app_access = ends(app_access, "page app password revoke").await;
+    page_post(&alice, "/account/app-passwords/revoke", json!({ "name": "bot" })).await;
+    ended(app_access, "page app password revoke").await;
+
+    // The operator: a new password, a takedown, a deletion.
+    let access = ends(alice.access.clone(), "admin password").await;
+    admin("com.atproto.admin.updateAccountPassword", json!({ "did": alice.did, "password": "another-password" })).await;
+    ended(access, "admin password").await;
+    let (access, _) = login(&alice, "another-password").await;
+    let access = ends(access, "takedown").await;
+    let subject = json!({ "$type": "com.atproto.admin.defs#repoRef", "did": alice.did });
+    admin("com.atproto.admin.updateSubjectStatus", json!({ "subject": subject, "takedown": { "applied": true } }))
+        .await;
+    ended(access, "takedown").await;
+    admin("com.atproto.admin.updateSubjectStatus", json!({ "subject": subject, "takedown": { "applied": false } }))
+        .await;
+    let (access, _) = login(&alice, "another-password").await;
+    let access = ends(access, "deletion").await;
+    admin("com.atproto.admin.deleteAccount", json!({ "did": alice.did })).await;
+    ended(access, "deletion").await;
+}

@@ -348,7 +348,8 @@ async fn metrics_are_scraped_during_a_write_storm() {
     );
     assert!(delta("vow_db_pool_wait_seconds_count{}") >= commits, "every commit waits for a connection at least once");
     assert_eq!(get(&after, "vow_cache_bound_bytes{cache=sqlite_pages}"), (8 << 20) as f64, "the default budget");
-    assert_eq!(get(&after, "vow_cache_bound_bytes{cache=verified_tokens}"), (4 << 20) as f64, "4/32 of 32 MiB");
+    assert_eq!(get(&after, "vow_cache_bound_bytes{cache=verified_tokens}"), (3 << 20) as f64, "3/32 of 32 MiB");
+    assert_eq!(get(&after, "vow_cache_bound_bytes{cache=live_sessions}"), (1 << 20) as f64, "1/32 of 32 MiB");
     assert_eq!(get(&after, "vow_cache_bound_bytes{cache=repo_blocks}"), (6 << 20) as f64);
     assert_eq!(get(&after, "vow_cache_bound_bytes{cache=firehose_pages}"), (3 << 20) as f64);
     assert!(get(&after, "vow_db_pool_wait_seconds_sum{}") >= 0.0);

@@ -58,7 +58,8 @@ enum Command {
         #[arg(long = "for")]
         for_account: Option<String>,
     },
-    /// Set a new random password for an account and print it.
+    /// Set a new random password for an account and print it; its sessions end (within 2 s on
+    /// a running server).
     ResetPassword {
         #[command(flatten)]
         db: ExistingDb,
@@ -353,7 +354,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             {
                 return Err(format!("no account with DID {did}"));
             }
-            // Existing sessions end with the old password.
+            // Existing sessions end with the old password (a running server believes a session it
+            // saw live in the last 2 s a little longer: this process cannot tell it).
             crate::store::db::sessions::delete_all(&db, &did).await.map_err(|e| format!("database: {e}"))?;
             println!("New password for {did}: {password}");
             Ok(())

@@ -6,7 +6,8 @@
 
 /// Each cache's share of the budget, in 32nds.
 const SHARES: &[(&str, u64)] = &[
-    ("verified_tokens", 4),
+    ("verified_tokens", 3),
+    ("live_sessions", 1),
     ("service_tokens", 4),
     ("signer_keys", 1),
     ("did_documents", 4),
@@ -69,7 +70,7 @@ mod tests {
         assert_eq!(SHARES.iter().map(|(_, s)| s).sum::<u64>(), 32);
         let budget = Budget::new(32 << 20);
         assert_eq!(budget.all().map(|(_, b)| b).sum::<u64>(), 32 << 20);
-        assert_eq!(budget.of("verified_tokens"), 4 << 20);
+        assert_eq!(budget.of("verified_tokens"), 3 << 20);
         // A tiny budget still leaves every cache room for a few entries.
         assert_eq!(Budget::new(1).of("signer_keys"), 64 * 1024);
     }

@@ -60,6 +60,7 @@ impl Lifecycle {
         let status = accounts::status_of(reference.is_some(), account.deactivated_at.is_some());
         events.append(&mut tx, Event::Account { did, active: status.is_none(), status }).await?;
         tx.commit().await?;
+        db::sessions::ended();
         events.publish();
         guard.forget_account();
         tracing::warn!(%did, takedown = ?reference, "account takedown changed");
@@ -77,6 +78,7 @@ impl Lifecycle {
         let removed = accounts::delete_everything(&mut tx, did).await?;
         events.append(&mut tx, Event::Account { did, active: false, status: Some("deleted") }).await?;
         tx.commit().await?;
+        db::sessions::ended();
         events.publish();
         guard.forget_account();
         drop(guard);

@@ -578,6 +578,7 @@ pub async fn revoke_app_password(
     // Sessions opened with it end too.
     db::sessions::delete_for_app_password(&mut *tx, &auth.did, &input.name).await?;
     tx.commit().await?;
+    db::sessions::ended();
     Ok(Json(json!({})))
 }
 

@@ -48,7 +48,16 @@ pub struct Tokens {
     access_ttl: i64,
     /// Tokens whose signature has been verified, by their exact text.
     verified: moka::sync::Cache<String, jwt::Claims>,
+    /// Sessions found live, by id: their account and the count of session endings
+    /// ([`crate::store::db::sessions::endings`]) read before the database was asked. An
+    /// entry holds while no session has ended since, and for [`LIVE_FOR`] at most.
+    live: moka::sync::Cache<String, (String, u64)>,
 }
+
+/// How long a session found live is believed without asking again, whatever happens: a
+/// bound on staleness should a way of ending sessions ever not be counted. (The reference
+/// PDS never revokes an access token before it expires.)
+const LIVE_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Tokens {
     pub fn new(
@@ -57,6 +66,7 @@ impl Tokens {
         service_did: String,
         access_ttl: i64,
         cache_bytes: u64,
+        live_bytes: u64,
     ) -> Self {
         let verified = moka::sync::Cache::builder()
             .max_capacity(cache_bytes)
@@ -64,7 +74,33 @@ impl Tokens {
             .weigher(|token: &String, _: &jwt::Claims| crate::service::bounded::weigh(token.len() + 256))
             .time_to_live(std::time::Duration::from_secs(15 * 60))
             .build();
-        Self { db, key: jwk.public_key(), jwk, service_did, access_ttl, verified }
+        let live = moka::sync::Cache::builder()
+            .max_capacity(live_bytes)
+            .weigher(|id: &String, (did, _): &(String, u64)| crate::service::bounded::weigh(id.len() + did.len() + 8))
+            .time_to_live(LIVE_FOR)
+            .build();
+        Self { db, key: jwk.public_key(), jwk, service_did, access_ttl, verified, live }
+    }
+
+    /// Whether the session `id` of `did` still exists: remembered when nothing has ended
+    /// since it was last found, else asked of the database (one query per request was a
+    /// tenth of the server's work on a write).
+    async fn session_is_live(&self, id: &str, did: &str) -> Result<bool, sqlx::Error> {
+        use crate::store::db::sessions;
+        // Read before the database is asked: an ending after this read moves the count and
+        // voids what the answer is remembered as.
+        let endings = sessions::endings();
+        if let Some((known, at)) = self.live.get(id)
+            && known == did
+            && at == endings
+        {
+            return Ok(true);
+        }
+        let live = sessions::is_live(&self.db, id, did).await?;
+        if live {
+            self.live.insert(id.to_owned(), (did.to_owned(), endings));
+        }
+        Ok(live)
     }
 
     /// Starts a session for an account: its row (through `executor`, so it can join the
@@ -135,7 +171,7 @@ impl Tokens {
         if claims.aud != self.service_did {
             return Err(XrpcError::invalid_token("Token was issued for another service"));
         }
-        if !crate::store::db::sessions::is_live(&self.db, &claims.sid, &claims.sub).await? {
+        if !self.session_is_live(&claims.sid, &claims.sub).await? {
             return Err(XrpcError::expired_token("Token has been revoked"));
         }
         Ok(claims)

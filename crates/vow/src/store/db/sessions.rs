@@ -1,6 +1,25 @@
 //! Session rows.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use sqlx::SqlitePool;
+
+/// How many times sessions have been ended in this process. A cache of live sessions notes
+/// the count before it asks [`is_live`], and trusts the answer only while the count stays
+/// the same: every statement here that ends sessions moves it.
+static ENDED: AtomicU64 = AtomicU64::new(0);
+
+/// The count of session endings so far (read it before asking [`is_live`]).
+pub fn endings() -> u64 {
+    ENDED.load(Ordering::Acquire)
+}
+
+/// Counts an ending of sessions. The statements here that delete sessions call it; a caller
+/// whose transaction deleted them calls it once more after the commit, since a check that
+/// read the rows between the statement and the commit still saw them.
+pub fn ended() {
+    ENDED.fetch_add(1, Ordering::AcqRel);
+}
 
 /// Whether the session `id` of `did` still exists (it ends at sign-out, reuse of an old
 /// refresh token, or a password reset).
@@ -51,10 +70,12 @@ pub async fn rotate_refresh(db: &SqlitePool, id: &str, old: &str, new: &str) -> 
 /// Ends one session.
 pub async fn delete(db: &SqlitePool, id: &str) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM sessions WHERE id = ?").bind(id).execute(db).await?;
+    ended();
     Ok(())
 }
 
-/// Ends the sessions opened with an app password.
+/// Ends the sessions opened with an app password (in a transaction: call [`ended`] after
+/// the commit).
 pub async fn delete_for_app_password(
     executor: impl sqlx::SqliteExecutor<'_>,
     did: &str,
@@ -65,6 +86,7 @@ pub async fn delete_for_app_password(
         .bind(name)
         .execute(executor)
         .await?;
+    ended();
     Ok(())
 }
 
@@ -83,6 +105,7 @@ pub async fn app_password_of(db: &SqlitePool, id: &str) -> Result<Option<bool>, 
 /// Ends every session of an account.
 pub async fn delete_all(db: &SqlitePool, did: &str) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM sessions WHERE did = ?").bind(did).execute(db).await?;
+    ended();
     Ok(())
 }
 
@@ -125,5 +148,6 @@ pub async fn list(db: &SqlitePool, did: &str) -> Result<Vec<Listed>, sqlx::Error
 /// Ends one session of `did`; false when it has no such session.
 pub async fn delete_of(db: &SqlitePool, did: &str, id: &str) -> Result<bool, sqlx::Error> {
     let gone = sqlx::query("DELETE FROM sessions WHERE id = ? AND did = ?").bind(id).bind(did).execute(db).await?;
+    ended();
     Ok(gone.rows_affected() == 1)
 }
