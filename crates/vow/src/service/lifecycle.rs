@@ -59,8 +59,7 @@ impl Lifecycle {
         }
         let status = accounts::status_of(reference.is_some(), account.deactivated_at.is_some());
         events.append(&mut tx, Event::Account { did, active: status.is_none(), status }).await?;
-        tx.commit().await?;
-        db::sessions::ended();
+        db::sessions::commit_ending(tx).await?;
         events.publish();
         guard.forget_account();
         tracing::warn!(%did, takedown = ?reference, "account takedown changed");
@@ -77,8 +76,7 @@ impl Lifecycle {
         let mut tx = self.db.begin().await?;
         let removed = accounts::delete_everything(&mut tx, did).await?;
         events.append(&mut tx, Event::Account { did, active: false, status: Some("deleted") }).await?;
-        tx.commit().await?;
-        db::sessions::ended();
+        db::sessions::commit_ending(tx).await?;
         events.publish();
         guard.forget_account();
         drop(guard);

@@ -588,8 +588,10 @@ async fn app_password_revoke(
     Json(input): Json<RevokeAppPassword>,
 ) -> XrpcResult<Json<serde_json::Value>> {
     let did = page_caller(&state, did, &headers)?;
-    crate::store::db::app_passwords::delete(&state.db, &did, &input.name).await?;
-    crate::store::db::sessions::delete_for_app_password(&state.db, &did, &input.name).await?;
+    let mut tx = state.db.begin().await?;
+    crate::store::db::app_passwords::delete(&mut *tx, &did, &input.name).await?;
+    crate::store::db::sessions::delete_for_app_password(&mut tx, &did, &input.name).await?;
+    crate::store::db::sessions::commit_ending(tx).await?;
     Ok(Json(json!({})))
 }
 

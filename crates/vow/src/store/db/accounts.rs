@@ -262,8 +262,8 @@ pub struct Removed {
 /// Deletes every row of the account: records, blob references and blobs, its repo's block
 /// references (on the embedded store the trigger removes blocks no other repo references),
 /// sessions, app passwords, stored service tokens, preferences, challenges, its firehose
-/// history, and the account. In a transaction: call [`super::sessions::ended`] after the
-/// commit.
+/// history, and the account. In a transaction: commit it with
+/// [`super::sessions::commit_ending`].
 pub async fn delete_everything(conn: &mut sqlx::SqliteConnection, did: &str) -> Result<Removed, sqlx::Error> {
     // Writes only, the first of them taking the write lock: a transaction that read first
     // could not write after another connection did (SQLITE_BUSY_SNAPSHOT).
@@ -294,8 +294,8 @@ pub async fn delete_everything(conn: &mut sqlx::SqliteConnection, did: &str) -> 
     Ok(Removed { blocks: blocks.into_iter().map(|(c,)| c).collect(), blobs })
 }
 
-/// Ends every session of the account (inside a transaction: call [`super::sessions::ended`]
-/// after the commit).
+/// Ends every session of the account, inside a transaction (commit it with
+/// [`super::sessions::commit_ending`]).
 pub async fn end_sessions(conn: &mut sqlx::SqliteConnection, did: &str) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM sessions WHERE did = ?").bind(did).execute(conn).await?;
     super::sessions::ended();

@@ -14,11 +14,32 @@ pub fn endings() -> u64 {
     ENDED.load(Ordering::Acquire)
 }
 
-/// Counts an ending of sessions. The statements here that delete sessions call it; a caller
-/// whose transaction deleted them calls it once more after the commit, since a check that
-/// read the rows between the statement and the commit still saw them.
-pub fn ended() {
+/// Counts an ending of sessions. Statements that delete sessions inside a transaction call
+/// it; the transaction is then committed with [`commit_ending`], which counts again after the
+/// commit, since a check that read the rows between the statement and the commit still saw
+/// them.
+pub(super) fn ended() {
     ENDED.fetch_add(1, Ordering::AcqRel);
+}
+
+/// Runs `work`, which ends sessions, to its end on a task of its own and counts the ending
+/// after it. Were the request that asked dropped meanwhile (its client gone), the statement
+/// would still run on the connection's thread, and the count would never move.
+async fn ending<T: Send + 'static>(
+    work: impl Future<Output = Result<T, sqlx::Error>> + Send + 'static,
+) -> Result<T, sqlx::Error> {
+    tokio::spawn(async move {
+        let done = work.await;
+        ended();
+        done
+    })
+    .await
+    .unwrap_or_else(|e| Err(sqlx::Error::Protocol(format!("ending sessions: {e}"))))
+}
+
+/// Commits a transaction that deleted sessions, then counts the ending (see [`ending`]).
+pub async fn commit_ending(tx: sqlx::Transaction<'static, sqlx::Sqlite>) -> Result<(), sqlx::Error> {
+    ending(tx.commit()).await
 }
 
 /// Whether the session `id` of `did` still exists (it ends at sign-out, reuse of an old
@@ -69,15 +90,14 @@ pub async fn rotate_refresh(db: &SqlitePool, id: &str, old: &str, new: &str) -> 
 
 /// Ends one session.
 pub async fn delete(db: &SqlitePool, id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM sessions WHERE id = ?").bind(id).execute(db).await?;
-    ended();
-    Ok(())
+    let (db, id) = (db.clone(), id.to_owned());
+    ending(async move { sqlx::query("DELETE FROM sessions WHERE id = ?").bind(id).execute(&db).await.map(drop) }).await
 }
 
-/// Ends the sessions opened with an app password (in a transaction: call [`ended`] after
-/// the commit).
+/// Ends the sessions opened with an app password, inside a transaction (commit it with
+/// [`commit_ending`]).
 pub async fn delete_for_app_password(
-    executor: impl sqlx::SqliteExecutor<'_>,
+    executor: &mut sqlx::SqliteConnection,
     did: &str,
     name: &str,
 ) -> Result<(), sqlx::Error> {
@@ -104,9 +124,9 @@ pub async fn app_password_of(db: &SqlitePool, id: &str) -> Result<Option<bool>, 
 
 /// Ends every session of an account.
 pub async fn delete_all(db: &SqlitePool, did: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM sessions WHERE did = ?").bind(did).execute(db).await?;
-    ended();
-    Ok(())
+    let (db, did) = (db.clone(), did.to_owned());
+    ending(async move { sqlx::query("DELETE FROM sessions WHERE did = ?").bind(did).execute(&db).await.map(drop) })
+        .await
 }
 
 /// How many sessions `did` has.
@@ -147,7 +167,40 @@ pub async fn list(db: &SqlitePool, did: &str) -> Result<Vec<Listed>, sqlx::Error
 
 /// Ends one session of `did`; false when it has no such session.
 pub async fn delete_of(db: &SqlitePool, did: &str, id: &str) -> Result<bool, sqlx::Error> {
-    let gone = sqlx::query("DELETE FROM sessions WHERE id = ? AND did = ?").bind(id).bind(did).execute(db).await?;
-    ended();
-    Ok(gone.rows_affected() == 1)
+    let (db, did, id) = (db.clone(), did.to_owned(), id.to_owned());
+    ending(async move {
+        let gone = sqlx::query("DELETE FROM sessions WHERE id = ? AND did = ?").bind(id).bind(did).execute(&db).await?;
+        Ok(gone.rows_affected() == 1)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    /// A deletion whose caller is dropped after it started still lands and is still counted,
+    /// so a cache of live sessions cannot go on trusting the deleted one.
+    #[tokio::test]
+    async fn an_ending_is_counted_even_when_its_caller_goes_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::super::open(&dir.path().join("t.db")).await.unwrap();
+        sqlx::query(
+            "INSERT INTO accounts (did, handle, password_hash, created_at) VALUES ('did:a', 'a.test', 'x', 'now')",
+        )
+        .execute(&db)
+        .await
+        .unwrap();
+        insert(&db, "S1", "did:a", None, "J1", i64::MAX).await.unwrap();
+        let before = endings();
+        // Polled once, then dropped: the request that asked is gone.
+        assert!(delete(&db, "S1").now_or_never().is_none(), "the deletion needs the connection's thread");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while endings() == before {
+            assert!(std::time::Instant::now() < deadline, "the ending was never counted");
+            tokio::task::yield_now().await;
+        }
+        assert!(!is_live(&db, "S1", "did:a").await.unwrap());
+    }
 }
