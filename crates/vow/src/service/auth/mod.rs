@@ -51,7 +51,7 @@ pub struct Tokens {
     /// Sessions found live, by id: their account and the count of session endings
     /// ([`crate::store::db::sessions::endings`]) read before the database was asked. An
     /// entry holds while no session has ended since, and for [`LIVE_FOR`] at most.
-    live: moka::sync::Cache<String, (String, u64)>,
+    live: moka::sync::Cache<String, (std::sync::Arc<str>, u64)>,
 }
 
 /// How long a session found live is believed without asking again, whatever happens: a
@@ -76,7 +76,9 @@ impl Tokens {
             .build();
         let live = moka::sync::Cache::builder()
             .max_capacity(live_bytes)
-            .weigher(|id: &String, (did, _): &(String, u64)| crate::service::bounded::weigh(id.len() + did.len() + 8))
+            .weigher(|id: &String, (did, _): &(std::sync::Arc<str>, u64)| {
+                crate::service::bounded::weigh(id.len() + did.len() + 8)
+            })
             .time_to_live(LIVE_FOR)
             .build();
         Self { db, key: jwk.public_key(), jwk, service_did, access_ttl, verified, live }
@@ -90,15 +92,16 @@ impl Tokens {
         // Read before the database is asked: an ending after this read moves the count and
         // voids what the answer is remembered as.
         let endings = sessions::endings();
+        // (The account is shared, not copied, on every hit.)
         if let Some((known, at)) = self.live.get(id)
-            && known == did
+            && &*known == did
             && at == endings
         {
             return Ok(true);
         }
         let live = sessions::is_live(&self.db, id, did).await?;
         if live {
-            self.live.insert(id.to_owned(), (did.to_owned(), endings));
+            self.live.insert(id.to_owned(), (did.into(), endings));
         }
         Ok(live)
     }
