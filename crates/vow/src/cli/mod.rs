@@ -204,9 +204,9 @@ enum IdentityCommand {
 }
 
 pub fn main() -> ExitCode {
+    crate::service::bounded::tune_allocators();
     // `.env` first, so real environment variables and flags override it.
     let _ = dotenvy::dotenv();
-    return_large_allocations_promptly();
     let cli = Cli::parse();
     install_logging(&cli.log_level, &cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
@@ -235,20 +235,6 @@ fn install_logging(level: &str, format: &str) {
     };
     let pool_waits = crate::service::metrics::PoolWaits.with_filter(crate::service::metrics::pool_wait_filter());
     tracing_subscriber::registry().with(logs).with(pool_waits).init();
-}
-
-/// glibc's allocator raises its mmap threshold each time a large block is freed, after which
-/// blocks of that size (a password hash's 16 MiB, a big CAR) come from per-thread arenas that
-/// keep the memory. A fixed threshold keeps them mapped on their own and returned at free.
-/// Two arenas instead of eight per core keep what is freed on one thread reusable by the
-/// others (on two cores the lock is rarely contended).
-fn return_large_allocations_promptly() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning; it is called before any other thread runs.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
 }
 
 async fn run(cli: Cli) -> Result<(), String> {

@@ -65,7 +65,12 @@ fn pool() -> &'static Pool {
                     loop {
                         let job = jobs.lock().expect("password queue").recv();
                         match job {
-                            Ok(job) => job(),
+                            Ok(job) => {
+                                job();
+                                // The hash's 16 MiB would otherwise stay until this thread
+                                // next hashes.
+                                crate::service::bounded::release_thread_memory();
+                            }
                             Err(_) => return,
                         }
                     }
