@@ -59,7 +59,7 @@ impl Lifecycle {
         }
         let status = accounts::status_of(reference.is_some(), account.deactivated_at.is_some());
         events.append(&mut tx, Event::Account { did, active: status.is_none(), status }).await?;
-        db::sessions::commit_ending(tx).await?;
+        db::sessions::commit_ending(tx, reference.is_some()).await?;
         events.publish();
         guard.forget_account();
         tracing::warn!(%did, takedown = ?reference, "account takedown changed");
@@ -76,7 +76,7 @@ impl Lifecycle {
         let mut tx = self.db.begin().await?;
         let removed = accounts::delete_everything(&mut tx, did).await?;
         events.append(&mut tx, Event::Account { did, active: false, status: Some("deleted") }).await?;
-        db::sessions::commit_ending(tx).await?;
+        db::sessions::commit_ending(tx, true).await?;
         events.publish();
         guard.forget_account();
         drop(guard);

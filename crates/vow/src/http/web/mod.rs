@@ -590,8 +590,8 @@ async fn app_password_revoke(
     let did = page_caller(&state, did, &headers)?;
     let mut tx = state.db.begin().await?;
     crate::store::db::app_passwords::delete(&mut *tx, &did, &input.name).await?;
-    crate::store::db::sessions::delete_for_app_password(&mut tx, &did, &input.name).await?;
-    crate::store::db::sessions::commit_ending(tx).await?;
+    let ended_any = crate::store::db::sessions::delete_for_app_password(&mut tx, &did, &input.name).await?;
+    crate::store::db::sessions::commit_ending(tx, ended_any).await?;
     Ok(Json(json!({})))
 }
 

@@ -576,8 +576,8 @@ pub async fn revoke_app_password(
     let mut tx = state.db.begin().await?;
     db::app_passwords::delete(&mut *tx, &auth.did, &input.name).await?;
     // Sessions opened with it end too.
-    db::sessions::delete_for_app_password(&mut tx, &auth.did, &input.name).await?;
-    db::sessions::commit_ending(tx).await?;
+    let ended_any = db::sessions::delete_for_app_password(&mut tx, &auth.did, &input.name).await?;
+    db::sessions::commit_ending(tx, ended_any).await?;
     Ok(Json(json!({})))
 }
 

@@ -6,7 +6,9 @@ use sqlx::SqlitePool;
 
 /// How many times sessions have been ended in this process. A cache of live sessions notes
 /// the count before it asks [`is_live`], and trusts the answer only while the count stays
-/// the same: every statement here that ends sessions moves it.
+/// the same: every statement here that ends a session moves it. One that ended none (a
+/// revocation of a session that does not exist) leaves it, so no one can empty the cache
+/// for every account by asking for nothing.
 static ENDED: AtomicU64 = AtomicU64::new(0);
 
 /// The count of session endings so far (read it before asking [`is_live`]).
@@ -22,24 +24,28 @@ pub(super) fn ended() {
     ENDED.fetch_add(1, Ordering::AcqRel);
 }
 
-/// Runs `work`, which ends sessions, to its end on a task of its own and counts the ending
-/// after it. Were the request that asked dropped meanwhile (its client gone), the statement
-/// would still run on the connection's thread, and the count would never move.
+/// Runs `work`, which may end sessions, to its end on a task of its own and counts the ending
+/// after it, unless `work` says it ended none. Were the request that asked dropped meanwhile
+/// (its client gone), the statement would still run on the connection's thread, and the count
+/// would never move. A failure counts: what it left behind is not known.
 async fn ending<T: Send + 'static>(
-    work: impl Future<Output = Result<T, sqlx::Error>> + Send + 'static,
+    work: impl Future<Output = Result<(T, bool), sqlx::Error>> + Send + 'static,
 ) -> Result<T, sqlx::Error> {
     tokio::spawn(async move {
         let done = work.await;
-        ended();
-        done
+        if !matches!(done, Ok((_, false))) {
+            ended();
+        }
+        done.map(|(value, _)| value)
     })
     .await
     .unwrap_or_else(|e| Err(sqlx::Error::Protocol(format!("ending sessions: {e}"))))
 }
 
-/// Commits a transaction that deleted sessions, then counts the ending (see [`ending`]).
-pub async fn commit_ending(tx: sqlx::Transaction<'static, sqlx::Sqlite>) -> Result<(), sqlx::Error> {
-    ending(tx.commit()).await
+/// Commits a transaction that deleted sessions, then counts the ending (see [`ending`]);
+/// `ended_any` false (its statements deleted no session) commits without counting.
+pub async fn commit_ending(tx: sqlx::Transaction<'static, sqlx::Sqlite>, ended_any: bool) -> Result<(), sqlx::Error> {
+    ending(async move { tx.commit().await.map(|()| ((), ended_any)) }).await
 }
 
 /// Whether the session `id` of `did` still exists (it ends at sign-out, reuse of an old
@@ -91,23 +97,30 @@ pub async fn rotate_refresh(db: &SqlitePool, id: &str, old: &str, new: &str) -> 
 /// Ends one session.
 pub async fn delete(db: &SqlitePool, id: &str) -> Result<(), sqlx::Error> {
     let (db, id) = (db.clone(), id.to_owned());
-    ending(async move { sqlx::query("DELETE FROM sessions WHERE id = ?").bind(id).execute(&db).await.map(drop) }).await
+    ending(async move {
+        let gone = sqlx::query("DELETE FROM sessions WHERE id = ?").bind(id).execute(&db).await?;
+        Ok(((), gone.rows_affected() > 0))
+    })
+    .await
 }
 
-/// Ends the sessions opened with an app password, inside a transaction (commit it with
-/// [`commit_ending`]).
+/// Ends the sessions opened with an app password, inside a transaction; whether it ended any
+/// (commit with [`commit_ending`], passing it on).
 pub async fn delete_for_app_password(
     executor: &mut sqlx::SqliteConnection,
     did: &str,
     name: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM sessions WHERE did = ? AND app_password_name = ?")
+) -> Result<bool, sqlx::Error> {
+    let gone = sqlx::query("DELETE FROM sessions WHERE did = ? AND app_password_name = ?")
         .bind(did)
         .bind(name)
         .execute(executor)
         .await?;
-    ended();
-    Ok(())
+    let ended_any = gone.rows_affected() > 0;
+    if ended_any {
+        ended();
+    }
+    Ok(ended_any)
 }
 
 /// Whether the session was opened with an app password, and if so whether a privileged one.
@@ -125,8 +138,11 @@ pub async fn app_password_of(db: &SqlitePool, id: &str) -> Result<Option<bool>, 
 /// Ends every session of an account.
 pub async fn delete_all(db: &SqlitePool, did: &str) -> Result<(), sqlx::Error> {
     let (db, did) = (db.clone(), did.to_owned());
-    ending(async move { sqlx::query("DELETE FROM sessions WHERE did = ?").bind(did).execute(&db).await.map(drop) })
-        .await
+    ending(async move {
+        let gone = sqlx::query("DELETE FROM sessions WHERE did = ?").bind(did).execute(&db).await?;
+        Ok(((), gone.rows_affected() > 0))
+    })
+    .await
 }
 
 /// How many sessions `did` has.
@@ -170,7 +186,8 @@ pub async fn delete_of(db: &SqlitePool, did: &str, id: &str) -> Result<bool, sql
     let (db, did, id) = (db.clone(), did.to_owned(), id.to_owned());
     ending(async move {
         let gone = sqlx::query("DELETE FROM sessions WHERE id = ? AND did = ?").bind(id).bind(did).execute(&db).await?;
-        Ok(gone.rows_affected() == 1)
+        let ended = gone.rows_affected() == 1;
+        Ok((ended, ended))
     })
     .await
 }
@@ -180,11 +197,11 @@ mod tests {
     use super::*;
     use futures_util::FutureExt;
 
-    /// A deletion whose caller is dropped after it started still lands and is still counted,
-    /// so a cache of live sessions cannot go on trusting the deleted one.
-    #[tokio::test]
-    async fn an_ending_is_counted_even_when_its_caller_goes_away() {
-        let dir = tempfile::tempdir().unwrap();
+    /// The count is the process's: the tests that watch it take turns. (No other unit test
+    /// ends sessions.)
+    static WATCHING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    async fn with_session(dir: &tempfile::TempDir) -> SqlitePool {
         let db = super::super::open(&dir.path().join("t.db")).await.unwrap();
         sqlx::query(
             "INSERT INTO accounts (did, handle, password_hash, created_at) VALUES ('did:a', 'a.test', 'x', 'now')",
@@ -193,6 +210,35 @@ mod tests {
         .await
         .unwrap();
         insert(&db, "S1", "did:a", None, "J1", i64::MAX).await.unwrap();
+        db
+    }
+
+    /// Asking to end sessions that do not exist leaves the count (and so every account's
+    /// remembered sessions) alone; ending one moves it.
+    #[tokio::test]
+    async fn ending_nothing_is_not_counted() {
+        let _turn = WATCHING.lock().await;
+        let dir = tempfile::tempdir().unwrap();
+        let db = with_session(&dir).await;
+        let before = endings();
+        assert!(!delete_of(&db, "did:a", "no-such-session").await.unwrap());
+        delete(&db, "no-such-session").await.unwrap();
+        delete_all(&db, "did:nobody").await.unwrap();
+        let mut tx = db.begin().await.unwrap();
+        assert!(!delete_for_app_password(&mut tx, "did:a", "no-such-app-password").await.unwrap());
+        commit_ending(tx, false).await.unwrap();
+        assert_eq!(endings(), before, "nothing was ended, yet the count moved");
+        assert!(delete_of(&db, "did:a", "S1").await.unwrap());
+        assert!(endings() > before);
+    }
+
+    /// A deletion whose caller is dropped after it started still lands and is still counted,
+    /// so a cache of live sessions cannot go on trusting the deleted one.
+    #[tokio::test]
+    async fn an_ending_is_counted_even_when_its_caller_goes_away() {
+        let _turn = WATCHING.lock().await;
+        let dir = tempfile::tempdir().unwrap();
+        let db = with_session(&dir).await;
         let before = endings();
         // Polled once, then dropped: the request that asked is gone.
         assert!(delete(&db, "S1").now_or_never().is_none(), "the deletion needs the connection's thread");
