@@ -77,11 +77,13 @@ pub fn tune_allocators() {
 
 /// Hands the allocators' free memory back to the system. Both keep what a burst of small
 /// allocations freed (the frames of a firehose replay, thousands of a few KiB each), so RSS
-/// would stay at the burst's peak; this returns the free pages: mimalloc's pending purges
-/// (which it otherwise does a second after the free, and only when the thread that freed them
-/// allocates again) and glibc's free heap pages (SQLite's). It walks every heap, so it is for
+/// would stay at the burst's peak; this returns the free pages: the calling thread's pending
+/// mimalloc purges (which it otherwise does a second after the free, and only when that thread
+/// allocates again) and glibc's free heap pages (SQLite's), at once, and each runtime worker's
+/// when it next goes idle ([`on_worker_park`]). glibc's trim walks every arena, so this is for
 /// the end of a burst, not for each request.
 pub fn release_free_memory() {
+    RELEASES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     release_thread_memory();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only gives free pages back to the kernel; it is thread-safe.
@@ -89,6 +91,30 @@ pub fn release_free_memory() {
         libc::malloc_trim(0);
     }
     metrics::counter!("vow_memory_trims_total").increment(1);
+}
+
+/// How many times [`release_free_memory`] has run, for the runtime's workers to follow.
+static RELEASES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+thread_local! {
+    /// The value of [`RELEASES`] this thread last acted on.
+    static RELEASED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// For a runtime worker about to park. mimalloc keeps each thread's freed pages in that
+/// thread's heap, and an idle worker never gets to hand them back; so a worker that parks
+/// after [`release_free_memory`] ran hands its own back too, once (true when it did).
+/// Otherwise it costs one atomic load.
+pub fn on_worker_park() -> bool {
+    let now = RELEASES.load(std::sync::atomic::Ordering::Relaxed);
+    RELEASED.with(|seen| {
+        let due = seen.get() != now;
+        if due {
+            seen.set(now);
+            release_thread_memory();
+        }
+        due
+    })
 }
 
 /// Returns what this thread freed to the system now rather than later: for a thread that
@@ -103,6 +129,20 @@ pub fn release_thread_memory() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parking_worker_gives_memory_back_once_per_release() {
+        std::thread::spawn(|| {
+            release_free_memory();
+            assert!(on_worker_park(), "the first park after a release gives this thread's memory back");
+            let releases = RELEASES.load(std::sync::atomic::Ordering::Relaxed);
+            let again = on_worker_park();
+            // Another test may release in between; only then may it run again.
+            assert!(!again || RELEASES.load(std::sync::atomic::Ordering::Relaxed) != releases);
+        })
+        .join()
+        .unwrap();
+    }
 
     #[test]
     fn the_shares_add_up_to_the_budget() {
