@@ -170,17 +170,38 @@ async fn storage_suite(s: &Stack, ipfs: Option<&Ipfs>) {
             None => sqlx::query_as::<_, (i64,)>("SELECT COUNT(*) FROM blocks").fetch_one(&db).await.unwrap().0,
         }
     };
-    let mut held = 0;
-    for _ in 0..1200 {
-        held = kept().await;
-        if held == referenced {
-            break;
+    let settle = async |referenced: i64, what: &str| {
+        let mut held = 0;
+        for _ in 0..1200 {
+            held = kept().await;
+            if held == referenced {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(held, referenced, "the store keeps exactly the referenced blocks");
+        assert_eq!(held, referenced, "{what}");
+    };
+    settle(referenced, "the store keeps exactly the referenced blocks").await;
     run_script("verify-repo.js", &[&s.url, &jo.did, "--plc", &s.plc]);
     run_script("verify-repo.js", &[&s.url, &al.did, "--plc", &s.plc]);
+
+    // The operator deletes alan: the blocks only his repo held are let go of, joan's stay.
+    let al_head = head(s, &al.did).await;
+    let res = s
+        .http
+        .post(format!("{}/xrpc/com.atproto.admin.deleteAccount", s.url))
+        .basic_auth("admin", Some("admin-secret"))
+        .json(&json!({ "did": al.did }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let (left,): (i64,) = sqlx::query_as("SELECT COUNT(DISTINCT cid) FROM repo_blocks").fetch_one(&db).await.unwrap();
+    assert!(left < referenced, "alan's blocks are no longer referenced");
+    settle(left, "a deleted account's blocks are let go of").await;
+    assert!(!block_kept(s, ipfs, &al_head).await, "alan's head commit is gone from the store");
+    assert!(block_kept(s, ipfs, &head(s, &jo.did).await).await, "joan's head commit stays");
+    run_script("verify-repo.js", &[&s.url, &jo.did, "--plc", &s.plc]);
 }
 
 const SUITE_ENV: [(&str, &str); 4] = [
