@@ -276,10 +276,8 @@ pub async fn get_invite_codes(
         }));
     }
     let mut out = json!({ "codes": codes });
-    if page.len() as i64 == limit
-        && let Some(last) = page.last()
-    {
-        out["cursor"] = json!(last.created_at);
+    if let Some(cursor) = invites::page_cursor(&page, limit) {
+        out["cursor"] = json!(cursor);
     }
     Ok(Json(out))
 }

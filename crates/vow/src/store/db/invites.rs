@@ -83,13 +83,24 @@ pub async fn uses_of(db: &SqlitePool, code: &str) -> Result<Vec<(String, String)
 }
 
 /// Every invite code, newest first, after `cursor` (a creation time), at most `limit`.
+/// One page of every code, newest first (ties by code), after `cursor` (see [`page_cursor`]).
 pub async fn page(db: &SqlitePool, cursor: Option<&str>, limit: i64) -> Result<Vec<InviteCode>, sqlx::Error> {
+    // A cursor is `created_at::code` of the last code of the previous page; a bare time (what
+    // earlier versions handed out) resumes after every code of that time.
+    let (after_time, after_code) = match cursor {
+        Some(c) => match c.split_once("::") {
+            Some((time, code)) => (Some(time), Some(code)),
+            None => (Some(c), None),
+        },
+        None => (None, None),
+    };
     let rows: Vec<(String, i64, i64, String, String, String)> = sqlx::query_as(
         "SELECT code, available, disabled, for_account, created_by, created_at FROM invite_codes \
-         WHERE (? IS NULL OR created_at < ?) ORDER BY created_at DESC, code LIMIT ?",
+         WHERE ?1 IS NULL OR created_at < ?1 OR (created_at = ?1 AND ?2 IS NOT NULL AND code > ?2) \
+         ORDER BY created_at DESC, code LIMIT ?3",
     )
-    .bind(cursor)
-    .bind(cursor)
+    .bind(after_time)
+    .bind(after_code)
     .bind(limit)
     .fetch_all(db)
     .await?;
@@ -104,6 +115,12 @@ pub async fn page(db: &SqlitePool, cursor: Option<&str>, limit: i64) -> Result<V
             created_at,
         })
         .collect())
+}
+
+/// The cursor for the page after `page`, when it was full (`limit` codes).
+pub fn page_cursor(page: &[InviteCode], limit: i64) -> Option<String> {
+    let last = page.last().filter(|_| page.len() as i64 == limit)?;
+    Some(format!("{}::{}", last.created_at, last.code))
 }
 
 /// Disables the codes named, and every code of the accounts named; returns how many changed.
@@ -124,4 +141,41 @@ pub async fn disable(db: &SqlitePool, codes: &[String], accounts: &[String]) -> 
             .rows_affected();
     }
     Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Codes made in one call share their creation time; paging through them by that time
+    /// alone would skip those beyond the first page.
+    #[tokio::test]
+    async fn paging_reaches_every_code_made_at_the_same_moment() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::super::open(&dir.path().join("t.db")).await.unwrap();
+        for i in 0..7 {
+            sqlx::query(
+                "INSERT INTO invite_codes (code, for_account, created_by, available, created_at) \
+                 VALUES (?, 'admin', 'admin', 1, ?)",
+            )
+            .bind(format!("code-{i}"))
+            .bind(if i < 5 { "2026-12-06T10:00:00.000Z" } else { "2026-12-06T09:00:00.000Z" })
+            .execute(&db)
+            .await
+            .unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = page(&db, cursor.as_deref(), 2).await.unwrap();
+            seen.extend(page.iter().map(|c| c.code.clone()));
+            match page_cursor(&page, 2) {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+            assert!(seen.len() <= 7, "paging went round: {seen:?}");
+        }
+        let expected: Vec<String> = (0..7).map(|i| format!("code-{i}")).collect();
+        assert_eq!(seen, expected, "newest first, then by code, each once");
+    }
 }
