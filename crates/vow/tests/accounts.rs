@@ -553,15 +553,8 @@ async fn status_changes_are_honoured_and_deletion_leaves_nothing_behind() {
     let db = s.db().await;
     let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM blocks").fetch_one(&db).await.unwrap();
     // The user's own deletion (with the mailed code) is in the email test; here the operator's.
-    let res = s
-        .http
-        .post(format!("{}/xrpc/com.atproto.admin.deleteAccount", s.url))
-        .basic_auth("admin", Some("admin-secret"))
-        .json(&json!({ "did": alice.did }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let res = s.admin("com.atproto.admin.deleteAccount", json!({ "did": alice.did })).await;
+    assert_eq!(res.0, 200, "{res:?}");
     for table in
         ["accounts", "records", "record_blobs", "repo_blocks", "blobs", "sessions", "app_passwords", "key_challenges"]
     {

@@ -187,15 +187,8 @@ async fn storage_suite(s: &Stack, ipfs: Option<&Ipfs>) {
 
     // The operator deletes alan: the blocks only his repo held are let go of, joan's stay.
     let al_head = head(s, &al.did).await;
-    let res = s
-        .http
-        .post(format!("{}/xrpc/com.atproto.admin.deleteAccount", s.url))
-        .basic_auth("admin", Some("admin-secret"))
-        .json(&json!({ "did": al.did }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let res = s.admin("com.atproto.admin.deleteAccount", json!({ "did": al.did })).await;
+    assert_eq!(res.0, 200, "{res:?}");
     let (left,): (i64,) = sqlx::query_as("SELECT COUNT(DISTINCT cid) FROM repo_blocks").fetch_one(&db).await.unwrap();
     assert!(left < referenced, "alan's blocks are no longer referenced");
     settle(left, "a deleted account's blocks are let go of").await;

@@ -4,6 +4,8 @@
 //! `/metrics` as `vow_cache_bound_bytes{cache}`. SQLite's page caches (`VOW_DB_CACHE_BYTES`),
 //! the IPFS block cache (`VOW_IPFS_CACHE_MB`) and the OAuth requests have bounds of their own.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 /// Each cache's share of the budget, in 32nds.
 const SHARES: &[(&str, u64)] = &[
     ("verified_tokens", 3),
@@ -83,7 +85,7 @@ pub fn tune_allocators() {
 /// when it next goes idle ([`on_worker_park`]). glibc's trim walks every arena, so this is for
 /// the end of a burst, not for each request.
 pub fn release_free_memory() {
-    RELEASES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    RELEASES.fetch_add(1, Ordering::Relaxed);
     release_thread_memory();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only gives free pages back to the kernel; it is thread-safe.
@@ -94,7 +96,7 @@ pub fn release_free_memory() {
 }
 
 /// How many times [`release_free_memory`] has run, for the runtime's workers to follow.
-static RELEASES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static RELEASES: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     /// The value of [`RELEASES`] this thread last acted on.
@@ -106,7 +108,7 @@ thread_local! {
 /// after [`release_free_memory`] ran hands its own back too, once (true when it did).
 /// Otherwise it costs one atomic load.
 pub fn on_worker_park() -> bool {
-    let now = RELEASES.load(std::sync::atomic::Ordering::Relaxed);
+    let now = RELEASES.load(Ordering::Relaxed);
     RELEASED.with(|seen| {
         let due = seen.get() != now;
         if due {
@@ -135,10 +137,10 @@ mod tests {
         std::thread::spawn(|| {
             release_free_memory();
             assert!(on_worker_park(), "the first park after a release gives this thread's memory back");
-            let releases = RELEASES.load(std::sync::atomic::Ordering::Relaxed);
+            let releases = RELEASES.load(Ordering::Relaxed);
             let again = on_worker_park();
             // Another test may release in between; only then may it run again.
-            assert!(!again || RELEASES.load(std::sync::atomic::Ordering::Relaxed) != releases);
+            assert!(!again || RELEASES.load(Ordering::Relaxed) != releases);
         })
         .join()
         .unwrap();

@@ -353,17 +353,19 @@ impl Stack {
         text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
     }
 
+    /// A procedure called with the operator's credentials.
+    pub async fn admin(&self, nsid: &str, body: Value) -> (u16, Value) {
+        let url = format!("{}/xrpc/{nsid}", self.url);
+        let res = self.http.post(url).basic_auth("admin", Some("admin-secret")).json(&body).send().await.unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
     pub async fn invite(&self, uses: i64) -> String {
-        let res = self
-            .http
-            .post(format!("{}/xrpc/com.atproto.server.createInviteCode", self.url))
-            .basic_auth("admin", Some("admin-secret"))
-            .json(&json!({ "useCount": uses }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
-        res.json::<Value>().await.unwrap()["code"].as_str().unwrap().to_owned()
+        let res = self.admin("com.atproto.server.createInviteCode", json!({ "useCount": uses })).await;
+        assert_eq!(res.0, 200, "{res:?}");
+        res.1["code"].as_str().unwrap().to_owned()
     }
 }
 
