@@ -29,7 +29,32 @@ pub struct LexiconError {
 /// A set of lexicon documents by NSID.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
-    docs: HashMap<String, LexiconDoc>,
+    docs: HashMap<String, Entry>,
+}
+
+/// One document of a catalog. A bundled one is kept as its text until it is first needed: most
+/// of the 259 bundled documents are never used by a running server, and parsed they would hold
+/// about 2 MB.
+#[derive(Debug, Clone)]
+struct Entry {
+    /// Whether `main` is a query, known without parsing.
+    query: bool,
+    /// The JSON text of a bundled document, parsed on first use.
+    text: Option<&'static str>,
+    /// The parsed document; `None` if the bundled text did not parse (a unit test keeps every
+    /// bundled document parsing, so a running server never sees that).
+    doc: OnceLock<Option<LexiconDoc>>,
+}
+
+impl Entry {
+    fn doc(&self) -> Option<&LexiconDoc> {
+        self.doc
+            .get_or_init(|| {
+                let text = self.text?;
+                serde_json::from_str(text).ok().and_then(|json| parse_doc(&json).ok())
+            })
+            .as_ref()
+    }
 }
 
 impl Catalog {
@@ -40,14 +65,15 @@ impl Catalog {
     /// The `com.atproto.*` and `app.bsky.*` lexicons shipped inside the crate.
     pub fn bundled() -> &'static Catalog {
         static CATALOG: OnceLock<Catalog> = OnceLock::new();
-        CATALOG.get_or_init(|| {
-            let mut catalog = Catalog::new();
-            for text in bundled::BUNDLED {
-                let json: serde_json::Value = serde_json::from_str(text).expect("bundled lexicons are JSON");
-                catalog.add_json(&json).expect("bundled lexicons are valid");
-            }
-            catalog
-        })
+        CATALOG.get_or_init(Self::unparsed_bundle)
+    }
+
+    fn unparsed_bundle() -> Catalog {
+        let docs = bundled::BUNDLED
+            .iter()
+            .map(|&(nsid, query, text)| (nsid.to_owned(), Entry { query, text: Some(text), doc: OnceLock::new() }))
+            .collect();
+        Catalog { docs }
     }
 
     /// Number of documents.
@@ -62,24 +88,25 @@ impl Catalog {
     /// Checks and adds a lexicon document given as JSON.
     pub fn add_json(&mut self, json: &serde_json::Value) -> Result<(), LexiconError> {
         let doc = parse_doc(json)?;
-        self.docs.insert(doc.id.clone(), doc);
+        let query = matches!(doc.defs.get("main"), Some(TypeDef::Query(_)));
+        self.docs.insert(doc.id.clone(), Entry { query, text: None, doc: OnceLock::from(Some(doc)) });
         Ok(())
     }
 
     /// The document with this NSID.
     pub fn doc(&self, nsid: &str) -> Option<&LexiconDoc> {
-        self.docs.get(nsid)
+        self.docs.get(nsid)?.doc()
     }
 
     /// The NSIDs of the query methods (`main` of type query), in no particular order.
     pub fn queries(&self) -> impl Iterator<Item = &str> {
-        self.docs.values().filter(|d| matches!(d.defs.get("main"), Some(TypeDef::Query(_)))).map(|d| d.id.as_str())
+        self.docs.iter().filter(|(_, entry)| entry.query).map(|(nsid, _)| nsid.as_str())
     }
 
     /// Resolves a reference (`nsid`, `nsid#def` or `#def` relative to `context`).
     pub fn resolve(&self, reference: &str, context: &str) -> Option<(&str, &TypeDef)> {
         let (nsid, def) = split_ref(reference, context);
-        let doc = self.docs.get(nsid)?;
+        let doc = self.doc(nsid)?;
         doc.defs.get(def).map(|d| (doc.id.as_str(), d))
     }
 
@@ -138,4 +165,40 @@ fn parse_doc(json: &serde_json::Value) -> Result<LexiconDoc, LexiconError> {
         }
     }
     Ok(doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every bundled document parses, and the NSID and query flag the build recorded for it
+    /// without parsing are the document's own.
+    #[test]
+    fn every_bundled_document_parses_as_indexed() {
+        assert!(bundled::BUNDLED.len() > 250);
+        for &(nsid, query, text) in bundled::BUNDLED {
+            let json: serde_json::Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{nsid}: {e}"));
+            let doc = parse_doc(&json).unwrap_or_else(|e| panic!("{nsid}: {e}"));
+            assert_eq!(doc.id, nsid);
+            assert_eq!(matches!(doc.defs.get("main"), Some(TypeDef::Query(_))), query, "{nsid}");
+        }
+        let catalog = Catalog::bundled();
+        assert_eq!(catalog.queries().count(), bundled::BUNDLED.iter().filter(|d| d.1).count());
+        assert!(catalog.queries().any(|q| q == "app.bsky.feed.getTimeline"));
+        assert!(!catalog.queries().any(|q| q == "com.atproto.repo.createRecord"));
+    }
+
+    #[test]
+    fn a_bundled_document_is_parsed_when_first_used() {
+        let catalog = Catalog::unparsed_bundle();
+        let parsed = |nsid: &str| catalog.docs[nsid].doc.get().is_some();
+        assert!(!parsed("app.bsky.feed.like"));
+        let first = catalog.doc("app.bsky.feed.like").expect("bundled");
+        assert!(parsed("app.bsky.feed.like"));
+        assert!(!parsed("app.bsky.feed.post"), "only the document asked for is parsed");
+        assert!(std::ptr::eq(first, catalog.doc("app.bsky.feed.like").expect("bundled")));
+        // A reference into another document parses that one.
+        assert!(catalog.resolve("com.atproto.repo.strongRef", "app.bsky.feed.like").is_some());
+        assert!(parsed("com.atproto.repo.strongRef"));
+    }
 }

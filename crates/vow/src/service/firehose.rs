@@ -36,7 +36,9 @@ pub type Frame = (i64, Bytes);
 type Page = Arc<[Frame]>;
 
 pub struct Firehose {
-    live: broadcast::Sender<Frame>,
+    /// Behind an `Arc` so a slot of the channel is a pointer: the channel's slots are allocated
+    /// up front, 16,384 of them by default (0.6 MB instead of 1.2 MB of an idle server).
+    live: broadcast::Sender<Arc<Frame>>,
     pages: Pages,
     /// The last seq committed; `None` until read from the table (and after a failed insert).
     last_seq: Mutex<Option<i64>>,
@@ -164,7 +166,7 @@ impl Sequencer<'_> {
         }
         *self.last = Some(self.next - 1);
         for (seq, frame) in self.frames.drain(..) {
-            let _ = self.firehose.live.send((seq, Bytes::from(frame))); // no subscribers is fine
+            let _ = self.firehose.live.send(Arc::new((seq, Bytes::from(frame)))); // no subscribers is fine
         }
     }
 }
@@ -282,9 +284,9 @@ impl Firehose {
                     let mut next = frame;
                     loop {
                         match next {
-                            Ok((seq, frame)) if seq > last => {
-                                last = seq;
-                                batch.push(frame);
+                            Ok(frame) if frame.0 > last => {
+                                last = frame.0;
+                                batch.push(frame.1.clone());
                             }
                             Ok(_) => {}
                             Err(broadcast::error::RecvError::Lagged(_)) => return too_slow(socket).await,
