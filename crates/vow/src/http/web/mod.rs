@@ -243,12 +243,9 @@ async fn signin(State(state): State<AppState>, headers: HeaderMap, PageForm(form
             return signin_form(Some("Something went wrong; try again."));
         }
     };
-    let ok = match &account {
-        Some(a) => match password::verify_async(form.password, a.password_hash.clone()).await {
-            Ok(ok) => ok,
-            Err(_) => return signin_form(Some("The server is busy; try again in a moment.")),
-        },
-        None => false,
+    let ok = match password::verify_sign_in(form.password, account.as_ref().map(|a| a.password_hash.clone())).await {
+        Ok(ok) => ok,
+        Err(_) => return signin_form(Some("The server is busy; try again in a moment.")),
     };
     match account {
         Some(a) if ok && a.takedown_ref.is_some() => {

@@ -351,12 +351,8 @@ async fn authorize_signin(
         return super::wrong_origin(&state, "/account");
     }
     let account = accounts::by_identifier(&state.db, &f.identifier).await.ok().flatten();
-    let ok = match &account {
-        Some(a) => {
-            crate::service::auth::password::verify_async(f.password, a.password_hash.clone()).await.unwrap_or(false)
-        }
-        None => false,
-    };
+    let stored = account.as_ref().map(|a| a.password_hash.clone());
+    let ok = crate::service::auth::password::verify_sign_in(f.password, stored).await.unwrap_or(false);
     let back = format!(
         "/oauth/authorize?{}",
         form_urlencoded::Serializer::new(String::new())

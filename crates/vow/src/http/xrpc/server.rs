@@ -366,8 +366,11 @@ pub async fn create_session(
     }
     state.limits.check(crate::service::ratelimit::Policy::SessionIdentifier, &key, 1)?;
     state.limits.check(crate::service::ratelimit::Policy::SessionIdentifierDay, &key, 1)?;
-    let account = accounts::by_identifier(&state.db, &input.identifier).await?.ok_or_else(denied)?;
-    let app_password = if password::verify_async(input.password.clone(), account.password_hash.clone()).await? {
+    let account = accounts::by_identifier(&state.db, &input.identifier).await?;
+    let stored = account.as_ref().map(|a| a.password_hash.clone());
+    let matched = password::verify_sign_in(input.password.clone(), stored).await?;
+    let account = account.ok_or_else(denied)?;
+    let app_password = if matched {
         None
     } else {
         let mut found = None;

@@ -32,6 +32,7 @@ pub fn hash(password: &str) -> String {
 
 /// Checks a password against a stored hash in constant time. CPU-heavy: call from a blocking task.
 pub fn verify(password: &str, stored: &str) -> bool {
+    metrics::counter!("vow_password_checks_total").increment(1);
     let Some((salt, expected)) = stored.split_once(':') else { return false };
     let Some(expected) = unhex(expected) else { return false };
     let mut out = vec![0u8; expected.len()];
@@ -110,6 +111,21 @@ pub async fn verify_async(password: String, stored: String) -> XrpcResult<bool> 
     on_pool(move || verify(&password, &stored)).await
 }
 
+/// A hash in the stored format that no password is expected to match: its scrypt output would
+/// have to be all zeros.
+const UNMATCHABLE: &str = "00000000000000000000000000000000:\
+    00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000";
+
+/// Checks a sign-in's password against the account's hash or, when no account has the
+/// identifier given, against one nothing matches: the answer takes as long either way, so its
+/// time does not tell which identifiers (email addresses among them) have accounts.
+pub async fn verify_sign_in(password: String, stored: Option<String>) -> XrpcResult<bool> {
+    match stored {
+        Some(stored) => verify_async(password, stored).await,
+        None => verify_async(password, UNMATCHABLE.to_owned()).await.map(|_| false),
+    }
+}
+
 /// The shortest password accepted for a new account or a reset.
 pub const MIN_LENGTH: usize = 8;
 
@@ -136,6 +152,14 @@ mod tests {
         assert!(!super::verify("wrong", &h));
         assert!(!super::verify("correct horse", "garbage"));
         assert_ne!(super::hash("correct horse"), h, "salted");
+    }
+
+    #[test]
+    fn the_unmatchable_hash_is_checked_in_full() {
+        let (salt, key) = super::UNMATCHABLE.split_once(':').unwrap();
+        assert_eq!((salt.len(), key.len()), (32, 128), "the shape of a stored hash");
+        assert!(!super::verify("", super::UNMATCHABLE));
+        assert!(!super::verify("correct horse", super::UNMATCHABLE));
     }
 
     #[tokio::test]
