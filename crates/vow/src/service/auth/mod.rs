@@ -108,7 +108,8 @@ impl Tokens {
 
     /// Starts a session for an account: its row (through `executor`, so it can join the
     /// caller's transaction) and its access and refresh tokens. `app_password` names the app
-    /// password it was opened with, and whether that one is privileged.
+    /// password it was opened with, and whether that one is privileged. Refused with
+    /// `AccountTakedown` when the account has been taken down (or deleted) meanwhile.
     pub async fn issue(
         &self,
         executor: impl sqlx::SqliteExecutor<'_>,
@@ -119,7 +120,14 @@ impl Tokens {
         let refresh_jti = random_code(26);
         let expires = crate::store::db::unix_now() + REFRESH_TTL_SECS;
         let name = app_password.map(|(name, _)| name);
-        crate::store::db::sessions::insert(executor, &session_id, did, name, &refresh_jti, expires).await?;
+        if !crate::store::db::sessions::insert(executor, &session_id, did, name, &refresh_jti, expires).await? {
+            // Taken down (or deleted) after the caller read the account.
+            return Err(XrpcError::new(
+                axum::http::StatusCode::UNAUTHORIZED,
+                "AccountTakedown",
+                "Account has been taken down",
+            ));
+        }
         Ok(self.mint(did, &session_id, &refresh_jti, app_password.map(|(_, privileged)| privileged)))
     }
 

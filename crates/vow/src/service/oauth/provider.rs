@@ -505,7 +505,7 @@ impl Provider {
                 } else {
                     PUBLIC_REFRESH_SECS
                 };
-                oauth::insert_session(
+                let made = oauth::insert_session(
                     &self.db,
                     &sid,
                     &did,
@@ -515,14 +515,14 @@ impl Provider {
                     &scope,
                     &proof.jkt,
                 )
-                .await
-                .map_err(|e| match e.as_database_error() {
-                    // The account was deleted after it approved (codes live in memory).
-                    Some(d) if d.is_foreign_key_violation() => {
-                        OauthError::bad("invalid_grant", "the account that approved the request is gone")
-                    }
-                    _ => OauthError::from(e),
-                })?;
+                .await?;
+                if !made {
+                    // Taken down or deleted after it approved (codes live in memory).
+                    return Err(OauthError::bad(
+                        "invalid_grant",
+                        "the account that approved the request is taken down or gone",
+                    ));
+                }
                 tracing::info!(%did, client = %client.id, "oauth session started");
                 Ok(self.tokens(&did, &sid, &refresh_jti, &scope, &client.id, &proof.jkt))
             }

@@ -34,7 +34,8 @@ pub struct OauthSession {
     pub dpop_jkt: String,
 }
 
-/// Records an OAuth session (a `sessions` row with its client, scope and key).
+/// Records an OAuth session (a `sessions` row with its client, scope and key), only while the
+/// account exists and is not taken down (false otherwise), as [`super::sessions::insert`].
 #[allow(clippy::too_many_arguments)]
 pub async fn insert_session(
     db: &SqlitePool,
@@ -45,10 +46,11 @@ pub async fn insert_session(
     client: &str,
     scope: &str,
     jkt: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<bool, sqlx::Error> {
+    let made = sqlx::query(
         "INSERT INTO sessions (id, did, refresh_jti, created_at, expires_at, oauth_client, oauth_scope, dpop_jkt) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 \
+         WHERE EXISTS (SELECT 1 FROM accounts WHERE did = ?2 AND takedown_ref IS NULL)",
     )
     .bind(id)
     .bind(did)
@@ -60,7 +62,7 @@ pub async fn insert_session(
     .bind(jkt)
     .execute(db)
     .await?;
-    Ok(())
+    Ok(made.rows_affected() == 1)
 }
 
 /// The OAuth session with this id, if it is live.
@@ -73,4 +75,33 @@ pub async fn session(db: &SqlitePool, id: &str) -> Result<Option<OauthSession>, 
     .bind(super::unix_now())
     .fetch_optional(db)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A code approved before a takedown and exchanged after it makes no session.
+    #[tokio::test]
+    async fn no_oauth_session_for_an_account_taken_down_or_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::super::open(&dir.path().join("t.db")).await.unwrap();
+        sqlx::query(
+            "INSERT INTO accounts (did, handle, password_hash, created_at, takedown_ref) \
+             VALUES ('did:a', 'a.test', 'x', 'now', 'ticket-1')",
+        )
+        .execute(&db)
+        .await
+        .unwrap();
+        let made = |did: &'static str, id: &'static str| {
+            let db = db.clone();
+            async move { insert_session(&db, id, did, "J", i64::MAX, "https://app.test/m.json", "atproto", "K").await }
+        };
+        assert!(!made("did:a", "S1").await.unwrap());
+        assert!(session(&db, "S1").await.unwrap().is_none(), "a taken-down account got a session");
+        assert!(!made("did:gone", "S2").await.unwrap());
+        sqlx::query("UPDATE accounts SET takedown_ref = NULL").execute(&db).await.unwrap();
+        assert!(made("did:a", "S3").await.unwrap());
+        assert!(session(&db, "S3").await.unwrap().is_some());
+    }
 }

@@ -59,7 +59,9 @@ pub async fn is_live(db: &SqlitePool, id: &str, did: &str) -> Result<bool, sqlx:
     Ok(row.is_some())
 }
 
-/// A new session row; `expires_at` in unix seconds.
+/// A new session row; `expires_at` in unix seconds. Made only while the account exists and is
+/// not taken down, checked in the same statement: a takedown that commits while a sign-in is
+/// checking its password either comes first, and no session is made (false), or ends this one.
 pub async fn insert(
     executor: impl sqlx::SqliteExecutor<'_>,
     id: &str,
@@ -67,9 +69,10 @@ pub async fn insert(
     app_password: Option<&str>,
     refresh_jti: &str,
     expires_at: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO sessions (id, did, app_password_name, refresh_jti, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+) -> Result<bool, sqlx::Error> {
+    let made = sqlx::query(
+        "INSERT INTO sessions (id, did, app_password_name, refresh_jti, created_at, expires_at) \
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM accounts WHERE did = ?2 AND takedown_ref IS NULL)",
     )
     .bind(id)
     .bind(did)
@@ -79,7 +82,7 @@ pub async fn insert(
     .bind(expires_at)
     .execute(executor)
     .await?;
-    Ok(())
+    Ok(made.rows_affected() == 1)
 }
 
 /// Moves the session's refresh token from `old` to `new`; false when `old` is not current
@@ -209,7 +212,7 @@ mod tests {
         .execute(&db)
         .await
         .unwrap();
-        insert(&db, "S1", "did:a", None, "J1", i64::MAX).await.unwrap();
+        assert!(insert(&db, "S1", "did:a", None, "J1", i64::MAX).await.unwrap());
         db
     }
 
@@ -230,6 +233,22 @@ mod tests {
         assert_eq!(endings(), before, "nothing was ended, yet the count moved");
         assert!(delete_of(&db, "did:a", "S1").await.unwrap());
         assert!(endings() > before);
+    }
+
+    /// A sign-in whose password check overlapped a takedown makes no session once the
+    /// takedown has committed (nor for an account that is gone).
+    #[tokio::test]
+    async fn no_session_is_made_for_an_account_taken_down_or_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = with_session(&dir).await;
+        sqlx::query("UPDATE accounts SET takedown_ref = 'ticket-1' WHERE did = 'did:a'").execute(&db).await.unwrap();
+        assert!(!insert(&db, "S2", "did:a", None, "J2", i64::MAX).await.unwrap());
+        assert!(!is_live(&db, "S2", "did:a").await.unwrap(), "a taken-down account got a session");
+        assert!(!insert(&db, "S3", "did:gone", None, "J3", i64::MAX).await.unwrap());
+        assert!(!is_live(&db, "S3", "did:gone").await.unwrap());
+        sqlx::query("UPDATE accounts SET takedown_ref = NULL WHERE did = 'did:a'").execute(&db).await.unwrap();
+        assert!(insert(&db, "S4", "did:a", None, "J4", i64::MAX).await.unwrap());
+        assert!(is_live(&db, "S4", "did:a").await.unwrap());
     }
 
     /// A deletion whose caller is dropped after it started still lands and is still counted,
